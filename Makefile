@@ -1,0 +1,33 @@
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+
+.PHONY: build build-debug test lint format bench clean
+
+build:
+	$(PIP) install -e '.[test]'
+
+# ASan + UBSan: run the tests with the sanitizer runtime preloaded into the interpreter.
+build-debug:
+	$(PIP) install -e '.[test]' -Ccmake.build-type=Debug -Ccmake.define.LOCALMEM_SANITIZE=ON \
+		-Cbuild-dir=build/debug
+	@echo "run: LD_PRELOAD=\$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest"
+
+test:
+	$(PY) -m pytest
+
+lint:
+	$(PY) -m ruff check localmem tests bench
+	$(PY) -m ruff format --check localmem tests bench
+	$(PY) -m mypy
+	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp
+
+format:
+	$(PY) -m ruff format localmem tests bench
+	$(PY) -m ruff check --fix localmem tests bench
+	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp
+
+bench:
+	$(PY) bench/vector_search.py --check
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

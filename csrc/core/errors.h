@@ -1,0 +1,36 @@
+// Error types thrown by the core. The binding maps each one to a class in localmem.errors,
+// so the message must tell the caller what to change, not just what went wrong.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace lm {
+
+// Bad arguments: wrong shape, NaN, k <= 0, ... (-> localmem.errors.InvalidArgumentError).
+struct InvalidArgument : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
+// An id given to add() that the index already holds (-> DuplicateIdError).
+struct DuplicateId : InvalidArgument {
+    using InvalidArgument::InvalidArgument;
+};
+
+// An id that the index does not hold (-> UnknownIdError).
+struct UnknownId : std::out_of_range {
+    using std::out_of_range::out_of_range;
+};
+
+// A file whose bytes do not form a valid object: bad magic, checksum, truncation
+// (-> CorruptFileError).
+struct CorruptFile : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// An operating-system call failed: open, write, fsync, mmap, rename (-> StorageError).
+struct IoError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace lm

@@ -1,0 +1,128 @@
+"""``localmem doctor``: what this install runs on, and a quick self-check of the core."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from localmem import _core, build_info
+from localmem.errors import CorruptFileError
+from localmem.index import Int8Index
+from localmem.paths import default_store_path
+from localmem.testing import cluster_centres, clustered_vectors, exact_top_k, recall_at_k
+
+KERNEL_DIMS = (1, 3, 15, 16, 17, 97, 384, 768, 1023)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def check_kernels(rng: np.random.Generator) -> tuple[bool, str]:
+    kernels = _core.available_kernels()
+    for dim in KERNEL_DIMS:
+        q = rng.integers(-127, 128, (5, dim), dtype=np.int8)
+        d = rng.integers(-127, 128, (37, dim), dtype=np.int8)
+        qs = rng.random(5, dtype=np.float32)
+        ds = rng.random(37, dtype=np.float32)
+        ref = _core.score_matrix(q, qs, d, ds, "scalar")
+        for k in kernels:
+            if not np.array_equal(_core.score_matrix(q, qs, d, ds, k), ref):
+                return False, f"kernel {k} differs from scalar at dim {dim}"
+    return True, f"{len(kernels)} kernels equal scalar on {len(KERNEL_DIMS)} dims"
+
+
+def check_search(rng: np.random.Generator) -> tuple[bool, str]:
+    n, dim, nq, k = 5000, 384, 100, 10
+    centres = cluster_centres(64, dim)
+    x = clustered_vectors(n, dim, centres=centres, seed=rng)
+    q = clustered_vectors(nq, dim, centres=centres, seed=rng)
+    index = Int8Index(dim)
+    index.add(np.arange(n), x)
+    ids, _ = index.search(q, k)
+    recall = recall_at_k(ids, exact_top_k(q, x, k))
+    ok = recall >= 0.95
+    return ok, f"recall@10 = {recall:.3f} on {n:,} x {dim} against numpy float32"
+
+
+def check_file(rng: np.random.Generator) -> tuple[bool, str]:
+    x = clustered_vectors(1000, 64, clusters=16, seed=rng)
+    index = Int8Index(64)
+    index.add(np.arange(1000), x)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "index.lmi"
+        index.save(path)
+        loaded = Int8Index.load(path)
+        same = np.array_equal(index.search(x[:20], 5)[0], loaded.search(x[:20], 5)[0])
+        del loaded
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            Int8Index.load(path)
+            refused = False
+        except CorruptFileError:
+            refused = True
+    return same and refused, "save/load round trip equal" + (
+        ", damaged file refused" if refused else ", damaged file NOT detected"
+    )
+
+
+def check_crc(rng: np.random.Generator) -> tuple[bool, str]:
+    data = rng.integers(0, 256, 100_003, dtype=np.uint8).tobytes()
+    ok = _core.crc32c(data) == _core.crc32c(data, portable=True) and (
+        _core.crc32c(b"123456789") == 0xE3069283
+    )
+    return ok, "hardware crc32c equals the table version and the standard check value"
+
+
+CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
+    ("kernels", check_kernels),
+    ("search", check_search),
+    ("index file", check_file),
+    ("crc32c", check_crc),
+]
+
+
+def run_checks() -> list[Check]:
+    rng = np.random.default_rng(7)
+    results = []
+    for name, fn in CHECKS:
+        t0 = time.perf_counter()
+        try:
+            ok, detail = fn(rng)
+        except Exception as e:  # a self-check reports every failure, it does not stop
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        results.append(Check(name, ok, detail, time.perf_counter() - t0))
+    return results
+
+
+def report(echo: Callable[[str], None] = print) -> bool:
+    """Print the environment and the self-check; True when every check passed."""
+    info = build_info()
+    store = default_store_path()
+    echo(f"localmem {info['version']}")
+    echo(f"  python     {sys.version.split()[0]} ({sys.executable})")
+    echo(f"  kernel     {info['kernel']}  (available: {', '.join(info['kernels_available'])})")
+    echo(f"  cpu        {info['cpu_features'] or 'baseline'}; {info['hardware_threads']} threads")
+    echo(f"  compiler   {info.get('compiler', '?')}{'  [-march=native]' if info['march_native'] else ''}")
+    if info["kernel_override_error"]:
+        echo(f"  warning    {info['kernel_override_error']}")
+    echo(f"  store      {store}{'' if store.exists() else '  (not created yet)'}")
+    echo("self-check")
+    results = run_checks()
+    for c in results:
+        echo(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<11} {c.detail}  ({c.seconds * 1000:.0f} ms)")
+    ok = all(c.ok for c in results)
+    echo("all checks passed" if ok else "SELF-CHECK FAILED")
+    return ok

@@ -1,0 +1,45 @@
+"""Exceptions raised by localmem. Every native error arrives as one of these.
+
+Each class also derives from the built-in exception a caller would reach for first
+(``ValueError`` for bad arguments, ``KeyError`` for unknown ids, ``OSError`` for storage),
+so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class LocalmemError(Exception):
+    """Base class of every localmem error."""
+
+
+class InvalidArgumentError(LocalmemError, ValueError):
+    """An argument has the wrong type, dtype, shape or value; the message says the fix."""
+
+
+class DuplicateIdError(InvalidArgumentError):
+    """An id given to ``add`` is already present, or appears twice in one batch."""
+
+
+class UnknownIdError(LocalmemError, KeyError):
+    """An id that the index or store does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptFileError(LocalmemError):
+    """A file on disk is damaged, truncated or not of the expected format."""
+
+
+class StorageError(LocalmemError, OSError):
+    """An operating-system call on the store failed (open, write, fsync, rename, mmap)."""
+
+
+__all__ = [
+    "CorruptFileError",
+    "DuplicateIdError",
+    "InvalidArgumentError",
+    "LocalmemError",
+    "StorageError",
+    "UnknownIdError",
+]

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch):
+    """No test touches the user's real store."""
+    monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "store"))

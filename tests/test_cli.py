@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from click.testing import CliRunner
+
+from localmem import __version__, build_info
+from localmem.cli import main
+
+
+def test_doctor_reports_kernel_store_and_passes(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "mystore"))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert f"kernel     {build_info()['kernel']}" in result.output
+    assert str(tmp_path / "mystore") in result.output
+    assert "all checks passed" in result.output
+    assert "FAIL" not in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_installed_entry_point_runs_doctor():
+    exe = shutil.which("localmem")
+    assert exe, "the localmem console script is not installed on PATH"
+    out = subprocess.run([exe, "doctor"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all checks passed" in out.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(main, ["frobnicate"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output
