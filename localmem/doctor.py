@@ -115,7 +115,8 @@ def report(echo: Callable[[str], None] = print) -> bool:
     echo(f"  python     {sys.version.split()[0]} ({sys.executable})")
     echo(f"  kernel     {info['kernel']}  (available: {', '.join(info['kernels_available'])})")
     echo(f"  cpu        {info['cpu_features'] or 'baseline'}; {info['hardware_threads']} threads")
-    echo(f"  compiler   {info.get('compiler', '?')}{'  [-march=native]' if info['march_native'] else ''}")
+    native = "  [-march=native]" if info["march_native"] else ""
+    echo(f"  compiler   {info.get('compiler', '?')}{native}")
     if info["kernel_override_error"]:
         echo(f"  warning    {info['kernel_override_error']}")
     echo(f"  store      {store}{'' if store.exists() else '  (not created yet)'}")

@@ -173,7 +173,7 @@ class Int8Index:
 
     def get_codes(self, ids: IdsLike) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
         """The stored INT8 codes ``(n, dim)`` and scales ``(n,)`` of these ids."""
-        return self._index.get_codes(_as_ids(ids))  # type: ignore[no-any-return]
+        return self._index.get_codes(_as_ids(ids))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` atomically (a crash leaves the old file or the new

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -26,8 +28,10 @@ def test_version():
 
 
 def test_installed_entry_point_runs_doctor():
-    exe = shutil.which("localmem")
-    assert exe, "the localmem console script is not installed on PATH"
+    # The console script pip installed beside this interpreter (the venv need not be active).
+    beside = Path(sys.executable).parent / "localmem"
+    exe = str(beside) if beside.exists() else shutil.which("localmem")
+    assert exe, "the localmem console script is not installed"
     out = subprocess.run([exe, "doctor"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all checks passed" in out.stdout

@@ -42,7 +42,7 @@ def small(rng):
 
 @pytest.mark.parametrize("threads", [1, 2, 0])
 def test_search_equals_numpy_reference_with_ties(small, rng, threads):
-    index, ids, x = small
+    index, ids, _x = small
     q = rng.integers(-2, 3, (50, 24)).astype(np.float32)
     got_ids, got_scores = index.search(q, 25, threads=threads)
     ref_ids, ref_scores = reference_search(index, ids, q, 25)
@@ -51,7 +51,7 @@ def test_search_equals_numpy_reference_with_ties(small, rng, threads):
 
 
 def test_single_query_returns_1d_and_matches_batch(small, rng):
-    index, ids, x = small
+    index, _ids, _x = small
     q = rng.standard_normal(24).astype(np.float32)
     one_ids, one_scores = index.search(q, 7)
     batch_ids, batch_scores = index.search(q[None, :], 7)
@@ -250,7 +250,7 @@ def test_concurrent_search_and_add_from_python_threads(rng):
             for _ in range(30):
                 ids, _ = index.search(q, 1)
                 assert np.array_equal(ids[:, 0], np.arange(50))  # each query finds itself
-        except BaseException as e:  # noqa: BLE001 - surfaced below
+        except BaseException as e:
             errors.append(e)
 
     def adder():
@@ -258,10 +258,12 @@ def test_concurrent_search_and_add_from_python_threads(rng):
             for i in range(30):
                 extra = rng.standard_normal((100, dim)).astype(np.float32) * 0.01
                 index.add(np.arange(100) + 10_000 * (i + 1), extra)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=searcher) for _ in range(3)] + [threading.Thread(target=adder)]
+    threads = [threading.Thread(target=searcher) for _ in range(3)] + [
+        threading.Thread(target=adder)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -128,7 +128,7 @@ def test_newer_format_version_says_upgrade(saved):
     data[8:12] = (99).to_bytes(4, "little")
     data[124:128] = _core.crc32c(bytes(data[:124])).to_bytes(4, "little")
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptFileError, match="version 99.*upgrade"):
+    with pytest.raises(CorruptFileError, match=r"version 99.*upgrade"):
         Int8Index.load(path)
 
 

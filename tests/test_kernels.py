@@ -75,7 +75,10 @@ def _kernel_in_subprocess(value: str) -> subprocess.CompletedProcess[str]:
     code = "import localmem; print(localmem.build_info()['kernel'])"
     return subprocess.run(
         [sys.executable, "-W", "always", "-c", code],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
 
 

@@ -32,31 +32,29 @@ void raise_as(const char* cls, const char* msg) {
 
 std::string shape_str(const py::array& a) {
     std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i)
-        s += (i ? ", " : "") + std::to_string(a.shape(i));
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
 // Checks that `obj` is a C-contiguous ndarray of T with `ndim` dimensions; the message
 // names the argument and the call that fixes it.
 template <class T>
-py::array_t<T> require(const py::handle& obj, const char* name, const char* dtype_name,
-                       int ndim) {
+py::array_t<T> require(const py::handle& obj, const char* name, const char* dtype_name, int ndim) {
     if (!py::isinstance<py::array>(obj))
         invalid(std::string(name) + " must be a numpy.ndarray, got " +
-                std::string(Py_TYPE(obj.ptr())->tp_name) + "; wrap it with numpy.asarray(" +
-                name + ", dtype=numpy." + dtype_name + ")");
+                std::string(Py_TYPE(obj.ptr())->tp_name) + "; wrap it with numpy.asarray(" + name +
+                ", dtype=numpy." + dtype_name + ")");
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (!a.dtype().is(py::dtype::of<T>()))
         invalid(std::string(name) + " must have dtype " + dtype_name + ", got " +
-                std::string(py::str(a.dtype())) + "; convert it with " + name +
-                ".astype(numpy." + dtype_name + ")");
+                std::string(py::str(a.dtype())) + "; convert it with " + name + ".astype(numpy." +
+                dtype_name + ")");
     if (a.ndim() != ndim)
         invalid(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
                 shape_str(a));
     if (!(a.flags() & py::array::c_style))
-        invalid(std::string(name) + " must be C-contiguous; pass numpy.ascontiguousarray(" +
-                name + ")");
+        invalid(std::string(name) + " must be C-contiguous; pass numpy.ascontiguousarray(" + name +
+                ")");
     return py::reinterpret_borrow<py::array_t<T>>(obj);
 }
 
@@ -72,9 +70,10 @@ const lm::Kernel& kernel_by_name(const std::optional<std::string>& name) {
     if (!name) return lm::active_kernel();
     if (const lm::Kernel* k = lm::find_kernel(*name)) return *k;
     std::string names;
-    for (const lm::Kernel* k : lm::available_kernels()) names += std::string(names.empty() ? "" : ", ") + k->name;
-    invalid("kernel '" + *name + "' is not available on this CPU and build; choose one of: " +
-            names);
+    for (const lm::Kernel* k : lm::available_kernels())
+        names += std::string(names.empty() ? "" : ", ") + k->name;
+    invalid("kernel '" + *name +
+            "' is not available on this CPU and build; choose one of: " + names);
 }
 
 lm::Metric metric_from(const std::string& m) {

@@ -6,11 +6,11 @@
 namespace lm {
 
 struct CpuFeatures {
-    bool avx2 = false;         // AVX2 + FMA, and the OS saves YMM state
-    bool avx_vnni = false;     // VEX-encoded VPDPBUSD on YMM (Alder Lake, Zen 5, ...)
-    bool avx512_vnni = false;  // AVX-512 F/BW/VL + VNNI, and the OS saves ZMM state
-    bool sse42 = false;        // CRC32 instruction
-    bool neon_dotprod = false; // AArch64 SDOT
+    bool avx2 = false;          // AVX2 + FMA, and the OS saves YMM state
+    bool avx_vnni = false;      // VEX-encoded VPDPBUSD on YMM (Alder Lake, Zen 5, ...)
+    bool avx512_vnni = false;   // AVX-512 F/BW/VL + VNNI, and the OS saves ZMM state
+    bool sse42 = false;         // CRC32 instruction
+    bool neon_dotprod = false;  // AArch64 SDOT
 };
 
 const CpuFeatures& cpu_features();

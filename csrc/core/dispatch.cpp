@@ -52,8 +52,8 @@ const Choice& choice() {
 
 std::vector<const Kernel*> compiled_kernels() {
     std::vector<const Kernel*> out;
-    for (const Kernel* k : {kernel_scalar(), kernel_neon(), kernel_avx2(), kernel_avx_vnni(),
-                            kernel_avx512_vnni()})
+    for (const Kernel* k :
+         {kernel_scalar(), kernel_neon(), kernel_avx2(), kernel_avx_vnni(), kernel_avx512_vnni()})
         if (k != nullptr) out.push_back(k);
     return out;
 }

@@ -131,8 +131,10 @@ std::unique_ptr<Int8Index> Int8Index::load(const std::string& path, bool use_mma
         corrupt(path, "header checksum mismatch: the file is damaged");
     const uint32_t version = get<uint32_t>(h, 8);
     if (version != kVersion)
-        corrupt(path, "format version " + std::to_string(version) + " is not supported (this "
-                      "build reads version " + std::to_string(kVersion) + "); upgrade localmem");
+        corrupt(path, "format version " + std::to_string(version) +
+                          " is not supported (this "
+                          "build reads version " +
+                          std::to_string(kVersion) + "); upgrade localmem");
     const size_t dim = get<uint32_t>(h, 16), stride = get<uint32_t>(h, 20);
     const uint32_t metric = get<uint32_t>(h, 24);
     const uint64_t rows = get<uint64_t>(h, 32), n_fp32 = get<uint64_t>(h, 40);
@@ -149,8 +151,9 @@ std::unique_ptr<Int8Index> Int8Index::load(const std::string& path, bool use_mma
     if (size > l.total)
         corrupt(path, "has " + std::to_string(size - l.total) + " unexpected trailing bytes");
     if (verify && get<uint32_t>(h, 56) != crc32c(h + kHeaderBytes, l.total - kHeaderBytes))
-        corrupt(path, "checksum mismatch: the file is damaged; restore it from a backup or "
-                      "rebuild the index");
+        corrupt(path,
+                "checksum mismatch: the file is damaged; restore it from a backup or "
+                "rebuild the index");
 
     auto idx = std::make_unique<Int8Index>(dim, static_cast<Metric>(metric));
     const size_t padded = blocks_for_rows(rows);

@@ -248,14 +248,16 @@ SearchResult Int8Index::search(const float* queries, size_t nq, const SearchOpti
             filtered.assign(live_.size(), 0);
             for (size_t i = 0; i < opt.n_allow; ++i) {
                 const auto it = row_by_id_.find(opt.allow[i]);
-                if (it != row_by_id_.end()) filtered[it->second / 64] |= uint64_t{1} << (it->second % 64);
+                if (it != row_by_id_.end())
+                    filtered[it->second / 64] |= uint64_t{1} << (it->second % 64);
             }
         } else {
             filtered = live_;
         }
         for (size_t i = 0; i < opt.n_deny; ++i) {
             const auto it = row_by_id_.find(opt.deny[i]);
-            if (it != row_by_id_.end()) filtered[it->second / 64] &= ~(uint64_t{1} << (it->second % 64));
+            if (it != row_by_id_.end())
+                filtered[it->second / 64] &= ~(uint64_t{1} << (it->second % 64));
         }
         mask = filtered.data();
     }
@@ -271,8 +273,7 @@ SearchResult Int8Index::search(const float* queries, size_t nq, const SearchOpti
     // threads: each task takes a slice of rows, and the slices' hits are merged.
     const size_t splits =
         nq >= threads ? 1 : std::max<size_t>(1, std::min(threads, nblocks / kTileBlocks));
-    const size_t qchunk =
-        std::clamp<size_t>((nq + threads * 4 - 1) / (threads * 4), 1, 128);
+    const size_t qchunk = std::clamp<size_t>((nq + threads * 4 - 1) / (threads * 4), 1, 128);
     const size_t qtasks = (nq + qchunk - 1) / qchunk;
     const size_t blocks_per_split = (nblocks + splits - 1) / splits;
     std::vector<std::vector<Hit>> partial(nq * splits);
@@ -294,9 +295,17 @@ SearchResult Int8Index::search(const float* queries, size_t nq, const SearchOpti
             const size_t ostride = tn * kBlockRows;
             for (size_t qs = q0; qs < q1; qs += kQuerySub) {
                 const size_t qn = std::min(kQuerySub, q1 - qs);
-                const ScoreArgs a{prepared.data() + qs * pstride, pstride, qscales.data() + qs,
-                                  qn, codes + tb * kBlockRows * stride_, sums_.data() + tb * kBlockRows,
-                                  scales + tb * kBlockRows, tn, stride_, out.data(), ostride};
+                const ScoreArgs a{prepared.data() + qs * pstride,
+                                  pstride,
+                                  qscales.data() + qs,
+                                  qn,
+                                  codes + tb * kBlockRows * stride_,
+                                  sums_.data() + tb * kBlockRows,
+                                  scales + tb * kBlockRows,
+                                  tn,
+                                  stride_,
+                                  out.data(),
+                                  ostride};
                 kern.score(a);
                 for (size_t i = 0; i < qn; ++i) {
                     TopK& heap = heaps[qs + i - q0];

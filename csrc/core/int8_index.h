@@ -27,15 +27,15 @@ struct SearchOptions {
     size_t n_allow = 0;
     const int64_t* deny = nullptr;  // these ids are never returned
     size_t n_deny = 0;
-    size_t rerank = 0;   // > 0: re-rank the best k * rerank with kept fp32 vectors
-    size_t threads = 1;  // 0: every hardware thread
+    size_t rerank = 0;               // > 0: re-rank the best k * rerank with kept fp32 vectors
+    size_t threads = 1;              // 0: every hardware thread
     const Kernel* kernel = nullptr;  // nullptr: the active kernel
 };
 
 struct SearchResult {
-    size_t k = 0;                 // columns: min(k, live vectors)
-    std::vector<int64_t> ids;     // nq * k, -1 where fewer hits passed the filter
-    std::vector<float> scores;    // nq * k, -inf where ids is -1
+    size_t k = 0;               // columns: min(k, live vectors)
+    std::vector<int64_t> ids;   // nq * k, -1 where fewer hits passed the filter
+    std::vector<float> scores;  // nq * k, -inf where ids is -1
 };
 
 struct IndexStats {
@@ -77,19 +77,19 @@ private:
     void write_file(const std::string& path) const;
     uint32_t row_of(int64_t id) const;  // throws UnknownId
     bool live(size_t row) const { return (live_[row / 64] >> (row % 64)) & 1; }
-    void resize_rows(size_t rows);  // grows or shrinks every column to hold `rows`
+    void resize_rows(size_t rows);                // grows or shrinks every column to hold `rows`
     static size_t blocks_for_rows(size_t rows) {  // rows rounded up to whole blocks
         return (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
     }
 
     size_t dim_, stride_;
     Metric metric_;
-    size_t rows_ = 0;        // rows in storage, tombstones included
+    size_t rows_ = 0;  // rows in storage, tombstones included
     size_t tombstones_ = 0;
-    Column<int8_t> codes_;   // ceil(rows/16) blocks of 16 * stride bytes
-    Column<float> scales_;   // padded to whole blocks (0 for padding)
-    Column<int64_t> ids_;    // rows_
-    Column<float> fp32_;     // kept fp32 vectors, dim each, in row order
+    Column<int8_t> codes_;            // ceil(rows/16) blocks of 16 * stride bytes
+    Column<float> scales_;            // padded to whole blocks (0 for padding)
+    Column<int64_t> ids_;             // rows_
+    Column<float> fp32_;              // kept fp32 vectors, dim each, in row order
     AlignedVector<int32_t> sums_;     // per row: sum of its codes (VNNI offset correction)
     std::vector<uint64_t> live_;      // bit per row (padding rows are 0)
     std::vector<int32_t> fp32_slot_;  // per row: index into fp32_, or -1

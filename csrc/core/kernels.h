@@ -27,23 +27,23 @@ inline size_t block_offset(size_t row, size_t stride) {
 }
 
 struct ScoreArgs {
-    const uint8_t* queries;   // nq prepared queries, prepared_stride bytes apart
+    const uint8_t* queries;  // nq prepared queries, prepared_stride bytes apart
     size_t prepared_stride;
-    const float* qscales;     // nq query scales
+    const float* qscales;  // nq query scales
     size_t nq;
-    const int8_t* blocks;     // nblocks * 16 * stride bytes, blocked layout
-    const int32_t* rowsums;   // nblocks * 16 sums of each row's codes
-    const float* rowscales;   // nblocks * 16 row scales
+    const int8_t* blocks;    // nblocks * 16 * stride bytes, blocked layout
+    const int32_t* rowsums;  // nblocks * 16 sums of each row's codes
+    const float* rowscales;  // nblocks * 16 row scales
     size_t nblocks;
-    size_t stride;            // code bytes per row (multiple of 4)
-    float* out;               // out[q * out_stride + row]: float(dot) * (qscale * rowscale)
+    size_t stride;  // code bytes per row (multiple of 4)
+    float* out;     // out[q * out_stride + row]: float(dot) * (qscale * rowscale)
     size_t out_stride;
 };
 
 struct Kernel {
     const char* name;
-    int level;                 // higher is faster; LOCALMEM_KERNEL may only pick one we have
-    size_t prepared_factor;    // prepared query bytes per code byte
+    int level;               // higher is faster; LOCALMEM_KERNEL may only pick one we have
+    size_t prepared_factor;  // prepared query bytes per code byte
     void (*prepare)(const int8_t* codes, size_t stride, uint8_t* out);
     void (*score)(const ScoreArgs& args);
 };

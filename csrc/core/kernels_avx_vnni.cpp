@@ -45,7 +45,8 @@ struct AvxVnniTile {
                     blk + (h / 2) * bytes_per_block + g * 64 + (h % 2) * 32));
             for (int i = 0; i < QT; ++i) {
                 const __m256i qv = _mm256_set1_epi32(load_group(q + i * qstride + g * kGroup));
-                for (int h = 0; h < H; ++h) acc[i][h] = _mm256_dpbusd_avx_epi32(acc[i][h], qv, d[h]);
+                for (int h = 0; h < H; ++h)
+                    acc[i][h] = _mm256_dpbusd_avx_epi32(acc[i][h], qv, d[h]);
             }
         }
         for (int h = 0; h < H; ++h) {

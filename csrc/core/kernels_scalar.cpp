@@ -16,8 +16,8 @@ struct ScalarTile {
     static constexpr int kMaxQ = 1;
     static constexpr int kMaxB = 1;
     template <int QT, int BT>
-    static void run(const uint8_t* q, size_t, const float* qs, const int8_t* blk,
-                    const int32_t*, const float* rs, size_t stride, float* out, size_t) {
+    static void run(const uint8_t* q, size_t, const float* qs, const int8_t* blk, const int32_t*,
+                    const float* rs, size_t stride, float* out, size_t) {
         const int8_t* query = reinterpret_cast<const int8_t*>(q);
         int32_t acc[kBlockRows] = {};
         for (size_t g = 0; g < stride / kGroup; ++g) {

@@ -31,7 +31,7 @@ std::string parent_dir(const std::string& path) {
 FileBytes::FileBytes(const std::string& path, bool use_mmap) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail("cannot open", path);
-    struct stat st {};
+    struct stat st{};
     if (::fstat(fd, &st) != 0) {
         ::close(fd);
         fail("cannot stat", path);
@@ -60,8 +60,8 @@ FileBytes::FileBytes(const std::string& path, bool use_mmap) {
     }
     size_t done = 0;
     while (done < size_) {
-        const ssize_t r = ::pread(fd, static_cast<uint8_t*>(buf) + done, size_ - done,
-                                  static_cast<off_t>(done));
+        const ssize_t r =
+            ::pread(fd, static_cast<uint8_t*>(buf) + done, size_ - done, static_cast<off_t>(done));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             std::free(buf);

@@ -22,9 +22,9 @@ void pack_blocked(const int8_t* codes, size_t n, size_t dim, int8_t* blocks_out,
     }
 }
 
-std::vector<float> score_matrix(const Kernel& kernel, const int8_t* queries,
-                                const float* qscales, size_t nq, const int8_t* codes,
-                                const float* scales, size_t n, size_t dim) {
+std::vector<float> score_matrix(const Kernel& kernel, const int8_t* queries, const float* qscales,
+                                size_t nq, const int8_t* codes, const float* scales, size_t n,
+                                size_t dim) {
     const size_t stride = code_stride(dim);
     const size_t padded = (n + kBlockRows - 1) / kBlockRows * kBlockRows;
     std::vector<int8_t> blocks(padded * stride);
@@ -42,9 +42,17 @@ std::vector<float> score_matrix(const Kernel& kernel, const int8_t* queries,
     }
     std::vector<float> out(nq * padded);
     if (nq > 0 && padded > 0) {
-        const ScoreArgs a{prepared.data(), pstride, qscales,      nq,     blocks.data(),
-                          sums.data(),     padded_scales.data(), padded / kBlockRows,
-                          stride,          out.data(),           padded};
+        const ScoreArgs a{prepared.data(),
+                          pstride,
+                          qscales,
+                          nq,
+                          blocks.data(),
+                          sums.data(),
+                          padded_scales.data(),
+                          padded / kBlockRows,
+                          stride,
+                          out.data(),
+                          padded};
         kernel.score(a);
     }
     std::vector<float> result(nq * n);
