@@ -1,7 +1,7 @@
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
 
-.PHONY: build build-debug test lint format bench clean
+.PHONY: build build-debug test lint format bench native-selftest clean
 
 build:
 	$(PIP) install -e '.[test]'
@@ -19,15 +19,23 @@ lint:
 	$(PY) -m ruff check localmem tests bench
 	$(PY) -m ruff format --check localmem tests bench
 	$(PY) -m mypy
-	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp
+	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp tests/native/*.cpp
 
 format:
 	$(PY) -m ruff format localmem tests bench
 	$(PY) -m ruff check --fix localmem tests bench
-	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp
+	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp tests/native/*.cpp
 
 bench:
 	$(PY) bench/vector_search.py --check
+
+# Every kernel against scalar with no Python (tests/native/README.md: NEON under QEMU).
+SELFTEST_SRC = tests/native/kernel_selftest.cpp csrc/core/cpu.cpp csrc/core/dispatch.cpp \
+	csrc/core/score_matrix.cpp $(wildcard csrc/core/kernels_*.cpp)
+native-selftest:
+	mkdir -p build
+	$(CXX) -O2 -std=c++17 -Wall -Icsrc/core $(SELFTEST_SRC) -o build/kernel_selftest
+	build/kernel_selftest
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
