@@ -66,6 +66,13 @@ py::array_t<float> require_rows(const py::handle& obj, const char* name, size_t 
     return a;
 }
 
+// Copies a result vector into a fresh array (memcpy from an empty vector's null data()
+// would be undefined even for zero bytes).
+template <class T>
+void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
+    if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
+}
+
 const lm::Kernel& kernel_by_name(const std::optional<std::string>& name) {
     if (!name) return lm::active_kernel();
     if (const lm::Kernel* k = lm::find_kernel(*name)) return *k;
@@ -183,7 +190,7 @@ PYBIND11_MODULE(_core, m) {
             {
                 py::gil_scoped_release release;
                 auto s = lm::score_matrix(k, q.data(), qs.data(), nq, c.data(), cs.data(), n, dim);
-                std::memcpy(dst, s.data(), s.size() * sizeof(float));
+                if (!s.empty()) std::memcpy(dst, s.data(), s.size() * sizeof(float));
             }
             return out;
         },
@@ -302,8 +309,8 @@ PYBIND11_MODULE(_core, m) {
                 }
                 py::array_t<int64_t> out_ids({nq, r.k});
                 py::array_t<float> out_scores({nq, r.k});
-                std::memcpy(out_ids.mutable_data(), r.ids.data(), r.ids.size() * 8);
-                std::memcpy(out_scores.mutable_data(), r.scores.data(), r.scores.size() * 4);
+                copy_out(out_ids, r.ids);
+                copy_out(out_scores, r.scores);
                 return py::make_tuple(out_ids, out_scores);
             },
             py::arg("queries"), py::arg("k"), py::arg("allow") = py::none(),

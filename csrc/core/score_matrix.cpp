@@ -31,7 +31,7 @@ std::vector<float> score_matrix(const Kernel& kernel, const int8_t* queries, con
     std::vector<int32_t> sums(padded);
     pack_blocked(codes, n, dim, blocks.data(), sums.data());
     std::vector<float> padded_scales(padded, 0.0f);
-    std::memcpy(padded_scales.data(), scales, n * sizeof(float));
+    if (n > 0) std::memcpy(padded_scales.data(), scales, n * sizeof(float));
 
     const size_t pstride = kernel.prepared_factor * stride;
     std::vector<int8_t> qrow(stride, 0);
@@ -56,6 +56,7 @@ std::vector<float> score_matrix(const Kernel& kernel, const int8_t* queries, con
         kernel.score(a);
     }
     std::vector<float> result(nq * n);
+    if (n == 0) return result;
     for (size_t q = 0; q < nq; ++q)
         std::memcpy(result.data() + q * n, out.data() + q * padded, n * sizeof(float));
     return result;
