@@ -2,6 +2,7 @@
 // environment variable LOCALMEM_KERNEL may force a kernel this CPU runs (to test a lower
 // path on a machine that has a higher one); it can never select one the CPU lacks.
 #include <cstdlib>
+#include <cstring>
 
 #include "cpu.h"
 #include "kernels.h"
@@ -49,6 +50,14 @@ const Choice& choice() {
 }
 
 }  // namespace
+
+void prepare_copy(const int8_t* codes, size_t stride, uint8_t* out) {
+    std::memcpy(out, codes, stride);
+}
+
+void prepare_offset(const int8_t* codes, size_t stride, uint8_t* out) {
+    for (size_t i = 0; i < stride; ++i) out[i] = static_cast<uint8_t>(codes[i]) ^ 0x80u;
+}
 
 std::vector<const Kernel*> compiled_kernels() {
     std::vector<const Kernel*> out;

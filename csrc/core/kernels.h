@@ -48,6 +48,10 @@ struct Kernel {
     void (*score)(const ScoreArgs& args);
 };
 
+// Query preparations shared by several kernels (plain C++, no ISA of their own).
+void prepare_copy(const int8_t* codes, size_t stride, uint8_t* out);    // codes as they are
+void prepare_offset(const int8_t* codes, size_t stride, uint8_t* out);  // codes + 128, as u8
+
 // Each returns nullptr when the kernel was not compiled into this build.
 const Kernel* kernel_scalar();
 const Kernel* kernel_avx2();

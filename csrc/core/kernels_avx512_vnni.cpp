@@ -26,10 +26,6 @@
 namespace lm {
 namespace {
 
-void prepare_offset(const int8_t* codes, size_t stride, uint8_t* out) {
-    for (size_t i = 0; i < stride; ++i) out[i] = static_cast<uint8_t>(codes[i]) ^ 0x80u;
-}
-
 struct Avx512VnniTile {
     // 4 queries x 4 blocks = 16 accumulators of 16 rows: 16 VPDPBUSD per 8 loads.
     static constexpr int kMaxQ = 4;

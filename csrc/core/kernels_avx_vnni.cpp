@@ -21,10 +21,6 @@
 namespace lm {
 namespace {
 
-void prepare_offset(const int8_t* codes, size_t stride, uint8_t* out) {
-    for (size_t i = 0; i < stride; ++i) out[i] = static_cast<uint8_t>(codes[i]) ^ 0x80u;
-}
-
 struct AvxVnniTile {
     // 4 queries x 1 block (2 halves) = 8 of the 16 YMM registers as accumulators.
     static constexpr int kMaxQ = 4;

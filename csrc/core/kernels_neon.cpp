@@ -21,10 +21,6 @@
 namespace lm {
 namespace {
 
-void prepare_copy(const int8_t* codes, size_t stride, uint8_t* out) {
-    std::memcpy(out, codes, stride);
-}
-
 struct NeonTile {
     // 4 queries x 1 block (4 quarters) = 16 of the 32 vector registers as accumulators.
     static constexpr int kMaxQ = 4;

@@ -8,10 +8,6 @@
 namespace lm {
 namespace {
 
-void prepare_copy(const int8_t* codes, size_t stride, uint8_t* out) {
-    std::memcpy(out, codes, stride);
-}
-
 struct ScalarTile {
     static constexpr int kMaxQ = 1;
     static constexpr int kMaxB = 1;
