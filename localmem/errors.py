@@ -35,11 +35,22 @@ class StorageError(LocalmemError, OSError):
     """An operating-system call on the store failed (open, write, fsync, rename, mmap)."""
 
 
+class ConcurrencyError(LocalmemError):
+    """Files changed underneath an object (another process wrote): refresh and retry. The
+    store does this itself; seeing it from the public API is a bug worth reporting."""
+
+
+class StoreLockedError(LocalmemError):
+    """The store is busy: another process held its write lock for longer than the timeout."""
+
+
 __all__ = [
+    "ConcurrencyError",
     "CorruptFileError",
     "DuplicateIdError",
     "InvalidArgumentError",
     "LocalmemError",
     "StorageError",
+    "StoreLockedError",
     "UnknownIdError",
 ]

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../core/cpu.h"
+#include "common.h"
 #include "../core/crc32c.h"
 #include "../core/errors.h"
 #include "../core/int8_index.h"
@@ -16,6 +17,9 @@
 #include "../core/thread_pool.h"
 
 namespace py = pybind11;
+using lm_py::copy_out;
+using lm_py::invalid;
+using lm_py::require;
 
 #ifndef LOCALMEM_VERSION
 #define LOCALMEM_VERSION "0.0.0"
@@ -23,39 +27,9 @@ namespace py = pybind11;
 
 namespace {
 
-[[noreturn]] void invalid(const std::string& msg) { throw lm::InvalidArgument(msg); }
-
 void raise_as(const char* cls, const char* msg) {
     py::object type = py::module_::import("localmem.errors").attr(cls);
     PyErr_SetString(type.ptr(), msg);
-}
-
-std::string shape_str(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Checks that `obj` is a C-contiguous ndarray of T with `ndim` dimensions; the message
-// names the argument and the call that fixes it.
-template <class T>
-py::array_t<T> require(const py::handle& obj, const char* name, const char* dtype_name, int ndim) {
-    if (!py::isinstance<py::array>(obj))
-        invalid(std::string(name) + " must be a numpy.ndarray, got " +
-                std::string(Py_TYPE(obj.ptr())->tp_name) + "; wrap it with numpy.asarray(" + name +
-                ", dtype=numpy." + dtype_name + ")");
-    auto a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<T>()))
-        invalid(std::string(name) + " must have dtype " + dtype_name + ", got " +
-                std::string(py::str(a.dtype())) + "; convert it with " + name + ".astype(numpy." +
-                dtype_name + ")");
-    if (a.ndim() != ndim)
-        invalid(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
-                shape_str(a));
-    if (!(a.flags() & py::array::c_style))
-        invalid(std::string(name) + " must be C-contiguous; pass numpy.ascontiguousarray(" + name +
-                ")");
-    return py::reinterpret_borrow<py::array_t<T>>(obj);
 }
 
 py::array_t<float> require_rows(const py::handle& obj, const char* name, size_t dim) {
@@ -64,13 +38,6 @@ py::array_t<float> require_rows(const py::handle& obj, const char* name, size_t 
         invalid(std::string(name) + " have " + std::to_string(a.shape(1)) +
                 " columns but the index has dim " + std::to_string(dim));
     return a;
-}
-
-// Copies a result vector into a fresh array (memcpy from an empty vector's null data()
-// would be undefined even for zero bytes).
-template <class T>
-void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
-    if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
 }
 
 const lm::Kernel& kernel_by_name(const std::optional<std::string>& name) {
@@ -137,6 +104,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("CorruptFileError", e.what());
         } catch (const lm::IoError& e) {
             raise_as("StorageError", e.what());
+        } catch (const lm::StaleState& e) {
+            raise_as("ConcurrencyError", e.what());
         }
     });
 
@@ -346,4 +315,6 @@ PYBIND11_MODULE(_core, m) {
                 return lm::Int8Index::load(path, mmap, verify);
             },
             py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true);
+
+    lm_py::bind_storage(m);
 }

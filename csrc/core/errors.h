@@ -33,4 +33,10 @@ struct IoError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// The files changed underneath this object (another process appended or compacted):
+// refresh first, under the store lock (-> localmem.errors.ConcurrencyError).
+struct StaleState : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace lm

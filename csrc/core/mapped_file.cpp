@@ -11,30 +11,17 @@
 #include <vector>
 
 #include "errors.h"
+#include "file_util.h"
 
 namespace lm {
-namespace {
-
-[[noreturn]] void fail(const std::string& what, const std::string& path) {
-    throw IoError(what + " " + path + ": " + std::strerror(errno));
-}
-
-std::string parent_dir(const std::string& path) {
-    const auto slash = path.find_last_of('/');
-    if (slash == std::string::npos) return ".";
-    if (slash == 0) return "/";
-    return path.substr(0, slash);
-}
-
-}  // namespace
 
 FileBytes::FileBytes(const std::string& path, bool use_mmap) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("cannot open", path);
+    if (fd < 0) throw_errno("cannot open", path);
     struct stat st{};
     if (::fstat(fd, &st) != 0) {
         ::close(fd);
-        fail("cannot stat", path);
+        throw_errno("cannot stat", path);
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
@@ -48,7 +35,7 @@ FileBytes::FileBytes(const std::string& path, bool use_mmap) {
     if (use_mmap) {
         void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
         ::close(fd);
-        if (p == MAP_FAILED) fail("cannot mmap", path);
+        if (p == MAP_FAILED) throw_errno("cannot mmap", path);
         data_ = static_cast<const uint8_t*>(p);
         mapped_ = true;
         return;
@@ -67,7 +54,7 @@ FileBytes::FileBytes(const std::string& path, bool use_mmap) {
             std::free(buf);
             ::close(fd);
             if (r == 0) throw IoError("file shrank while being read: " + path);
-            fail("cannot read", path);
+            throw_errno("cannot read", path);
         }
         done += static_cast<size_t>(r);
     }
@@ -86,7 +73,7 @@ FileBytes::~FileBytes() {
 AtomicFileWriter::AtomicFileWriter(std::string path)
     : path_(std::move(path)), tmp_(path_ + ".tmp-" + std::to_string(::getpid())) {
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd_ < 0) fail("cannot create", tmp_);
+    if (fd_ < 0) throw_errno("cannot create", tmp_);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {
@@ -99,7 +86,7 @@ void AtomicFileWriter::write(const void* data, size_t n) {
     while (n > 0) {
         const ssize_t w = ::write(fd_, p, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) fail("cannot write", tmp_);
+        if (w < 0) throw_errno("cannot write", tmp_);
         p += w;
         n -= static_cast<size_t>(w);
         offset_ += static_cast<size_t>(w);
@@ -112,20 +99,15 @@ void AtomicFileWriter::pad_to(size_t offset) {
 }
 
 void AtomicFileWriter::commit() {
-    if (::fsync(fd_) != 0) fail("cannot fsync", tmp_);
+    if (::fsync(fd_) != 0) throw_errno("cannot fsync", tmp_);
     if (::close(fd_) != 0) {
         fd_ = -1;
-        fail("cannot close", tmp_);
+        throw_errno("cannot close", tmp_);
     }
     fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("cannot rename into", path_);
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) throw_errno("cannot rename into", path_);
     committed_ = true;
-    const std::string dir = parent_dir(path_);
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) fail("cannot open directory", dir);
-    const int rc = ::fsync(dfd);
-    ::close(dfd);
-    if (rc != 0) fail("cannot fsync directory", dir);
+    fsync_dir(parent_dir(path_));
 }
 
 }  // namespace lm

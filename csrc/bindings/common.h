@@ -1,0 +1,59 @@
+// Argument checks shared by the binding files: each failure names the argument and the call
+// that fixes it, and becomes localmem.errors.InvalidArgumentError.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../core/errors.h"
+
+namespace lm_py {
+
+namespace py = pybind11;
+
+[[noreturn]] inline void invalid(const std::string& msg) { throw lm::InvalidArgument(msg); }
+
+inline std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks that `obj` is a C-contiguous ndarray of T with `ndim` dimensions; the message
+// names the argument and the call that fixes it.
+template <class T>
+py::array_t<T> require(const py::handle& obj, const char* name, const char* dtype_name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        invalid(std::string(name) + " must be a numpy.ndarray, got " +
+                std::string(Py_TYPE(obj.ptr())->tp_name) + "; wrap it with numpy.asarray(" + name +
+                ", dtype=numpy." + dtype_name + ")");
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<T>()))
+        invalid(std::string(name) + " must have dtype " + dtype_name + ", got " +
+                std::string(py::str(a.dtype())) + "; convert it with " + name + ".astype(numpy." +
+                dtype_name + ")");
+    if (a.ndim() != ndim)
+        invalid(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
+                shape_str(a));
+    if (!(a.flags() & py::array::c_style))
+        invalid(std::string(name) + " must be C-contiguous; pass numpy.ascontiguousarray(" + name +
+                ")");
+    return py::reinterpret_borrow<py::array_t<T>>(obj);
+}
+
+// Copies a result vector into a fresh array (memcpy from an empty vector's null data()
+// would be undefined even for zero bytes).
+template <class T>
+void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
+    if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
+}
+
+
+// Registers Wal and BlobArena (storage.cpp).
+void bind_storage(py::module_& m);
+
+}  // namespace lm_py

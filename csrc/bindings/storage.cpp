@@ -1,0 +1,258 @@
+// Bindings of the durable storage pieces: Wal and BlobArena. Arguments are converted under
+// the GIL; every disk operation runs with it released.
+#include <pybind11/stl.h>
+
+#include "../core/blob_arena.h"
+#include "../core/wal.h"
+#include "common.h"
+
+namespace lm_py {
+namespace {
+
+lm::SyncMode sync_mode_from(const std::string& s) {
+    if (s == "always") return lm::SyncMode::Always;
+    if (s == "batch") return lm::SyncMode::Batch;
+    if (s == "off") return lm::SyncMode::Off;
+    invalid("sync must be 'always', 'batch' (group commit, the default) or 'off', got '" + s +
+            "'");
+}
+
+// The buffer of a bytes-like object (bytes, bytearray, memoryview, numpy array), held
+// (and so locked against resizing) for as long as the returned buffer_info lives.
+py::buffer_info bytes_of(const py::handle& obj, const char* name) {
+    if (!PyObject_CheckBuffer(obj.ptr()))
+        invalid(std::string(name) + " must be bytes-like (bytes, bytearray, memoryview), got " +
+                Py_TYPE(obj.ptr())->tp_name + "; encode text with .encode('utf-8')");
+    py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request();
+    if (!PyBuffer_IsContiguous(info.view(), 'C'))
+        invalid(std::string(name) + " must be a contiguous buffer; pass bytes(" + name + ")");
+    return info;
+}
+
+size_t nbytes(const py::buffer_info& b) { return static_cast<size_t>(b.size * b.itemsize); }
+
+uint32_t record_type_from(int64_t t) {
+    if (t < 0 || t >= 0xFFFFFFFFll)
+        invalid("record type must be in [0, 2**32 - 2], got " + std::to_string(t));
+    return static_cast<uint32_t>(t);
+}
+
+py::dict damage_dict(const lm::WalDamage& d) {
+    py::dict r;
+    r["any"] = d.any;
+    r["reason"] = d.reason;
+    r["segment"] = d.segment;
+    r["offset"] = d.offset;
+    r["dropped_bytes"] = d.dropped_bytes;
+    r["later_segments"] = d.later_segments;
+    r["quarantined"] = d.quarantined;
+    return r;
+}
+
+template <class T>
+py::array_t<T> to_array(const std::vector<T>& v) {
+    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+    copy_out(a, v);
+    return a;
+}
+
+py::dict scan_dict(const lm::BlobScan& s) {
+    static const char* stops[] = {"clean", "beyond", "torn", "corrupt"};
+    py::dict r;
+    r["keys"] = to_array(s.keys);
+    r["lsns"] = to_array(s.lsns);
+    r["flags"] = to_array(s.flags);
+    r["offsets"] = to_array(s.offsets);
+    r["lengths"] = to_array(s.lengths);
+    r["stop"] = stops[s.stop];
+    r["reason"] = s.reason;
+    r["end"] = s.end;
+    r["file_size"] = s.file_size;
+    return r;
+}
+
+}  // namespace
+
+void bind_storage(py::module_& m) {
+    py::class_<lm::Wal>(m, "Wal")
+        .def(py::init([](const std::string& dir, const std::string& sync, uint64_t segment_bytes,
+                         uint32_t group_commit_us, uint64_t start_lsn) {
+                 lm::WalOptions o;
+                 o.sync = sync_mode_from(sync);
+                 o.segment_bytes = segment_bytes;
+                 o.group_commit_us = group_commit_us;
+                 o.start_lsn = start_lsn;
+                 py::gil_scoped_release release;
+                 return std::make_unique<lm::Wal>(dir, o);
+             }),
+             py::arg("dir"), py::arg("sync") = "batch", py::arg("segment_bytes") = 64u << 20,
+             py::arg("group_commit_us") = 0, py::arg("start_lsn") = 1)
+        .def("recover",
+             [](lm::Wal& w) {
+                 lm::WalDamage d;
+                 {
+                     py::gil_scoped_release release;
+                     d = w.recover();
+                 }
+                 return damage_dict(d);
+             })
+        .def_property_readonly("pending_damage",
+                               [](const lm::Wal& w) { return damage_dict(w.pending_damage()); })
+        .def("refresh", &lm::Wal::refresh, py::call_guard<py::gil_scoped_release>())
+        .def(
+            "read",
+            [](lm::Wal& w, uint64_t after_lsn, size_t max_records, size_t max_bytes) {
+                std::vector<lm::WalRecord> recs;
+                {
+                    py::gil_scoped_release release;
+                    recs = w.read(after_lsn, max_records, max_bytes);
+                }
+                py::list out;
+                for (const auto& r : recs)
+                    out.append(py::make_tuple(r.lsn, r.type, py::bytes(r.payload)));
+                return out;
+            },
+            py::arg("after_lsn") = 0, py::arg("max_records") = 4096,
+            py::arg("max_bytes") = 16u << 20)
+        .def(
+            "append",
+            [](lm::Wal& w, int64_t type, const py::handle& payload) {
+                const uint32_t t = record_type_from(type);
+                const py::buffer_info b = bytes_of(payload, "payload");
+                py::gil_scoped_release release;
+                return w.append(t, b.ptr, nbytes(b));
+            },
+            py::arg("type"), py::arg("payload"))
+        .def(
+            "append_batch",
+            [](lm::Wal& w, const std::vector<int64_t>& types, const py::sequence& payloads) {
+                if (types.size() != static_cast<size_t>(py::len(payloads)))
+                    invalid("append_batch needs one type per payload, got " +
+                            std::to_string(types.size()) + " types for " +
+                            std::to_string(py::len(payloads)) + " payloads");
+                if (types.empty()) invalid("append_batch needs at least one record");
+                std::vector<uint32_t> t;
+                std::vector<const void*> data;
+                std::vector<size_t> sizes;
+                std::vector<py::buffer_info> held;  // buffers stay valid without the GIL
+                held.reserve(types.size());
+                for (size_t i = 0; i < types.size(); ++i) {
+                    t.push_back(record_type_from(types[i]));
+                    held.push_back(bytes_of(payloads[i], "payloads[i]"));
+                    data.push_back(held.back().ptr);
+                    sizes.push_back(nbytes(held.back()));
+                }
+                py::gil_scoped_release release;
+                return w.append_batch(t.data(), data.data(), sizes.data(), t.size());
+            },
+            py::arg("types"), py::arg("payloads"))
+        .def("commit", &lm::Wal::commit, py::arg("lsn"), py::call_guard<py::gil_scoped_release>())
+        .def("sync", &lm::Wal::sync, py::call_guard<py::gil_scoped_release>())
+        .def("truncate_before", &lm::Wal::truncate_before, py::arg("lsn"),
+             py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("first_lsn", &lm::Wal::first_lsn)
+        .def_property_readonly("last_lsn", &lm::Wal::last_lsn)
+        .def_property_readonly("durable_lsn", &lm::Wal::durable_lsn)
+        .def_property_readonly("dir", &lm::Wal::dir)
+        .def_property_readonly("sync_mode",
+                               [](const lm::Wal& w) { return lm::sync_mode_name(w.sync_mode()); })
+        .def("stats", [](const lm::Wal& w) {
+            const lm::WalStats s = w.stats();
+            py::dict d;
+            d["first_lsn"] = s.first_lsn;
+            d["last_lsn"] = s.last_lsn;
+            d["durable_lsn"] = s.durable_lsn;
+            d["segments"] = s.segments;
+            d["bytes"] = s.bytes;
+            d["appends"] = s.appends;
+            d["fsyncs"] = s.fsyncs;
+            d["commit_groups"] = s.commit_groups;
+            d["max_group"] = s.max_group;
+            d["tail_segment"] = s.tail_segment;
+            d["tail_size"] = s.tail_size;
+            d["tail_synced"] = s.tail_synced;
+            return d;
+        });
+
+    py::class_<lm::BlobArena>(m, "BlobArena")
+        .def_static("create", &lm::BlobArena::create, py::arg("path"), py::arg("generation"),
+                    py::call_guard<py::gil_scoped_release>())
+        .def(py::init([](const std::string& path, uint64_t generation) {
+                 py::gil_scoped_release release;
+                 return std::make_unique<lm::BlobArena>(path, generation);
+             }),
+             py::arg("path"), py::arg("generation"))
+        .def(
+            "refresh",
+            [](lm::BlobArena& a, uint64_t max_lsn) {
+                lm::BlobScan s;
+                {
+                    py::gil_scoped_release release;
+                    s = a.refresh(max_lsn);
+                }
+                return scan_dict(s);
+            },
+            py::arg("max_lsn"))
+        .def(
+            "recover",
+            [](lm::BlobArena& a, uint64_t max_lsn) {
+                lm::BlobScan s;
+                lm::ArenaRepair r;
+                {
+                    py::gil_scoped_release release;
+                    s = a.recover(max_lsn, &r);
+                }
+                py::dict rep;
+                rep["any"] = r.any;
+                rep["reason"] = r.reason;
+                rep["offset"] = r.offset;
+                rep["dropped_bytes"] = r.dropped_bytes;
+                return py::make_tuple(scan_dict(s), rep);
+            },
+            py::arg("max_lsn"))
+        .def(
+            "append",
+            [](lm::BlobArena& a, int64_t key, uint64_t lsn, uint32_t flags,
+               const py::handle& payload) {
+                const py::buffer_info b = bytes_of(payload, "payload");
+                py::gil_scoped_release release;
+                return a.append(key, lsn, flags, b.ptr, nbytes(b));
+            },
+            py::arg("key"), py::arg("lsn"), py::arg("flags"), py::arg("payload"))
+        .def(
+            "view",
+            [](lm::BlobArena& a, uint64_t offset, uint32_t length) {
+                auto [mapping, ptr] = a.view(offset, length);
+                // The array's base owns a reference to the mapping: the bytes stay mapped for
+                // as long as any view (or a numpy/memoryview slice of it) is alive.
+                auto* keep = new std::shared_ptr<lm::Mapping>(std::move(mapping));
+                py::capsule owner(keep, [](void* p) {
+                    delete static_cast<std::shared_ptr<lm::Mapping>*>(p);
+                });
+                py::array_t<uint8_t> arr({static_cast<py::ssize_t>(length)}, {1}, ptr, owner);
+                arr.attr("setflags")(py::arg("write") = false);
+                return arr;
+            },
+            py::arg("offset"), py::arg("length"),
+            "A read-only zero-copy uint8 array over a blob's payload.")
+        .def("sync", &lm::BlobArena::sync, py::call_guard<py::gil_scoped_release>())
+        .def(
+            "copy_to",
+            [](lm::BlobArena& a, const std::string& path, uint64_t generation,
+               const py::handle& offsets) {
+                auto o = require<uint64_t>(offsets, "offsets", "uint64", 1);
+                std::vector<uint64_t> placed;
+                {
+                    py::gil_scoped_release release;
+                    placed = a.copy_to(path, generation, o.data(), o.shape(0));
+                }
+                return to_array(placed);
+            },
+            py::arg("path"), py::arg("generation"), py::arg("offsets"))
+        .def_property_readonly("generation", &lm::BlobArena::generation)
+        .def_property_readonly("end", &lm::BlobArena::end)
+        .def_property_readonly("last_lsn", &lm::BlobArena::last_lsn)
+        .def_property_readonly("path", &lm::BlobArena::path);
+}
+
+}  // namespace lm_py

@@ -1,0 +1,255 @@
+#include "blob_arena.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "crc32c.h"
+#include "errors.h"
+#include "le_bytes.h"
+#include "mapped_file.h"
+
+namespace lm {
+namespace {
+
+constexpr char kMagic[8] = {'L', 'M', 'A', 'R', 'E', 'N', 'A', '1'};
+constexpr uint32_t kVersion = 1;
+
+void encode_header(uint8_t* h, uint64_t generation) {
+    std::memset(h, 0, kArenaHeader);
+    std::memcpy(h, kMagic, 8);
+    store_le<uint32_t>(h + 8, kVersion);
+    store_le<uint64_t>(h + 16, generation);
+    store_le<uint32_t>(h + 60, crc32c(h, 60));
+}
+
+uint32_t blob_crc(const uint8_t* blob, size_t n) {
+    return crc32c(blob + kBlobHeader, n, crc32c(blob + 4, kBlobHeader - 4));
+}
+
+void encode_blob_header(uint8_t* h, int64_t key, uint64_t lsn, uint32_t flags, uint32_t n) {
+    store_le<uint32_t>(h + 4, n);
+    store_le<uint64_t>(h + 8, lsn);
+    store_le<int64_t>(h + 16, key);
+    store_le<uint32_t>(h + 24, flags);
+    store_le<uint32_t>(h + 28, ~n);
+}
+
+}  // namespace
+
+Mapping::Mapping(int fd, size_t size, const std::string& path) : size_(size) {
+    if (size == 0) return;
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) throw_errno("cannot mmap", path);
+    data_ = static_cast<const uint8_t*>(p);
+}
+
+Mapping::~Mapping() {
+    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void BlobArena::create(const std::string& path, uint64_t generation) {
+    AtomicFileWriter out(path);
+    uint8_t h[kArenaHeader];
+    encode_header(h, generation);
+    out.write(h, sizeof h);
+    out.commit();
+}
+
+BlobArena::BlobArena(std::string path, uint64_t generation)
+    : path_(std::move(path)), generation_(generation) {
+    fd_ = open_file(path_, O_RDWR);
+    uint8_t h[kArenaHeader];
+    const size_t got = pread_some(fd_.get(), h, sizeof h, 0, path_);
+    std::string problem;
+    if (got < kArenaHeader)
+        problem = "truncated header";
+    else if (std::memcmp(h, kMagic, 8) != 0)
+        problem = "not a localmem blob arena (bad magic)";
+    else if (load_le<uint32_t>(h + 60) != crc32c(h, 60))
+        problem = "header checksum mismatch";
+    else if (load_le<uint32_t>(h + 8) != kVersion)
+        problem = "format version " + std::to_string(load_le<uint32_t>(h + 8)) +
+                  " is not supported by this localmem";
+    else if (load_le<uint64_t>(h + 16) != generation)
+        problem = "it holds generation " + std::to_string(load_le<uint64_t>(h + 16)) +
+                  ", the manifest expects " + std::to_string(generation);
+    if (!problem.empty()) throw CorruptFile("blob arena " + path_ + ": " + problem);
+}
+
+BlobScan BlobArena::refresh(uint64_t max_lsn) {
+    std::lock_guard lk(mu_);
+    BlobScan s;
+    s.file_size = file_size(fd_.get(), path_);
+    ChunkReader in(fd_.get(), path_, s.file_size);
+    uint64_t off = end_;
+    while (off < s.file_size) {
+        const uint8_t* h = in.get(off, kBlobHeader);
+        if (h == nullptr) {
+            s.stop = BlobScan::Torn;
+            s.reason = "torn blob (partial header at the end of the file)";
+            break;
+        }
+        const uint32_t n = load_le<uint32_t>(h + 4);
+        const uint64_t lsn = load_le<uint64_t>(h + 8);
+        if (load_le<uint32_t>(h + 28) != ~n || n > kArenaMaxBlob) {
+            s.stop = BlobScan::Corrupt;
+            s.reason = "bad blob length";
+            break;
+        }
+        const size_t total = kBlobHeader + pad8(n);
+        h = in.get(off, total);
+        if (h == nullptr) {
+            s.stop = BlobScan::Torn;
+            s.reason = "torn blob (extends past the end of the file)";
+            break;
+        }
+        if (blob_crc(h, n) != load_le<uint32_t>(h)) {
+            s.stop = BlobScan::Corrupt;
+            s.reason = "blob checksum mismatch";
+            break;
+        }
+        if (lsn <= last_lsn_) {
+            s.stop = BlobScan::Corrupt;
+            s.reason = "blob LSNs out of order";
+            break;
+        }
+        if (lsn > max_lsn) {
+            s.stop = BlobScan::Beyond;
+            s.reason = "blob of LSN " + std::to_string(lsn) + " is past the end of the log (" +
+                       std::to_string(max_lsn) + ")";
+            break;
+        }
+        s.keys.push_back(load_le<int64_t>(h + 16));
+        s.lsns.push_back(lsn);
+        s.flags.push_back(load_le<uint32_t>(h + 24));
+        s.offsets.push_back(off + kBlobHeader);
+        s.lengths.push_back(n);
+        last_lsn_ = lsn;
+        off += total;
+        end_ = off;
+    }
+    s.end = end_;
+    return s;
+}
+
+BlobScan BlobArena::recover(uint64_t max_lsn, ArenaRepair* repair) {
+    BlobScan s = refresh(max_lsn);
+    std::lock_guard lk(mu_);
+    const uint64_t size = file_size(fd_.get(), path_);
+    if (size > end_) {
+        if (repair) {
+            repair->any = true;
+            repair->reason = s.reason.empty() ? "bytes past the last blob" : s.reason;
+            repair->offset = end_;
+            repair->dropped_bytes = size - end_;
+        }
+        if (::ftruncate(fd_.get(), static_cast<off_t>(end_)) != 0)
+            throw_errno("cannot truncate blob arena", path_);
+    }
+    return s;
+}
+
+uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void* data,
+                           size_t n) {
+    if (n > kArenaMaxBlob)
+        throw InvalidArgument("a blob holds at most 1 GiB, got " + std::to_string(n) + " bytes");
+    std::lock_guard lk(mu_);
+    if (lsn <= last_lsn_)
+        throw InvalidArgument("blob LSN " + std::to_string(lsn) + " is not after the arena's last (" +
+                              std::to_string(last_lsn_) + ")");
+    if (file_size(fd_.get(), path_) != end_)
+        throw StaleState("blob arena " + path_ +
+                         " changed since it was last read; recover() under the store lock first");
+    std::vector<uint8_t> buf(kBlobHeader + pad8(n), 0);
+    encode_blob_header(buf.data(), key, lsn, flags, static_cast<uint32_t>(n));
+    if (n) std::memcpy(buf.data() + kBlobHeader, data, n);
+    store_le<uint32_t>(buf.data(), blob_crc(buf.data(), n));
+    try {
+        pwrite_all(fd_.get(), buf.data(), buf.size(), end_, path_);
+    } catch (const IoError&) {
+        if (::ftruncate(fd_.get(), static_cast<off_t>(end_)) != 0) {
+            // Leave it: the next recover() under the lock cuts the partial blob.
+        }
+        throw;
+    }
+    const uint64_t payload = end_ + kBlobHeader;
+    end_ += buf.size();
+    last_lsn_ = lsn;
+    return payload;
+}
+
+std::shared_ptr<Mapping> BlobArena::mapping_locked(uint64_t upto) {
+    if (!map_ || map_->size() < upto) map_ = std::make_shared<Mapping>(fd_.get(), end_, path_);
+    return map_;
+}
+
+std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t offset,
+                                                                    uint32_t len) {
+    std::lock_guard lk(mu_);
+    if (offset < kArenaHeader + kBlobHeader || offset > end_ || end_ - offset < len)
+        throw InvalidArgument("blob handle (" + std::to_string(offset) + ", " +
+                              std::to_string(len) + ") is outside arena " + path_ +
+                              " (generation " + std::to_string(generation_) + ")");
+    auto m = mapping_locked(offset + len);
+    const uint8_t* h = m->data() + offset - kBlobHeader;
+    if (load_le<uint32_t>(h + 4) != len || load_le<uint32_t>(h + 28) != ~len)
+        throw InvalidArgument("(" + std::to_string(offset) + ", " + std::to_string(len) +
+                              ") is not a blob handle of arena " + path_);
+    return {m, h + kBlobHeader};
+}
+
+void BlobArena::sync() {
+    if (::fdatasync(fd_.get()) != 0) throw_errno("cannot fdatasync blob arena", path_);
+}
+
+std::vector<uint64_t> BlobArena::copy_to(const std::string& path, uint64_t generation,
+                                         const uint64_t* offsets, size_t n) {
+    std::shared_ptr<Mapping> m;
+    uint64_t end;
+    {
+        std::lock_guard lk(mu_);
+        end = end_;
+        m = mapping_locked(end_);
+    }
+    AtomicFileWriter out(path);
+    uint8_t h[kArenaHeader];
+    encode_header(h, generation);
+    out.write(h, sizeof h);
+    std::vector<uint64_t> placed(n);
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const uint64_t off = offsets[i];
+        if (off <= prev && i > 0)
+            throw InvalidArgument("copy_to: offsets must be strictly increasing");
+        if (off < kArenaHeader + kBlobHeader || off > end)
+            throw InvalidArgument("copy_to: offset " + std::to_string(off) + " is outside the arena");
+        const uint8_t* blob = m->data() + off - kBlobHeader;
+        const uint32_t len = load_le<uint32_t>(blob + 4);
+        if (load_le<uint32_t>(blob + 28) != ~len || end - off < len)
+            throw InvalidArgument("copy_to: " + std::to_string(off) + " is not a blob offset");
+        if (blob_crc(blob, len) != load_le<uint32_t>(blob))
+            throw CorruptFile("blob arena " + path_ + ": blob at " + std::to_string(off) +
+                              " no longer matches its checksum");
+        placed[i] = out.offset() + kBlobHeader;
+        out.write(blob, kBlobHeader + pad8(len));
+        prev = off;
+    }
+    out.commit();
+    return placed;
+}
+
+uint64_t BlobArena::end() const {
+    std::lock_guard lk(mu_);
+    return end_;
+}
+
+uint64_t BlobArena::last_lsn() const {
+    std::lock_guard lk(mu_);
+    return last_lsn_;
+}
+
+}  // namespace lm

@@ -1,0 +1,88 @@
+"""``<store>/MANIFEST``: which generation of each view is current.
+
+JSON with a CRC32C of its canonical body, replaced atomically (write aside, fsync, rename,
+fsync the directory), so a reader sees the old manifest or the new one, never a mix. The
+rename is the commit point of a checkpoint and of an arena compaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from localmem import _core
+from localmem.errors import CorruptFileError, InvalidArgumentError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    dim: int | None
+    metric: str
+    generation: int  # arena/gen-<generation>.blob
+    checkpoint_lsn: int  # every view below is complete up to this LSN
+    index_file: str | None  # relative to the store; None until the first checkpoint
+    arena_end: int  # bytes of the arena that were fsynced at the checkpoint
+    store_id: str
+
+    def arena_file(self) -> str:
+        return f"arena/gen-{self.generation:06d}.blob"
+
+
+def _body(m: Manifest) -> str:
+    return json.dumps({"format": FORMAT, **asdict(m)}, sort_keys=True, separators=(",", ":"))
+
+
+def read_manifest(path: Path) -> Manifest:
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        crc = doc.pop("crc32c")
+        if doc.pop("format") != FORMAT:
+            raise ValueError("unsupported format")
+        m = Manifest(**doc)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CorruptFileError(f"{path} is not a valid store manifest ({e})") from None
+    if _core.crc32c(_body(m).encode()) != crc:
+        raise CorruptFileError(f"{path}: checksum mismatch (the file was damaged)")
+    for name in ("generation", "checkpoint_lsn", "arena_end"):
+        value = getattr(m, name)
+        if not isinstance(value, int) or value < 0:
+            raise CorruptFileError(f"{path}: bad {name}")
+    return m
+
+
+def write_manifest(path: Path, m: Manifest) -> None:
+    if m.dim is not None and m.dim <= 0:
+        raise InvalidArgumentError(f"dim must be positive, got {m.dim}")
+    body = _body(m)
+    doc = json.loads(body)
+    doc["crc32c"] = _core.crc32c(body.encode())
+    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def signature(path: Path) -> tuple[int, int, int] | None:
+    """Cheap change detector: (inode, mtime, size); a rename always changes the inode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -1,0 +1,135 @@
+"""The store's log record types and their payload encodings.
+
+A record is one mutation. The core treats payloads as opaque bytes; this module is the only
+place that knows their layout. All integers are little-endian.
+
+``PUT``     ``<q id><I flags><I text_len><I meta_len><I dim><I 0>`` + text (UTF-8) + meta
+            (JSON, UTF-8) + zero pad to 4 + ``dim`` float32. The same bytes become the item's
+            blob in the arena, so the vector is read in place (payloads start 8-aligned).
+``DELETE``  ``<q id>``; the arena keeps a tombstone blob with the same payload.
+
+Types from ``FIRST_USER_TYPE`` up belong to the layers above the store (memory lifecycle:
+touch, retier, ...); the store logs them and hands them to its listeners.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from localmem.errors import CorruptFileError, InvalidArgumentError
+
+PUT = 1
+DELETE = 2
+FIRST_USER_TYPE = 64
+
+TOMBSTONE = 1  # arena blob flag: the key was deleted at this LSN
+
+_PUT_HEAD = struct.Struct("<qIIIII")
+_DELETE = struct.Struct("<q")
+MAX_ID = 2**63 - 1
+
+
+def check_id(id: object) -> int:
+    """A memory id: a non-negative int64."""
+    if isinstance(id, bool) or not isinstance(id, (int, np.integer)):
+        raise InvalidArgumentError(f"id must be an int, got {type(id).__name__}")
+    value = int(id)
+    if not 0 <= value <= MAX_ID:
+        raise InvalidArgumentError(f"id must be in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def encode_put(
+    id: int, text: str, meta: dict[str, Any] | None, vector: np.ndarray | None, dim: int | None
+) -> bytes:
+    """Validates one item and encodes it; raises InvalidArgumentError naming the fix."""
+    id = check_id(id)
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+    try:
+        text_b = text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(f"text is not valid Unicode: {e}") from None
+    if meta is None:
+        meta_b = b""
+    elif not isinstance(meta, dict):
+        raise InvalidArgumentError(f"meta must be a dict, got {type(meta).__name__}")
+    else:
+        try:
+            meta_b = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"meta must be JSON-serializable: {e}") from None
+    vec_b = b""
+    vdim = 0
+    if vector is not None:
+        if dim is None:
+            raise InvalidArgumentError(
+                "this store was created without dim, so it holds no vectors; "
+                "open it with Store.open(path, dim=...) when creating it"
+            )
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim != 1 or v.shape[0] != dim:
+            raise InvalidArgumentError(f"vector must have shape ({dim},), got {v.shape}")
+        if not np.isfinite(v).all():
+            raise InvalidArgumentError("vector contains NaN or infinity")
+        vec_b = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        vdim = dim
+    pad = (-(_PUT_HEAD.size + len(text_b) + len(meta_b))) % 4
+    head = _PUT_HEAD.pack(id, 0, len(text_b), len(meta_b), vdim, 0)
+    return b"".join((head, text_b, meta_b, b"\0" * pad, vec_b))
+
+
+def encode_delete(id: int) -> bytes:
+    return _DELETE.pack(check_id(id))
+
+
+@dataclass(frozen=True)
+class PutView:
+    """A decoded PUT payload; ``vector`` is a read-only view into ``payload``'s buffer."""
+
+    id: int
+    text: str
+    meta: dict[str, Any]
+    vector: npt.NDArray[np.float32] | None
+
+
+def put_id(payload: bytes | np.ndarray) -> int:
+    return int(_PUT_HEAD.unpack_from(payload, 0)[0])
+
+
+def delete_id(payload: bytes | np.ndarray) -> int:
+    if len(payload) != _DELETE.size:
+        raise CorruptFileError(f"DELETE record of {len(payload)} bytes (expected 8)")
+    return int(_DELETE.unpack_from(payload, 0)[0])
+
+
+def put_vector(payload: bytes | np.ndarray) -> npt.NDArray[np.float32] | None:
+    """The vector of a PUT payload without decoding its text (for index replay)."""
+    id, _flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    if dim == 0:
+        return None
+    start = _PUT_HEAD.size + tl + ml
+    start += (-start) % 4
+    end = start + 4 * dim
+    if end != len(payload):
+        raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
+    return np.frombuffer(payload, dtype="<f4", count=dim, offset=start)
+
+
+def decode_put(payload: bytes | np.ndarray) -> PutView:
+    if len(payload) < _PUT_HEAD.size:
+        raise CorruptFileError(f"PUT record of {len(payload)} bytes is shorter than its header")
+    id, _flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    body = memoryview(payload)
+    t0 = _PUT_HEAD.size
+    if t0 + tl + ml > len(payload):
+        raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
+    text = bytes(body[t0 : t0 + tl]).decode("utf-8")
+    meta = json.loads(bytes(body[t0 + tl : t0 + tl + ml])) if ml else {}
+    return PutView(id=id, text=text, meta=meta, vector=put_vector(payload))

@@ -1,0 +1,708 @@
+"""``Store``: one directory, one log, several views.
+
+The log (``wal/``) is the truth: every mutation is one record, committed when the record is
+durable under the sync mode. The views are derived from it and record how far they got:
+the blob arena (``arena/``, texts + metadata + fp32 vectors, mmap'd), the INT8 index
+(``index/``, saved at checkpoints) and, in the layers above, ``catalog.sqlite``. Opening a
+store replays the log past each view; applying a record twice has the effect of once.
+
+Several processes may open one store. Writes take an exclusive ``flock`` on ``LOCK``,
+first catch up with whatever the others wrote, then append; every call of any process
+starts by reading the log's new records, so each sees the others' committed writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from localmem import _core
+from localmem.errors import (
+    ConcurrencyError,
+    CorruptFileError,
+    InvalidArgumentError,
+    StorageError,
+    UnknownIdError,
+)
+from localmem.index import Int8Index
+from localmem.paths import default_store_path
+from localmem.store import records as rec
+from localmem.store.faults import crash_point
+from localmem.store.lock import StoreLock
+from localmem.store.manifest import Manifest, read_manifest, signature, write_manifest
+
+log = logging.getLogger("localmem.store")
+
+SyncMode = Literal["always", "batch", "off"]
+Listener = Callable[[int, int, bytes], None]
+
+_READ_BATCH = 4096
+_BLOB_OVERHEAD = 32  # arena blob header
+_RECORD_OVERHEAD = 24  # log record header
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored item. ``vector`` is a read-only view into the mmap'd arena (no copy)."""
+
+    id: int
+    text: str
+    meta: dict[str, Any]
+    vector: npt.NDArray[np.float32] | None
+
+
+class _Reload(Exception):
+    """The views must be rebuilt from the checkpoint (another process compacted)."""
+
+
+class Store:
+    """A durable store of items (id, text, metadata, optional vector) on one directory.
+
+    Open with :meth:`Store.open`; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path, *, _token: object = None, **options: Any) -> None:
+        if _token is not _OPEN_TOKEN:
+            raise TypeError("use Store.open(path, ...) to open a store")
+        self.path = path
+        self._opt = options
+        self._mu = threading.RLock()
+        self._listeners: list[Listener] = []
+        self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
+        self._closed = False
+        self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
+        self._wal: _core.Wal | None = None
+        self._arena: _core.BlobArena
+        self._manifest: Manifest
+        self._manifest_sig: tuple[int, int, int] | None = None
+        self._handles: dict[int, tuple[int, int]] = {}
+        self._blob_at: dict[int, tuple[int, int]] = {}  # lsn -> scanned blob not yet applied
+        self._index: Int8Index | None = None
+        self._index_lsn = 0
+        self._arena_lsn = 0
+        self._applied = 0
+        self._log_bytes = 0
+        try:
+            with self._lock:
+                self._load_locked()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        dim: int | None = None,
+        metric: Literal["cos", "ip"] = "cos",
+        sync: SyncMode = "batch",
+        create: bool = True,
+        lock_timeout: float = 30.0,
+        checkpoint_bytes: int = 64 << 20,
+        segment_bytes: int = 64 << 20,
+        group_commit_us: int = 0,
+    ) -> Store:
+        """Opens (or creates) the store at ``path`` (default: ``$LOCALMEM_STORE`` or the
+        user data directory).
+
+        ``dim``/``metric`` fix the vector space when the store is created (``dim=None``: no
+        vectors); an existing store must be opened with the same values or without them.
+        ``sync``: ``"batch"`` (default; group commit: a write returns once durable, and
+        concurrent writes share one fdatasync), ``"always"`` (one fdatasync per write) or
+        ``"off"`` (no fsync: bulk import and tests only; survives kill -9, not power loss).
+        A checkpoint runs by itself whenever the log grows by ``checkpoint_bytes``.
+        """
+        if sync not in ("always", "batch", "off"):
+            raise InvalidArgumentError(
+                f"sync must be 'always', 'batch' or 'off', got {sync!r}"
+            )
+        if metric not in ("cos", "ip"):
+            raise InvalidArgumentError(f"metric must be 'cos' or 'ip', got {metric!r}")
+        if dim is not None and (not isinstance(dim, int) or dim <= 0):
+            raise InvalidArgumentError(f"dim must be a positive int or None, got {dim!r}")
+        if checkpoint_bytes < 1 << 16:
+            raise InvalidArgumentError("checkpoint_bytes must be at least 64 KiB")
+        p = Path(path).expanduser() if path is not None else default_store_path()
+        if not p.exists():
+            if not create:
+                raise FileNotFoundError(f"no store at {p} (pass create=True to make one)")
+            p.mkdir(mode=0o700, parents=True, exist_ok=True)
+        elif not p.is_dir():
+            raise InvalidArgumentError(f"{p} exists and is not a directory")
+        return cls(
+            p,
+            _token=_OPEN_TOKEN,
+            dim=dim,
+            metric=metric,
+            sync=sync,
+            create=create,
+            lock_timeout=lock_timeout,
+            checkpoint_bytes=checkpoint_bytes,
+            segment_bytes=segment_bytes,
+            group_commit_us=group_commit_us,
+        )
+
+    def _new_manifest_locked(self) -> Manifest:
+        if (self.path / "wal").is_dir() and any((self.path / "wal").glob("*.wal")):
+            raise CorruptFileError(
+                f"{self.path} has a log but no MANIFEST; it was damaged or is not a store "
+                "that this version of localmem created"
+            )
+        for sub in ("wal", "arena", "index"):
+            (self.path / sub).mkdir(mode=0o700, exist_ok=True)
+        m = Manifest(
+            dim=self._opt["dim"],
+            metric=self._opt["metric"],
+            generation=1,
+            checkpoint_lsn=0,
+            index_file=None,
+            arena_end=64,
+            store_id=os.urandom(8).hex(),
+        )
+        _core.BlobArena.create(str(self.path / m.arena_file()), m.generation)
+        write_manifest(self.path / "MANIFEST", m)
+        return m
+
+    def _load_locked(self) -> None:
+        """Reads the manifest and rebuilds every view from the checkpoint plus the log.
+        Caller holds the store lock."""
+        mpath = self.path / "MANIFEST"
+        try:
+            m = read_manifest(mpath)
+        except FileNotFoundError:
+            if not self._opt["create"]:
+                raise FileNotFoundError(f"no store at {self.path}") from None
+            m = self._new_manifest_locked()
+        for name in ("dim", "metric"):
+            want = self._opt[name]
+            if want is not None and getattr(m, name) != want and (name != "metric" or m.dim):
+                raise InvalidArgumentError(
+                    f"the store at {self.path} has {name}={getattr(m, name)!r}, not {want!r}; "
+                    f"open it without {name}= or with the store's value"
+                )
+        self._manifest, self._manifest_sig = m, signature(mpath)
+        if self._wal is None:
+            self._wal = _core.Wal(
+                str(self.path / "wal"),
+                sync=self._opt["sync"],
+                segment_bytes=self._opt["segment_bytes"],
+                group_commit_us=self._opt["group_commit_us"],
+                start_lsn=m.checkpoint_lsn + 1,
+            )
+        wal = self._wal
+        self._note_wal_repair(wal.recover())
+        if wal.first_lsn > m.checkpoint_lsn + 1:
+            raise CorruptFileError(
+                f"{self.path}: log records {m.checkpoint_lsn + 1}..{wal.first_lsn - 1} are "
+                "missing (log segments were deleted); the store cannot be recovered safely"
+            )
+        last = wal.last_lsn
+        if last < m.checkpoint_lsn:
+            raise CorruptFileError(
+                f"{self.path}: the log ends at {last}, before the checkpoint at "
+                f"{m.checkpoint_lsn}"
+            )
+
+        arena_path = self.path / m.arena_file()
+        if not arena_path.exists():
+            raise CorruptFileError(f"{self.path}: {m.arena_file()} named by MANIFEST is missing")
+        arena = _core.BlobArena(str(arena_path), m.generation)
+        scan = arena.refresh(last)
+        if scan["end"] < m.arena_end:
+            raise CorruptFileError(
+                f"{arena_path} is damaged at offset {scan['end']} ({scan['reason']}), inside "
+                f"the part made durable by the last checkpoint ({m.arena_end} bytes); "
+                "nothing was changed; restore the store from a backup"
+            )
+        _, repair = arena.recover(last)
+        if repair["any"]:
+            self._note("arena", repair)
+        self._arena = arena
+        self._handles = _live_handles(scan)
+        self._blob_at = {}
+        self._load_index_locked(m)
+
+        # Replay: the arena is complete up to max(its last blob, checkpoint); the index up to
+        # its snapshot; records before the log's first segment are in both.
+        arena_lsn = max(arena.last_lsn, m.checkpoint_lsn)
+        start = max(min(self._index_lsn, arena_lsn), wal.first_lsn - 1)
+        self._applied = start
+        self._arena_lsn = arena_lsn
+        self._replay_locked(last, writer=True)
+        self._index_lsn = 0
+        self._log_bytes = int(wal.stats()["bytes"])
+        self._remove_unreferenced_locked()
+
+    def _load_index_locked(self, m: Manifest) -> None:
+        self._index, self._index_lsn = None, 0
+        if m.dim is None:
+            return
+        if m.index_file is not None:
+            try:
+                self._index = Int8Index.load(self.path / m.index_file)
+                self._index_lsn = m.checkpoint_lsn
+                return
+            except (CorruptFileError, StorageError, OSError) as e:
+                self._note("index", {"reason": str(e), "action": "rebuilt from the arena"})
+        # No usable snapshot: rebuild from the fp32 vectors kept in the arena.
+        index = Int8Index(m.dim, metric=m.metric)  # type: ignore[arg-type]
+        ids, vecs = [], []
+        for id, (off, length) in self._handles.items():
+            v = rec.put_vector(self._arena.view(off, length))
+            if v is not None:
+                ids.append(id)
+                vecs.append(v)
+        if ids:
+            index.add(np.asarray(ids, dtype=np.int64), np.stack(vecs))
+        self._index = index
+        self._index_lsn = max(self._arena.last_lsn, m.checkpoint_lsn)
+
+    def _note_wal_repair(self, damage: dict[str, Any]) -> None:
+        if damage["any"]:
+            self._note("wal", damage)
+
+    def _note(self, part: str, report: dict[str, Any]) -> None:
+        entry = {"part": part, **report}
+        self.recovery.append(entry)
+        log.warning("store %s: repaired %s: %s", self.path, part, report)
+
+    def _remove_unreferenced_locked(self) -> None:
+        """Deletes files no manifest names any more: arena generations and index snapshots
+        left by a checkpoint that was interrupted, and temporary files."""
+        m = self._manifest
+        keep = {m.arena_file(), m.index_file}
+        for sub in ("arena", "index"):
+            for f in (self.path / sub).iterdir():
+                rel = f"{sub}/{f.name}"
+                if rel not in keep and (f.suffix in (".blob", ".lmix") or ".tmp-" in f.name):
+                    f.unlink(missing_ok=True)
+        for f in self.path.glob("MANIFEST.tmp-*"):
+            f.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ following the log
+
+    def _replay_locked(self, upto: int, *, writer: bool) -> bool:
+        """Applies log records (applied, upto]. A writer (holding the store lock) appends
+        the arena blobs that are missing; a reader stops before such a record and returns
+        False."""
+        assert self._wal is not None
+        while self._applied < upto:
+            try:
+                batch = self._wal.read(self._applied, _READ_BATCH, 16 << 20)
+            except ConcurrencyError as e:
+                raise _Reload() from e
+            if not batch:
+                raise CorruptFileError(
+                    f"{self.path}: log record {self._applied + 1} is unreadable"
+                )
+            for lsn, rtype, payload in batch:
+                if lsn > upto:
+                    return True
+                blob = None
+                if rtype in (rec.PUT, rec.DELETE):
+                    blob = self._blob_at.pop(lsn, None)
+                    if blob is None and lsn > self._arena_lsn:
+                        if not writer:
+                            return False
+                        blob = self._append_blob(lsn, rtype, payload)
+                self._apply(lsn, rtype, payload, blob)
+        return True
+
+    def _append_blob(self, lsn: int, rtype: int, payload: bytes) -> tuple[int, int]:
+        if rtype == rec.PUT:
+            key, flags = rec.put_id(payload), 0
+        else:
+            key, flags = rec.delete_id(payload), rec.TOMBSTONE
+        off = self._arena.append(key, lsn, flags, payload)
+        self._arena_lsn = lsn
+        return (int(off), len(payload))
+
+    def _apply(self, lsn: int, rtype: int, payload: bytes, blob: tuple[int, int] | None) -> None:
+        if rtype == rec.PUT:
+            id = rec.put_id(payload)
+            if blob is not None:
+                self._handles[id] = blob
+            if self._index is not None and lsn > self._index_lsn:
+                vec = rec.put_vector(payload)
+                self._index.remove(id, missing_ok=True)
+                if vec is not None:
+                    self._index.add(np.asarray([id], dtype=np.int64), vec.reshape(1, -1))
+        elif rtype == rec.DELETE:
+            id = rec.delete_id(payload)
+            if blob is not None:
+                self._handles.pop(id, None)
+            if self._index is not None and lsn > self._index_lsn:
+                self._index.remove(id, missing_ok=True)
+        elif rtype >= rec.FIRST_USER_TYPE:
+            for fn in self._listeners:
+                fn(lsn, rtype, payload)
+        self._applied = lsn
+
+    def _take_scan(self, scan: dict[str, Any]) -> None:
+        for lsn, off, length in zip(
+            scan["lsns"].tolist(), scan["offsets"].tolist(), scan["lengths"].tolist()
+        ):
+            self._blob_at[lsn] = (off, length)
+        if len(scan["lsns"]):
+            self._arena_lsn = max(self._arena_lsn, int(scan["lsns"][-1]))
+
+    def _manifest_changed(self) -> bool:
+        """Re-reads MANIFEST if another process replaced it; True if the views must be
+        rebuilt (a new arena generation, or a checkpoint past what this process applied)."""
+        mpath = self.path / "MANIFEST"
+        sig = signature(mpath)
+        if sig == self._manifest_sig:
+            return False
+        m = read_manifest(mpath)
+        old = self._manifest
+        self._manifest, self._manifest_sig = m, sig
+        return m.generation != old.generation or self._applied < m.checkpoint_lsn
+
+    def _catch_up_locked(self) -> None:
+        """Writer side (store lock held): repair torn tails, then apply everything."""
+        assert self._wal is not None
+        if self._manifest_changed():
+            self._load_locked()
+            return
+        self._note_wal_repair(self._wal.recover())
+        scan, repair = self._arena.recover(self._wal.last_lsn)
+        if repair["any"]:
+            self._note("arena", repair)
+        self._take_scan(scan)
+        try:
+            self._replay_locked(self._wal.last_lsn, writer=True)
+        except _Reload:
+            self._load_locked()
+
+    def refresh(self) -> None:
+        """Applies what other processes committed since this process last looked. Every
+        public call does this first; call it directly to pick up changes eagerly."""
+        self._check_open()
+        assert self._wal is not None
+        with self._mu:
+            if self._manifest_changed():
+                with self._lock:
+                    self._load_locked()
+                return
+            last = self._wal.refresh()
+            if last == self._applied:
+                return
+            self._take_scan(self._arena.refresh(last))
+            try:
+                if self._replay_locked(last, writer=False):
+                    return
+            except _Reload:
+                pass
+            # A blob is missing: its writer is mid-write or died. Take the lock and finish.
+            with self._lock:
+                self._catch_up_locked()
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        self._check_open()
+        with self._mu, self._lock:
+            self._catch_up_locked()
+            yield
+
+    def _append_locked(self, records: Sequence[tuple[int, bytes]]) -> int:
+        assert self._wal is not None
+        if len(records) == 1:
+            last = int(self._wal.append(*records[0]))
+        else:
+            last = int(self._wal.append_batch([t for t, _ in records], [p for _, p in records]))
+        lsn = last - len(records) + 1
+        for rtype, payload in records:
+            blob = None
+            if rtype in (rec.PUT, rec.DELETE):
+                blob = self._append_blob(lsn, rtype, payload)
+            self._apply(lsn, rtype, payload, blob)
+            self._log_bytes += len(payload) + _RECORD_OVERHEAD
+            lsn += 1
+        return last
+
+    def _commit(self, lsn: int) -> int:
+        assert self._wal is not None
+        self._wal.commit(lsn)
+        if self._log_bytes > self._opt["checkpoint_bytes"]:
+            self.checkpoint()
+        return lsn
+
+    def put(
+        self,
+        id: int,
+        text: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        vector: npt.ArrayLike | None = None,
+    ) -> int:
+        """Stores (or replaces) item ``id``; returns its LSN once it is durable."""
+        payload = rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim)
+        with self._writing():
+            lsn = self._append_locked([(rec.PUT, payload)])
+        return self._commit(lsn)
+
+    def put_many(
+        self,
+        items: Iterable[tuple[int, str] | tuple[int, str, dict[str, Any] | None, Any]],
+    ) -> int:
+        """Stores many items with one lock and one commit: ``(id, text)`` or
+        ``(id, text, meta, vector)`` tuples. Returns the last LSN (0 if ``items`` is empty).
+        Each item is its own log record: after a crash, a prefix of them may be present."""
+        payloads = []
+        for item in items:
+            if len(item) == 2:
+                id, text = item  # type: ignore[misc]
+                meta, vector = None, None
+            elif len(item) == 4:
+                id, text, meta, vector = item  # type: ignore[misc]
+            else:
+                raise InvalidArgumentError(
+                    f"items must be (id, text) or (id, text, meta, vector), got {len(item)} "
+                    "fields"
+                )
+            payloads.append(
+                (rec.PUT, rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim))
+            )
+        if not payloads:
+            return 0
+        with self._writing():
+            lsn = self._append_locked(payloads)
+        return self._commit(lsn)
+
+    def delete(self, id: int) -> bool:
+        """Deletes item ``id``; returns False (and logs nothing) if it was not there."""
+        payload = rec.encode_delete(id)
+        with self._writing():
+            if rec.check_id(id) not in self._handles:
+                return False
+            lsn = self._append_locked([(rec.DELETE, payload)])
+        self._commit(lsn)
+        return True
+
+    def log(self, rtype: int, payload: bytes) -> int:
+        """Appends a record of a type owned by a higher layer (``>= FIRST_USER_TYPE``);
+        listeners of every process that opens the store receive it. Returns its LSN once
+        durable."""
+        if not isinstance(rtype, int) or not rec.FIRST_USER_TYPE <= rtype < 2**32 - 1:
+            raise InvalidArgumentError(
+                f"record types below {rec.FIRST_USER_TYPE} belong to the store; got {rtype}"
+            )
+        with self._writing():
+            lsn = self._append_locked([(rtype, bytes(payload))])
+        return self._commit(lsn)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type
+        applied from now on, whichever process wrote it."""
+        with self._mu:
+            self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, id: int) -> Item:
+        """The item ``id``; raises UnknownIdError if the store does not hold it."""
+        id = rec.check_id(id)
+        self.refresh()
+        with self._mu:
+            handle = self._handles.get(id)
+            arena = self._arena
+        if handle is None:
+            raise UnknownIdError(f"the store holds no item with id {id}")
+        pv = rec.decode_put(arena.view(*handle))
+        return Item(id=id, text=pv.text, meta=pv.meta, vector=pv.vector)
+
+    def __contains__(self, id: object) -> bool:
+        if isinstance(id, bool) or not isinstance(id, (int, np.integer)):
+            return False
+        self.refresh()
+        with self._mu:
+            return int(id) in self._handles
+
+    def __len__(self) -> int:
+        self.refresh()
+        with self._mu:
+            return len(self._handles)
+
+    def ids(self) -> list[int]:
+        self.refresh()
+        with self._mu:
+            return sorted(self._handles)
+
+    def search(
+        self, query: npt.ArrayLike, k: int = 10, **options: Any
+    ) -> list[tuple[int, float]]:
+        """The ``k`` items whose vectors score highest against ``query``, best first, as
+        ``(id, score)``. Options are those of :meth:`Int8Index.search` (allow, deny, ...)."""
+        self.refresh()
+        with self._mu:
+            if self._index is None:
+                raise InvalidArgumentError("this store holds no vectors (created without dim)")
+            if len(self._index) == 0:
+                return []
+            ids, scores = self._index.search(query, k, **options)
+        return [(int(i), float(s)) for i, s in zip(ids.tolist(), scores.tolist()) if i >= 0]
+
+    @property
+    def dim(self) -> int | None:
+        return self._manifest.dim
+
+    @property
+    def metric(self) -> str:
+        return self._manifest.metric
+
+    @property
+    def last_lsn(self) -> int:
+        return self._applied
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, *, compact: bool | None = None) -> dict[str, Any]:
+        """Makes the views durable and drops the log below them. ``compact``: copy the
+        live blobs into a new arena generation (default: when over half the arena is
+        garbage). Crash-safe at every step: the manifest rename is the switch."""
+        with self._writing():
+            assert self._wal is not None
+            m = self._manifest
+            last = self._applied
+            self._wal.sync()
+            self._arena.sync()
+            end = int(self._arena.end)
+            live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
+            if compact is None:
+                compact = end > (4 << 20) and live < end // 2
+            arena, handles, gen = self._arena, self._handles, m.generation
+            if compact:
+                gen += 1
+                ids = np.fromiter(handles.keys(), dtype=np.int64, count=len(handles))
+                offs = np.fromiter(
+                    (h[0] for h in handles.values()), dtype=np.uint64, count=len(handles)
+                )
+                lens = [h[1] for h in handles.values()]
+                order = np.argsort(offs, kind="stable")
+                new_file = self.path / f"arena/gen-{gen:06d}.blob"
+                placed = arena.copy_to(str(new_file), gen, offs[order])
+                crash_point("checkpoint:after-arena")
+                arena = _core.BlobArena(str(new_file), gen)
+                arena.refresh(last)
+                handles = {
+                    int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())
+                }
+            index_file = m.index_file
+            if self._index is not None:
+                index_file = f"index/int8-{last:016x}.lmix"
+                self._index.save(self.path / index_file)
+                crash_point("checkpoint:after-index")
+            new = replace(
+                m,
+                generation=gen,
+                checkpoint_lsn=last,
+                index_file=index_file,
+                arena_end=int(arena.end),
+            )
+            write_manifest(self.path / "MANIFEST", new)
+            crash_point("checkpoint:after-manifest")
+            self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
+            self._arena, self._handles = arena, handles
+            self._arena_lsn = max(int(arena.last_lsn), last)
+            self._remove_unreferenced_locked()
+            dropped = int(self._wal.truncate_before(last + 1))
+            crash_point("checkpoint:after-truncate")
+            self._log_bytes = int(self._wal.stats()["bytes"])
+            return {
+                "checkpoint_lsn": last,
+                "compacted": bool(compact),
+                "generation": gen,
+                "arena_bytes_before": end,
+                "arena_bytes": int(arena.end),
+                "segments_dropped": dropped,
+            }
+
+    # ------------------------------------------------------------------ misc
+
+    def stats(self) -> dict[str, Any]:
+        self.refresh()
+        assert self._wal is not None
+        with self._mu:
+            return {
+                "path": str(self.path),
+                "items": len(self._handles),
+                "vectors": len(self._index) if self._index is not None else 0,
+                "dim": self._manifest.dim,
+                "metric": self._manifest.metric,
+                "sync": self._opt["sync"],
+                "last_lsn": self._applied,
+                "checkpoint_lsn": self._manifest.checkpoint_lsn,
+                "generation": self._manifest.generation,
+                "arena_bytes": int(self._arena.end),
+                "wal": dict(self._wal.stats()),
+                "repairs": len(self.recovery),
+            }
+
+    def synced_sizes(self) -> dict[str, int]:
+        """Bytes of each file known to be on stable storage (for power-cut simulation)."""
+        assert self._wal is not None
+        st = self._wal.stats()
+        return {str(st["tail_segment"]): int(st["tail_synced"])}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError(f"the store at {self.path} is closed")
+
+    def close(self) -> None:
+        """Releases the store's files. Safe to call twice."""
+        with self._mu:
+            if self._closed:
+                return
+            self._closed = True
+            self._wal = None
+            self._index = None
+            self._handles = {}
+            self._lock.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._handles)} items"
+        return f"<Store {self.path} ({state})>"
+
+
+_OPEN_TOKEN = object()
+
+
+def _as_vector(vector: npt.ArrayLike | None) -> np.ndarray | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
+def _live_handles(scan: dict[str, Any]) -> dict[int, tuple[int, int]]:
+    """id -> (offset, length) of the newest blob of each key that is not a tombstone."""
+    keys = scan["keys"]
+    if len(keys) == 0:
+        return {}
+    rev = keys[::-1]
+    _, first_in_rev = np.unique(rev, return_index=True)
+    last = len(keys) - 1 - first_in_rev
+    last = last[(scan["flags"][last] & rec.TOMBSTONE) == 0]
+    return dict(
+        zip(
+            keys[last].tolist(),
+            zip(scan["offsets"][last].tolist(), scan["lengths"][last].tolist()),
+        )
+    )
