@@ -13,3 +13,12 @@ def rng() -> np.random.Generator:
 def _isolated_store(tmp_path, monkeypatch):
     """No test touches the user's real store."""
     monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "store"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import tally
+
+    if tally.counts:
+        terminalreporter.section("durability tally")
+        for name, n in sorted(tally.counts.items()):
+            terminalreporter.write_line(f"{name}: {n:,}")

@@ -33,7 +33,7 @@ size_t nbytes(const py::buffer_info& b) { return static_cast<size_t>(b.size * b.
 
 uint32_t record_type_from(int64_t t) {
     if (t < 0 || t >= 0xFFFFFFFFll)
-        invalid("record type must be in [0, 2**32 - 2], got " + std::to_string(t));
+        invalid("record type must be in [0, 2**32 - 2] (0xFFFFFFFF is reserved for segment seals), got " + std::to_string(t));
     return static_cast<uint32_t>(t);
 }
 
@@ -148,6 +148,7 @@ void bind_storage(py::module_& m) {
             py::arg("types"), py::arg("payloads"))
         .def("commit", &lm::Wal::commit, py::arg("lsn"), py::call_guard<py::gil_scoped_release>())
         .def("sync", &lm::Wal::sync, py::call_guard<py::gil_scoped_release>())
+        .def("rotate", &lm::Wal::rotate, py::call_guard<py::gil_scoped_release>())
         .def("truncate_before", &lm::Wal::truncate_before, py::arg("lsn"),
              py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("first_lsn", &lm::Wal::first_lsn)

@@ -173,7 +173,46 @@ Wal::Wal(std::string dir, WalOptions options) : dir_(std::move(dir)), opt_(optio
     scan_from_start();
 }
 
-Wal::~Wal() = default;
+Wal::~Wal() { stop_flusher(); }
+
+void Wal::stop_flusher() {
+    {
+        std::lock_guard lk(mu_);
+        stopping_ = true;
+    }
+    flush_cv_.notify_all();
+    if (flusher_.joinable()) {
+        if (flusher_pid_ == ::getpid())
+            flusher_.join();
+        else
+            flusher_.detach();  // inherited through fork: that thread does not exist here
+    }
+}
+
+void Wal::flusher_loop() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+        flush_cv_.wait(lk, [&] {
+            return stopping_ || !failed_.empty() || (wanted_lsn_ > durable_lsn_ && !syncing_);
+        });
+        if (stopping_ || !failed_.empty()) return;
+        if (opt_.group_commit_us > 0) {
+            syncing_ = true;  // commit() callers queue behind this group while it gathers
+            lk.unlock();
+            std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_us));
+            lk.lock();
+            syncing_ = false;
+        }
+        const uint64_t before = durable_lsn_;
+        try {
+            fdatasync_tail_locked(lk, true);
+        } catch (const IoError&) {
+            return;  // failed_ is set; waiters were woken and will throw
+        }
+        ++groups_;
+        max_group_ = std::max(max_group_, durable_lsn_ - before);
+    }
+}
 
 void Wal::scan_from_start() {
     std::vector<std::pair<uint64_t, std::string>> found;
@@ -336,11 +375,17 @@ WalDamage Wal::recover() {
     }
     if (!tail_) {
         create_segment(next_lsn_);
-    } else if (::fdatasync(tail_->fd.get()) != 0) {
-        throw_errno("cannot fdatasync log segment", tail_->path);
+    } else if (report.any || !recovered_) {
+        // What an earlier (crashed) writer left in the page cache becomes durable before
+        // this process acknowledges anything after it. Later calls only pick up records of
+        // live writers, which commit their own.
+        if (::fdatasync(tail_->fd.get()) != 0)
+            throw_errno("cannot fdatasync log segment", tail_->path);
+        ++fsyncs_;
+        synced_end_ = end_;
+        durable_lsn_ = next_lsn_ - 1;
     }
-    durable_lsn_ = next_lsn_ - 1;
-    synced_end_ = end_;
+    recovered_ = true;
     return report;
 }
 
@@ -395,6 +440,7 @@ void Wal::check_not_stale_locked() {
 void Wal::fail_locked(const std::string& what) {
     failed_ = what + " (the log refuses further writes; reopen the store)";
     synced_cv_.notify_all();
+    flush_cv_.notify_all();
     throw IoError(failed_);
 }
 
@@ -495,6 +541,7 @@ void Wal::fdatasync_tail_locked(std::unique_lock<std::mutex>& lk, bool release_w
     if (fd == tail_) synced_end_ = std::max(synced_end_, target_end);
     durable_lsn_ = std::max(durable_lsn_, target_lsn);
     synced_cv_.notify_all();
+    flush_cv_.notify_one();
 }
 
 void Wal::commit(uint64_t lsn) {
@@ -502,30 +549,31 @@ void Wal::commit(uint64_t lsn) {
     std::unique_lock lk(mu_);
     if (lsn >= next_lsn_)
         throw InvalidArgument("commit(" + std::to_string(lsn) + "): no such record was appended");
-    while (durable_lsn_ < lsn) {
-        if (!failed_.empty()) throw IoError(failed_);
-        if (syncing_) {
-            synced_cv_.wait(lk);
-            continue;
-        }
-        if (opt_.group_commit_us > 0) {
-            syncing_ = true;  // followers queue behind this leader while it waits
-            lk.unlock();
-            std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_us));
-            lk.lock();
-            syncing_ = false;
-        }
-        const uint64_t before = durable_lsn_;
-        fdatasync_tail_locked(lk, true);
-        ++groups_;
-        max_group_ = std::max(max_group_, durable_lsn_ - before);
+    if (durable_lsn_ >= lsn) return;
+    if (!failed_.empty()) throw IoError(failed_);
+    if (flusher_pid_ != ::getpid()) {
+        if (flusher_.joinable()) flusher_.detach();  // a parent's thread, gone after fork
+        stopping_ = false;
+        flusher_pid_ = ::getpid();
+        flusher_ = std::thread([this] { flusher_loop(); });
     }
+    wanted_lsn_ = std::max(wanted_lsn_, lsn);
+    flush_cv_.notify_one();
+    synced_cv_.wait(lk, [&] { return durable_lsn_ >= lsn || !failed_.empty(); });
+    if (durable_lsn_ < lsn) throw IoError(failed_);
 }
 
 void Wal::sync() {
     std::unique_lock lk(mu_);
     if (!failed_.empty()) throw IoError(failed_);
     if (tail_) fdatasync_tail_locked(lk, false);
+}
+
+void Wal::rotate() {
+    std::lock_guard lk(mu_);
+    if (!failed_.empty()) throw IoError(failed_);
+    check_not_stale_locked();
+    if (tail_ && !sealed_ && end_ > kWalSegmentHeader) rotate_locked();
 }
 
 size_t Wal::truncate_before(uint64_t lsn) {

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace lm {
@@ -105,6 +106,9 @@ public:
     void commit(uint64_t lsn);
     // fdatasync now, whatever the mode; everything appended so far becomes durable.
     void sync();
+    // Seals the tail segment and starts a new one (no-op if the tail holds no record), so
+    // that a checkpoint can drop every record it covers. Writer side, under the store lock.
+    void rotate();
     // Deletes whole segments whose records all have lsn < `lsn` (never the last segment).
     size_t truncate_before(uint64_t lsn);
 
@@ -130,6 +134,8 @@ private:
     void check_not_stale_locked();
     void write_locked(const uint8_t* data, size_t n);
     void fdatasync_tail_locked(std::unique_lock<std::mutex>& lk, bool release_while_syncing);
+    void flusher_loop();
+    void stop_flusher();
     [[noreturn]] void fail_locked(const std::string& what);
 
     std::string dir_;
@@ -145,6 +151,17 @@ private:
     uint64_t durable_lsn_ = 0;
     uint64_t synced_end_ = 0;
     bool syncing_ = false;
+    bool recovered_ = false;
+
+    // `batch` mode: a native thread fsyncs back to back while records wait to be durable,
+    // so the next group starts the moment the previous fsync returns, whatever the calling
+    // (Python) threads are doing. Started on the first commit, by the process that uses it
+    // (a forked child starts its own).
+    std::thread flusher_;
+    int flusher_pid_ = 0;
+    bool stopping_ = false;
+    uint64_t wanted_lsn_ = 0;  // highest LSN a commit() waits for
+    std::condition_variable flush_cv_;
     std::string failed_;  // set after a failed write/fsync: the log refuses further appends
     WalDamage damage_;
 

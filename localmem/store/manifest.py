@@ -36,7 +36,8 @@ def _body(m: Manifest) -> str:
     return json.dumps({"format": FORMAT, **asdict(m)}, sort_keys=True, separators=(",", ":"))
 
 
-def read_manifest(path: Path) -> Manifest:
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
     raw = path.read_bytes()
     try:
         doc = json.loads(raw)
@@ -79,10 +80,10 @@ def write_manifest(path: Path, m: Manifest) -> None:
         os.close(dfd)
 
 
-def signature(path: Path) -> tuple[int, int, int] | None:
+def signature(path: str | Path) -> tuple[int, int, int] | None:
     """Cheap change detector: (inode, mtime, size); a rename always changes the inode."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)

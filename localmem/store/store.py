@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -60,6 +61,18 @@ class Item:
     vector: npt.NDArray[np.float32] | None
 
 
+class _Pending:
+    """Records one thread hands to the combiner (see Store._submit)."""
+
+    __slots__ = ("records", "last", "error", "done")
+
+    def __init__(self, records: Sequence[tuple[int, bytes]]) -> None:
+        self.records = records
+        self.last = 0
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class _Reload(Exception):
     """The views must be rebuilt from the checkpoint (another process compacted)."""
 
@@ -76,10 +89,12 @@ class Store:
         self.path = path
         self._opt = options
         self._mu = threading.RLock()
+        self._queue: deque[_Pending] = deque()
         self._listeners: list[Listener] = []
         self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
         self._closed = False
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
+        self._manifest_path = str(path / "MANIFEST")
         self._wal: _core.Wal | None = None
         self._arena: _core.BlobArena
         self._manifest: Manifest
@@ -325,7 +340,11 @@ class Store:
             key, flags = rec.put_id(payload), 0
         else:
             key, flags = rec.delete_id(payload), rec.TOMBSTONE
-        off = self._arena.append(key, lsn, flags, payload)
+        try:
+            off = self._arena.append(key, lsn, flags, payload)
+        except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
+            self._repair_arena_locked()
+            off = self._arena.append(key, lsn, flags, payload)
         self._arena_lsn = lsn
         return (int(off), len(payload))
 
@@ -351,6 +370,8 @@ class Store:
         self._applied = lsn
 
     def _take_scan(self, scan: dict[str, Any]) -> None:
+        if not len(scan["lsns"]):
+            return
         for lsn, off, length in zip(
             scan["lsns"].tolist(), scan["offsets"].tolist(), scan["lengths"].tolist()
         ):
@@ -361,7 +382,7 @@ class Store:
     def _manifest_changed(self) -> bool:
         """Re-reads MANIFEST if another process replaced it; True if the views must be
         rebuilt (a new arena generation, or a checkpoint past what this process applied)."""
-        mpath = self.path / "MANIFEST"
+        mpath = self._manifest_path
         sig = signature(mpath)
         if sig == self._manifest_sig:
             return False
@@ -370,21 +391,29 @@ class Store:
         self._manifest, self._manifest_sig = m, sig
         return m.generation != old.generation or self._applied < m.checkpoint_lsn
 
-    def _catch_up_locked(self) -> None:
-        """Writer side (store lock held): repair torn tails, then apply everything."""
+    def _catch_up_locked(self, *, repair: bool = False) -> None:
+        """Writer side (store lock held): apply what others wrote; with ``repair`` (or when
+        the log moved), also cut torn tails left by a writer that died."""
         assert self._wal is not None
         if self._manifest_changed():
             self._load_locked()
             return
+        last = self._wal.refresh()
+        if not repair and last == self._applied:
+            return  # fast path: a torn tail would make the next append raise ConcurrencyError
         self._note_wal_repair(self._wal.recover())
-        scan, repair = self._arena.recover(self._wal.last_lsn)
-        if repair["any"]:
-            self._note("arena", repair)
-        self._take_scan(scan)
+        self._repair_arena_locked()
         try:
             self._replay_locked(self._wal.last_lsn, writer=True)
         except _Reload:
             self._load_locked()
+
+    def _repair_arena_locked(self) -> None:
+        assert self._wal is not None
+        scan, repair = self._arena.recover(self._wal.last_lsn)
+        if repair["any"]:
+            self._note("arena", repair)
+        self._take_scan(scan)
 
     def refresh(self) -> None:
         """Applies what other processes committed since this process last looked. Every
@@ -420,10 +449,18 @@ class Store:
 
     def _append_locked(self, records: Sequence[tuple[int, bytes]]) -> int:
         assert self._wal is not None
-        if len(records) == 1:
-            last = int(self._wal.append(*records[0]))
-        else:
-            last = int(self._wal.append_batch([t for t, _ in records], [p for _, p in records]))
+        for attempt in (1, 2):
+            try:
+                if len(records) == 1:
+                    last = int(self._wal.append(*records[0]))
+                else:
+                    types = [t for t, _ in records]
+                    last = int(self._wal.append_batch(types, [p for _, p in records]))
+                break
+            except ConcurrencyError:
+                if attempt == 2:
+                    raise
+                self._catch_up_locked(repair=True)  # a dead writer's torn record
         lsn = last - len(records) + 1
         for rtype, payload in records:
             blob = None
@@ -433,6 +470,37 @@ class Store:
             self._log_bytes += len(payload) + _RECORD_OVERHEAD
             lsn += 1
         return last
+
+    def _submit(self, records: Sequence[tuple[int, bytes]]) -> int:
+        """Appends records and returns the last LSN once durable. Threads that write at the
+        same moment are combined: whichever holds the lock appends every queued record with
+        one write; the others find their LSNs assigned when their turn comes, and all wait
+        for the shared fsync. The lock is held for one write per group, not per record."""
+        self._check_open()
+        mine = _Pending(records)
+        self._queue.append(mine)  # deque.append is atomic
+        with self._mu:
+            if not mine.done:
+                group = []
+                while self._queue:
+                    group.append(self._queue.popleft())
+                try:
+                    with self._lock:
+                        self._catch_up_locked()
+                        flat = [r for p in group for r in p.records]
+                        lsn = self._append_locked(flat) - len(flat)
+                    for p in group:
+                        lsn += len(p.records)
+                        p.last = lsn
+                except BaseException as e:
+                    for p in group:
+                        p.error = e
+                finally:
+                    for p in group:
+                        p.done = True
+        if mine.error is not None:
+            raise mine.error
+        return self._commit(mine.last)
 
     def _commit(self, lsn: int) -> int:
         assert self._wal is not None
@@ -451,9 +519,7 @@ class Store:
     ) -> int:
         """Stores (or replaces) item ``id``; returns its LSN once it is durable."""
         payload = rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim)
-        with self._writing():
-            lsn = self._append_locked([(rec.PUT, payload)])
-        return self._commit(lsn)
+        return self._submit([(rec.PUT, payload)])
 
     def put_many(
         self,
@@ -479,9 +545,7 @@ class Store:
             )
         if not payloads:
             return 0
-        with self._writing():
-            lsn = self._append_locked(payloads)
-        return self._commit(lsn)
+        return self._submit(payloads)
 
     def delete(self, id: int) -> bool:
         """Deletes item ``id``; returns False (and logs nothing) if it was not there."""
@@ -501,9 +565,7 @@ class Store:
             raise InvalidArgumentError(
                 f"record types below {rec.FIRST_USER_TYPE} belong to the store; got {rtype}"
             )
-        with self._writing():
-            lsn = self._append_locked([(rtype, bytes(payload))])
-        return self._commit(lsn)
+        return self._submit([(rtype, bytes(payload))])
 
     def subscribe(self, listener: Listener) -> None:
         """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type
@@ -619,6 +681,7 @@ class Store:
             self._arena, self._handles = arena, handles
             self._arena_lsn = max(int(arena.last_lsn), last)
             self._remove_unreferenced_locked()
+            self._wal.rotate()
             dropped = int(self._wal.truncate_before(last + 1))
             crash_point("checkpoint:after-truncate")
             self._log_bytes = int(self._wal.stats()["bytes"])

@@ -1,0 +1,494 @@
+"""Durable writes: localmem's log against the disk's own fdatasync rate and against SQLite.
+
+Every write is 1 KB and acknowledged only once durable. In one run, on a temp dir on the
+same disk (never tmpfs, where fsync is free):
+
+- raw: append 1 KB to a file + ``os.fdatasync``, one thread (the disk's ceiling);
+- localmem ``Wal`` (the native log alone) and ``Store.put``, sync ``always`` and ``batch``
+  (group commit), 1/4/16 writer threads sharing one object; fsyncs per commit from stats;
+- SQLite (``sqlite3``), WAL mode, ``synchronous=FULL`` and ``NORMAL``, one transaction per
+  row, 1/4/16 threads each with its own connection;
+- bulk ingest: ``Store.put_many`` in chunks under ``batch`` and ``off``, SQLite 1 txn/chunk;
+- two processes writing one store under ``batch``; afterwards every acknowledged id must be
+  present with its text, and neither process may see an error.
+
+Timed cases run for a fixed time and repeat, interleaved (repeat outer, case inner) so disk
+noise falls on every case alike; figures are medians over repeats.
+
+    python bench/durability.py --check     # the issue's must-show, ~3 minutes
+    python bench/durability.py             # longer runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from localmem import Store, _core
+
+SIZE = 1024
+FILL = "localmem durability bench, one kilobyte of text per write. " * 20
+TEXT = FILL[:SIZE]
+PAYLOAD = TEXT.encode()
+STRIDE = 10**9  # ids of writer thread t: t * STRIDE + i
+WARMUP = 20
+Op = Callable[[int], object]
+
+
+def text_for(id: int) -> str:
+    head = f"{id:020d} "
+    return head + FILL[: SIZE - len(head)]
+
+
+# --- write targets: op(t) gives thread t's write function, fsyncs() the log's count ----------
+
+
+class RawFile:
+    def __init__(self, d: Path, threads: int) -> None:
+        self.fd = os.open(d / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def op(self, t: int) -> Op:
+        fd = self.fd
+
+        def write(i: int) -> None:
+            os.write(fd, PAYLOAD)
+            os.fdatasync(fd)
+
+        return write
+
+    def fsyncs(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LocalmemWal:
+    def __init__(self, d: Path, threads: int, sync: str) -> None:
+        self.wal = _core.Wal(str(d / "wal"), sync=sync)
+        self.wal.recover()
+
+    def op(self, t: int) -> Op:
+        wal = self.wal
+        return lambda i: wal.commit(wal.append(64, PAYLOAD))
+
+    def fsyncs(self) -> int | None:
+        return int(self.wal.stats()["fsyncs"])
+
+    def close(self) -> None:
+        del self.wal
+
+
+class LocalmemStore:
+    def __init__(self, d: Path, threads: int, sync: str) -> None:
+        self.store = Store.open(d / "store", sync=sync)
+
+    def op(self, t: int) -> Op:
+        put, base = self.store.put, t * STRIDE
+        return lambda i: put(base + i, TEXT)
+
+    def fsyncs(self) -> int | None:
+        return int(self.store.stats()["wal"]["fsyncs"])
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def sqlite_connect(path: Path, sync: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=600, isolation_level=None, check_same_thread=False)
+    db.execute("pragma journal_mode=wal")
+    db.execute(f"pragma synchronous={sync}")
+    return db
+
+
+class Sqlite:
+    def __init__(self, d: Path, threads: int, sync: str) -> None:
+        path = d / "rows.sqlite"
+        self.conns = [sqlite_connect(path, sync) for _ in range(threads)]
+        self.conns[0].execute("create table if not exists t (id integer primary key, text text)")
+
+    def op(self, t: int) -> Op:
+        db, base = self.conns[t % len(self.conns)], t * STRIDE
+        sql = "insert into t(id, text) values (?, ?)"
+        return lambda i: db.execute(sql, (base + i, TEXT))
+
+    def fsyncs(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        for db in self.conns:
+            db.close()
+
+
+@dataclass
+class Case:
+    name: str
+    threads: int
+    make: Callable[[Path, int], RawFile | LocalmemWal | LocalmemStore | Sqlite]
+
+
+@dataclass
+class Row:
+    name: str
+    threads: int
+    ops_s: float
+    p50_us: float
+    p99_us: float
+    fsyncs_per_commit: float
+    max_p50_rate: float  # 1 / p50, per thread
+
+
+def run_threads(ops: list[Op], seconds: float) -> tuple[int, float, np.ndarray]:
+    """Runs every op in its own thread until the deadline: (writes, elapsed s, latencies s)."""
+    barrier = threading.Barrier(len(ops) + 1)
+    lat: list[list[float]] = [[] for _ in ops]
+    failures: list[BaseException] = []
+    deadline = [0.0]
+
+    def worker(op: Op, out: list[float]) -> None:
+        clock, i = time.perf_counter, WARMUP
+        barrier.wait()
+        end = deadline[0]
+        try:
+            while (t0 := clock()) < end:
+                op(i)
+                out.append(clock() - t0)
+                i += 1
+        except BaseException as e:
+            failures.append(e)
+
+    pool = [
+        threading.Thread(target=worker, args=(op, out)) for op, out in zip(ops, lat, strict=True)
+    ]
+    for th in pool:
+        th.start()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + seconds
+    barrier.wait()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    if failures:
+        raise failures[0]
+    return sum(map(len, lat)), elapsed, np.concatenate([np.asarray(x) for x in lat])
+
+
+def measure(case: Case, root: Path, seconds: float) -> Row:
+    d = Path(tempfile.mkdtemp(dir=root))
+    target = case.make(d, case.threads)
+    try:
+        warm = target.op(case.threads)  # an id range of its own
+        for i in range(WARMUP):
+            warm(i)
+        f0 = target.fsyncs()
+        n, elapsed, lat = run_threads([target.op(t) for t in range(case.threads)], seconds)
+        f1 = target.fsyncs()
+    finally:
+        target.close()
+        shutil.rmtree(d)
+    p50, p99 = np.percentile(lat, [50, 99])
+    per = (f1 - f0) / n if f0 is not None and f1 is not None else float("nan")
+    return Row(case.name, case.threads, n / elapsed, p50 * 1e6, p99 * 1e6, per, 1 / p50)
+
+
+def median_rows(runs: list[Row]) -> Row:
+    med = {k: statistics.median(getattr(r, k) for r in runs) for k in asdict(runs[0])}
+    med["name"], med["threads"] = runs[0].name, runs[0].threads
+    return Row(**med)
+
+
+def cases(threads: list[int]) -> list[Case]:
+    out = [
+        Case("raw fdatasync", 1, RawFile),
+        Case("wal always", 1, lambda d, t: LocalmemWal(d, t, "always")),
+    ]
+    out.append(Case("store always", 1, lambda d, t: LocalmemStore(d, t, "always")))
+    for t in threads:
+        out.append(Case("wal batch", t, lambda d, n: LocalmemWal(d, n, "batch")))
+        out.append(Case("store batch", t, lambda d, n: LocalmemStore(d, n, "batch")))
+    for t in threads[1:]:
+        out.append(Case("store always", t, lambda d, n: LocalmemStore(d, n, "always")))
+    for sync in ("full", "normal"):
+        for t in threads:
+            out.append(Case(f"sqlite wal {sync}", t, lambda d, n, s=sync: Sqlite(d, n, s)))
+    return out
+
+
+# --- bulk ingest -----------------------------------------------------------------------------
+
+
+def bulk(root: Path, items: int, chunk: int, repeats: int) -> dict[str, float]:
+    rows = [(i, text_for(i)) for i in range(items)]
+    chunks = [rows[i : i + chunk] for i in range(0, items, chunk)]
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for sync in ("batch", "off"):
+            d = Path(tempfile.mkdtemp(dir=root))
+            with Store.open(d / "store", sync=sync) as store:  # type: ignore[arg-type]
+                t0 = time.perf_counter()
+                for c in chunks:
+                    store.put_many(c)
+                runs.setdefault(f"store put_many {sync}", []).append(
+                    items / (time.perf_counter() - t0)
+                )
+            shutil.rmtree(d)
+        for sync in ("full", "normal"):
+            d = Path(tempfile.mkdtemp(dir=root))
+            db = sqlite_connect(d / "rows.sqlite", sync)
+            db.execute("create table t (id integer primary key, text text)")
+            t0 = time.perf_counter()
+            for c in chunks:
+                db.execute("begin")
+                db.executemany("insert into t(id, text) values (?, ?)", c)
+                db.execute("commit")
+            runs.setdefault(f"sqlite wal {sync}", []).append(items / (time.perf_counter() - t0))
+            db.close()
+            shutil.rmtree(d)
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+# --- two processes, one store ----------------------------------------------------------------
+
+
+def child(path: str, proc: int, threads: int, seconds: float, start_at: float) -> int:
+    """Hidden --child mode: writes distinct ids from `threads` threads until the deadline and
+    prints {"acked": [count per thread], "errors": [...]} as JSON. Thread t of process p
+    writes ids p*1000*STRIDE + t*STRIDE + 0, 1, 2, ... in order."""
+    acked, errors = [0] * threads, []
+    try:
+        store = Store.open(path, sync="batch")
+    except Exception as e:
+        print(json.dumps({"acked": acked, "errors": [repr(e)], "wal": {}}))
+        return 0
+    base = proc * 1000 * STRIDE
+
+    def worker(t: int) -> None:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        end, first = start_at + seconds, base + t * STRIDE
+        try:
+            while time.time() < end:
+                store.put(first + acked[t], text_for(first + acked[t]))
+                acked[t] += 1
+        except Exception as e:
+            errors.append(repr(e))
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    wal = store.stats()["wal"]
+    store.close()
+    print(json.dumps({"acked": acked, "errors": errors, "wal": wal}))
+    return 0
+
+
+@dataclass
+class TwoProcs:
+    writes: list[int]
+    errors: list[int]
+    error_text: list[str]
+    fsyncs: list[int]
+    missing: int
+    wrong_text: int
+    extra: int
+
+
+def two_processes(root: Path, threads: int, seconds: float) -> TwoProcs:
+    d = Path(tempfile.mkdtemp(dir=root))
+    path = d / "store"
+    Store.open(path, sync="batch").close()  # create it once, so neither child races to
+    start_at = time.time() + 3.0  # both children import, open, then start together
+    cmd = [sys.executable, __file__, "--mp-threads", str(threads), "--mp-seconds", str(seconds)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--child", str(path), str(p), str(start_at)], stdout=subprocess.PIPE, text=True
+        )
+        for p in range(2)
+    ]
+    reports = []
+    for p in procs:
+        out, _ = p.communicate()
+        try:
+            rep = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            rep = {"acked": [0] * threads, "errors": [f"no report: {out!r}"], "wal": {}}
+        if p.returncode:
+            rep["errors"].append(f"exit status {p.returncode}")
+        reports.append(rep)
+    missing = wrong = 0
+    acked_ids = set()
+    with Store.open(path) as store:
+        for proc, rep in enumerate(reports):
+            for t, n in enumerate(rep["acked"]):
+                first = proc * 1000 * STRIDE + t * STRIDE
+                for id in range(first, first + n):
+                    acked_ids.add(id)
+                    try:
+                        wrong += store.get(id).text != text_for(id)
+                    except KeyError:
+                        missing += 1
+        extra = len(set(store.ids()) - acked_ids)
+    shutil.rmtree(d)
+    return TwoProcs(
+        writes=[sum(r["acked"]) for r in reports],
+        errors=[len(r["errors"]) for r in reports],
+        error_text=[e for r in reports for e in r["errors"]][:5],
+        fsyncs=[r["wal"].get("fsyncs", 0) for r in reports],
+        missing=missing,
+        wrong_text=wrong,
+        extra=extra,
+    )
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def print_rows(rows: list[Row]) -> None:
+    raw = next(r for r in rows if r.name == "raw fdatasync")
+    full = {r.threads: r.ops_s for r in rows if r.name == "sqlite wal full"}
+    print(
+        f"{'case':<16}{'thr':>4}{'commits/s':>11}{'p50 us':>9}{'p99 us':>9}"
+        f"{'fsync/commit':>14}{'vs raw':>8}{'vs sqlite FULL':>16}"
+    )
+    for r in rows:
+        vs_full = f"{r.ops_s / full[r.threads]:.2f}x" if r.threads in full else ""
+        fs = "" if np.isnan(r.fsyncs_per_commit) else f"{r.fsyncs_per_commit:.3f}"
+        print(
+            f"{r.name:<16}{r.threads:>4}{r.ops_s:>11,.0f}{r.p50_us:>9.0f}{r.p99_us:>9.0f}"
+            f"{fs:>14}{r.ops_s / raw.ops_s:>7.2f}x{vs_full:>16}"
+        )
+    print(
+        f"  raw 1 KB append + fdatasync: p50 {raw.p50_us:.0f} us -> 1/p50 "
+        f"{raw.max_p50_rate:,.0f}/s; measured {raw.ops_s:,.0f}/s"
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--check", action="store_true", help="short runs; exit 1 on a miss")
+    p.add_argument("--dir", default="/work/.benchtmp", help="temp dirs go here (not tmpfs)")
+    p.add_argument("--seconds", type=float, help="per timed case (default 2 --check, else 5)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", default="1,4,16")
+    p.add_argument("--bulk-items", type=int, default=20_000)
+    p.add_argument("--chunk", type=int, default=1000)
+    p.add_argument("--mp-threads", type=int, default=4)
+    p.add_argument("--mp-seconds", type=float, default=10.0)
+    p.add_argument("--json", help="write every figure as JSON")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        path, proc, start_at = args.child
+        return child(path, int(proc), args.mp_threads, args.mp_seconds, float(start_at))
+
+    seconds = args.seconds or (2.0 if args.check else 5.0)
+    threads = [int(t) for t in args.threads.split(",")]
+    os.makedirs(args.dir, exist_ok=True)
+    fstype = filesystem(args.dir)
+    if fstype in ("tmpfs", "ramfs"):
+        sys.exit(f"{args.dir} is on {fstype}, where fsync is free; pass --dir on a real disk")
+    root = Path(tempfile.mkdtemp(dir=args.dir, prefix="durability-"))
+    try:
+        runs: dict[tuple[str, int], list[Row]] = {}
+        todo = cases(threads)
+        for rep in range(args.repeats):
+            for c in todo:
+                print(f"... {c.name} {c.threads}t, repeat {rep + 1}", file=sys.stderr, flush=True)
+                runs.setdefault((c.name, c.threads), []).append(measure(c, root, seconds))
+        rows = [median_rows(v) for v in runs.values()]
+        print("... bulk ingest", file=sys.stderr, flush=True)
+        ingest = bulk(root, args.bulk_items, args.chunk, args.repeats)
+        print("... two processes", file=sys.stderr, flush=True)
+        mp = two_processes(root, args.mp_threads, args.mp_seconds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        f"1 KB writes, {fstype} at {args.dir}, {seconds:g} s per case, median of "
+        f"{args.repeats}, {os.cpu_count()} cores"
+    )
+    print_rows(rows)
+    print(f"\nbulk ingest, {args.bulk_items:,} x 1 KB, {args.chunk} per call/transaction")
+    for name, rate in ingest.items():
+        print(f"  {name:<24}{rate:>10,.0f} rows/s")
+    log_cost = ingest["store put_many off"] / ingest["store put_many batch"]
+    vs_sqlite = ingest["store put_many batch"] / ingest["sqlite wal full"]
+    print(f"  off / batch {log_cost:.2f}x; put_many batch / sqlite FULL {vs_sqlite:.2f}x")
+    print(f"\ntwo processes x {args.mp_threads} threads, {args.mp_seconds:g} s, one store, batch")
+    for i, (w, e, f) in enumerate(zip(mp.writes, mp.errors, mp.fsyncs, strict=True)):
+        print(f"  process {i}: {w:,} acknowledged writes, {f:,} fsyncs, errors: {e}")
+    print(
+        f"  reopened: missing: {mp.missing}, wrong text: {mp.wrong_text}, "
+        f"unacknowledged extra: {mp.extra}"
+    )
+    for e in mp.error_text:
+        print(f"  error: {e}")
+
+    by = {(r.name, r.threads): r for r in rows}
+    top = max(threads)
+    group = by[("store batch", top)].ops_s / by[("sqlite wal full", top)].ops_s
+    raw_ratio = by[("raw fdatasync", 1)].ops_s / by[("store always", 1)].ops_s
+    errors, writes = sum(mp.errors), min(mp.writes)
+    figures = [
+        (f"batch {top}t / sqlite FULL {top}t", group, ">= 5.0", group >= 5.0),
+        ("raw fdatasync / always 1t", raw_ratio, "<= 1.2", raw_ratio <= 1.2),
+        (
+            "2 procs: missing acked",
+            mp.missing + mp.wrong_text,
+            "== 0",
+            mp.missing + mp.wrong_text == 0,
+        ),
+        ("2 procs: errors", errors, "== 0", errors == 0),
+        ("2 procs: min writes/proc", writes, "> 0", writes > 0),
+    ]
+    print(f"\n{'figure':<34}{'measured':>10}  target")
+    for name, value, target, ok in figures:
+        shown = f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
+        print(f"{name:<34}{shown:>10}  {target:<9}{'ok' if ok else 'MISS'}")
+    missed = [name for name, _, _, ok in figures if not ok]
+    print("PASS" if not missed else "FAIL: " + ", ".join(missed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"rows": [asdict(r) for r in rows], "bulk": ingest, "two_processes": asdict(mp)},
+                f,
+                indent=1,
+            )
+    return 1 if missed and args.check else 0
+
+
+def filesystem(path: str) -> str:
+    """The type of the filesystem holding path (from /proc/mounts; "" if unknown)."""
+    best, kind = "", ""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                _, mnt, fs = line.split()[:3]
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, kind = mnt, fs
+    except OSError:
+        pass
+    return kind
+
+
+if __name__ == "__main__":
+    sys.exit(main())

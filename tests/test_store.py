@@ -1,0 +1,240 @@
+"""Store: puts, deletes, reads, search, replay on open, checkpoints, two openers, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+from localmem import Store
+from localmem.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    StoreLockedError,
+    UnknownIdError,
+)
+from localmem.store import FIRST_USER_TYPE
+from localmem.store.lock import StoreLock
+
+DIM = 16
+
+
+def vec(i: int) -> np.ndarray:
+    return np.random.default_rng(i).standard_normal(DIM).astype(np.float32)
+
+
+def fill(s: Store, ids) -> None:
+    for i in ids:
+        s.put(i, f"text {i} " + "é" * (i % 5), meta={"n": i}, vector=vec(i))
+
+
+def test_put_get_delete_search(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(50))
+        it = s.get(7)
+        assert (it.id, it.text, it.meta) == (7, "text 7 éé", {"n": 7})
+        np.testing.assert_array_equal(it.vector, vec(7))
+        assert not it.vector.flags.writeable  # a view into the mmap'd arena
+        assert s.search(vec(7), 1)[0][0] == 7
+        assert s.delete(7) and not s.delete(7)
+        assert 7 not in s and len(s) == 49
+        with pytest.raises(UnknownIdError, match="no item with id 7"):
+            s.get(7)
+        assert 7 not in [i for i, _ in s.search(vec(7), 5)]
+        s.put(8, "replaced", vector=vec(100))
+        assert s.get(8).text == "replaced" and s.search(vec(100), 1)[0][0] == 8
+        s.put(1000, "no vector")
+        assert s.get(1000).vector is None and 1000 not in [i for i, _ in s.search(vec(1), 60)]
+
+
+def test_reopen_replays_the_log(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(30))
+        s.delete(3)
+        s.checkpoint()
+        fill(s, range(30, 40))  # after the checkpoint: only in the log
+        s.delete(35)
+    with Store.open(tmp_path / "s") as s:
+        assert s.ids() == [i for i in range(40) if i not in (3, 35)]
+        assert s.get(39).meta == {"n": 39} and s.search(vec(39), 1)[0][0] == 39
+        assert s.dim == DIM and s.recovery == []
+
+
+def test_put_many_and_user_records(tmp_path):
+    seen: list[tuple[int, int, bytes]] = []
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        s.subscribe(lambda lsn, t, p: seen.append((lsn, t, p)))
+        last = s.put_many([(i, f"bulk {i}", None, vec(i)) for i in range(100)] + [(500, "x")])
+        assert last == 101 and len(s) == 101
+        assert s.log(FIRST_USER_TYPE, b"touch 5") == 102
+        assert seen == [(102, FIRST_USER_TYPE, b"touch 5")]
+        with pytest.raises(InvalidArgumentError, match="belong to the store"):
+            s.log(1, b"x")
+        assert s.put_many([]) == 0
+    got: list[bytes] = []
+    with Store.open(tmp_path / "s") as s:
+        assert len(s) == 101  # user records are replayed to listeners added before open
+
+
+def test_bad_input_is_refused_with_the_fix(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        cases = [
+            (lambda: s.put(-1, "x"), "id must be in"),
+            (lambda: s.put("1", "x"), "id must be an int"),  # type: ignore[arg-type]
+            (lambda: s.put(True, "x"), "id must be an int"),
+            (lambda: s.put(1, b"bytes"), "text must be a str"),  # type: ignore[arg-type]
+            (lambda: s.put(1, "\ud800"), "not valid Unicode"),
+            (lambda: s.put(1, "x", meta=[1]), "meta must be a dict"),  # type: ignore[arg-type]
+            (lambda: s.put(1, "x", meta={"f": object()}), "JSON-serializable"),
+            (lambda: s.put(1, "x", vector=np.zeros(3)), r"shape \(16,\)"),
+            (lambda: s.put(1, "x", vector=np.full(DIM, np.nan)), "NaN"),
+            (lambda: s.put_many([(1,)]), "fields"),  # type: ignore[list-item]
+        ]
+        for call, msg in cases:
+            with pytest.raises(InvalidArgumentError, match=msg):
+                call()
+        assert len(s) == 0 and s.last_lsn == 0
+    with pytest.raises(InvalidArgumentError, match="dim=16"):
+        Store.open(tmp_path / "s", dim=8)
+    with pytest.raises(InvalidArgumentError, match="sync must be"):
+        Store.open(tmp_path / "s", sync="never")  # type: ignore[arg-type]
+    with Store.open(tmp_path / "novec") as s:
+        with pytest.raises(InvalidArgumentError, match="without dim"):
+            s.put(1, "x", vector=vec(1))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidArgumentError, match="not a directory"):
+        Store.open(tmp_path / "file")
+    with pytest.raises(FileNotFoundError):
+        Store.open(tmp_path / "absent", create=False)
+    s = Store.open(tmp_path / "s")
+    s.close()
+    s.close()
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        s.put(1, "x")
+
+
+def test_store_is_private(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(3))
+        s.checkpoint()
+    for root, dirs, files in os.walk(tmp_path / "s"):
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o700, root
+        for f in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, f)).st_mode) == 0o600, f
+
+
+def test_checkpoint_compaction_and_log_truncation(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM, segment_bytes=1 << 16) as s:
+        fill(s, range(400))
+        for i in range(0, 400, 2):
+            s.delete(i)
+        before = s.stats()
+        r = s.checkpoint(compact=True)
+        assert r["compacted"] and r["generation"] == 2
+        assert r["arena_bytes"] < r["arena_bytes_before"] * 0.6
+        assert r["segments_dropped"] > 0 and s.stats()["wal"]["bytes"] < before["wal"]["bytes"]
+        assert sorted(os.listdir(tmp_path / "s" / "arena")) == ["gen-000002.blob"]
+        assert len(s) == 200 and s.get(399).text.startswith("text 399")
+        fill(s, [1000])
+    with Store.open(tmp_path / "s") as s:
+        assert len(s) == 201 and s.get(1).meta == {"n": 1} and s.search(vec(1), 1)[0][0] == 1
+
+
+def test_auto_checkpoint_by_log_size(tmp_path):
+    with Store.open(tmp_path / "s", checkpoint_bytes=1 << 16, segment_bytes=1 << 14) as s:
+        for i in range(300):
+            s.put(i, "y" * 1000)
+        st = s.stats()
+        assert st["checkpoint_lsn"] > 0 and st["wal"]["bytes"] < 2 << 16
+
+
+def test_two_openers_see_each_other(tmp_path):
+    a = Store.open(tmp_path / "s", dim=DIM)
+    b = Store.open(tmp_path / "s")
+    fill(a, range(10))
+    assert len(b) == 10 and b.get(3).text.startswith("text 3")
+    fill(b, range(10, 20))
+    b.delete(0)
+    assert len(a) == 19 and 0 not in a and a.search(vec(15), 1)[0][0] == 15
+    a.checkpoint(compact=True)  # b holds the old generation: it must switch
+    fill(b, [20])
+    assert b.get(5).text.startswith("text 5") and len(b) == 20
+    assert a.get(20).meta == {"n": 20}
+    a.close()
+    b.close()
+
+
+def test_threads_share_a_store(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(50):
+                    id = t * 1000 + i
+                    s.put(id, f"t{t}", vector=vec(id))
+                    assert s.get(id).text == f"t{t}"
+            except BaseException as e:  # pragma: no cover
+                errors.append(e)
+
+        ts = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors and len(s) == 400
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path):
+    with Store.open(tmp_path / "s") as s:
+        holder = StoreLock(tmp_path / "s" / "LOCK", timeout=1)
+        holder.acquire()
+        try:
+            s._lock.timeout = 0.05
+            with pytest.raises(StoreLockedError, match="busy"):
+                s.put(1, "x")
+        finally:
+            holder.close()
+        s.put(1, "x")
+        assert s.get(1).text == "x"
+
+
+def test_damaged_index_snapshot_is_rebuilt_from_the_arena(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(20))
+        s.checkpoint()
+    (ix,) = (tmp_path / "s" / "index").iterdir()
+    data = bytearray(ix.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ix.write_bytes(bytes(data))
+    with Store.open(tmp_path / "s") as s:
+        assert [r["part"] for r in s.recovery] == ["index"]
+        assert s.search(vec(11), 1)[0][0] == 11 and len(s) == 20
+
+
+def test_damaged_manifest_and_checkpointed_arena_are_refused_untouched(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(20))
+        s.checkpoint()
+    m = tmp_path / "s" / "MANIFEST"
+    good = m.read_bytes()
+    doc = json.loads(good)
+    doc["checkpoint_lsn"] = 5
+    m.write_text(json.dumps(doc))
+    with pytest.raises(CorruptFileError, match="checksum"):
+        Store.open(tmp_path / "s")
+    m.write_bytes(b"\0garbage")
+    with pytest.raises(CorruptFileError, match="not a valid store manifest"):
+        Store.open(tmp_path / "s")
+    m.write_bytes(good)
+    (arena,) = (tmp_path / "s" / "arena").iterdir()
+    data = bytearray(arena.read_bytes())
+    data[200] ^= 1
+    arena.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="inside the part made durable"):
+        Store.open(tmp_path / "s")
+    assert arena.read_bytes() == bytes(data)  # nothing was cut
