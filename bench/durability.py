@@ -1,22 +1,17 @@
 """Durable writes: localmem's log against the disk's own fdatasync rate and against SQLite.
 
-Every write is 1 KB and acknowledged only once durable. In one run, on a temp dir on the
-same disk (never tmpfs, where fsync is free):
-
-- raw: append 1 KB to a file + ``os.fdatasync``, one thread (the disk's ceiling);
-- localmem ``Wal`` (the native log alone) and ``Store.put``, sync ``always`` and ``batch``
-  (group commit), 1/4/16 writer threads sharing one object; fsyncs per commit from stats;
-- SQLite (``sqlite3``), WAL mode, ``synchronous=FULL`` and ``NORMAL``, one transaction per
-  row, 1/4/16 threads each with its own connection;
-- bulk ingest: ``Store.put_many`` in chunks under ``batch`` and ``off``, SQLite 1 txn/chunk;
-- two processes writing one store under ``batch``; afterwards every acknowledged id must be
-  present with its text, and neither process may see an error.
-
-Timed cases run for a fixed time and repeat, interleaved (repeat outer, case inner) so disk
-noise falls on every case alike; figures are medians over repeats.
+Every write is 1 KB and acknowledged once durable. In one run, on the same disk (temp dirs
+under --dir, never tmpfs, where fsync is free): raw append + fdatasync; localmem's native
+``Wal`` and ``Store.put`` under sync ``always`` and ``batch`` (group commit) with 1/4/16
+threads sharing one object; SQLite in WAL mode, ``synchronous=FULL``/``NORMAL``, one
+transaction per row, one connection per thread; bulk ingest (``put_many`` chunks under
+``batch`` and ``off``, SQLite one transaction per chunk); two processes writing one store,
+after which every acknowledged id must be present with its text and no process saw an error.
+Timed cases repeat interleaved (repeat outer, case inner) so disk noise falls on every case
+alike; figures are medians over repeats.
 
     python bench/durability.py --check     # the issue's must-show, ~3 minutes
-    python bench/durability.py             # longer runs
+    python bench/durability.py             # longer runs (5 s per case)
 """
 
 from __future__ import annotations
@@ -46,6 +41,7 @@ TEXT = FILL[:SIZE]
 PAYLOAD = TEXT.encode()
 STRIDE = 10**9  # ids of writer thread t: t * STRIDE + i
 WARMUP = 20
+INSERT = "insert into t(id, text) values (?, ?)"
 Op = Callable[[int], object]
 
 
@@ -57,29 +53,41 @@ def text_for(id: int) -> str:
 # --- write targets: op(t) gives thread t's write function, fsyncs() the log's count ----------
 
 
-class RawFile:
-    def __init__(self, d: Path, threads: int) -> None:
-        self.fd = os.open(d / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+class Target:
+    """One thing to write to, shared by every writer thread of a case."""
+
+    def __init__(self, d: Path, threads: int, sync: str) -> None:
+        self.d, self.threads, self.sync = d, threads, sync
+        self.setup()
+
+    def setup(self) -> None:
+        pass
 
     def op(self, t: int) -> Op:
-        fd = self.fd
-
-        def write(i: int) -> None:
-            os.write(fd, PAYLOAD)
-            os.fdatasync(fd)
-
-        return write
+        raise NotImplementedError
 
     def fsyncs(self) -> int | None:
         return None
 
     def close(self) -> None:
+        pass
+
+
+class RawFile(Target):
+    def setup(self) -> None:
+        self.fd = os.open(self.d / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def op(self, t: int) -> Op:
+        fd = self.fd
+        return lambda i: (os.write(fd, PAYLOAD), os.fdatasync(fd))
+
+    def close(self) -> None:
         os.close(self.fd)
 
 
-class LocalmemWal:
-    def __init__(self, d: Path, threads: int, sync: str) -> None:
-        self.wal = _core.Wal(str(d / "wal"), sync=sync)
+class LocalmemWal(Target):
+    def setup(self) -> None:
+        self.wal = _core.Wal(str(self.d / "wal"), sync=self.sync)
         self.wal.recover()
 
     def op(self, t: int) -> Op:
@@ -89,17 +97,17 @@ class LocalmemWal:
     def fsyncs(self) -> int | None:
         return int(self.wal.stats()["fsyncs"])
 
-    def close(self) -> None:
-        del self.wal
 
-
-class LocalmemStore:
-    def __init__(self, d: Path, threads: int, sync: str) -> None:
-        self.store = Store.open(d / "store", sync=sync)
+class LocalmemStore(Target):
+    def setup(self) -> None:
+        self.store = Store.open(self.d / "store", sync=self.sync)  # type: ignore[arg-type]
 
     def op(self, t: int) -> Op:
         put, base = self.store.put, t * STRIDE
         return lambda i: put(base + i, TEXT)
+
+    def many(self) -> Callable[[list[tuple[int, str]]], object]:
+        return self.store.put_many
 
     def fsyncs(self) -> int | None:
         return int(self.store.stats()["wal"]["fsyncs"])
@@ -112,22 +120,31 @@ def sqlite_connect(path: Path, sync: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=600, isolation_level=None, check_same_thread=False)
     db.execute("pragma journal_mode=wal")
     db.execute(f"pragma synchronous={sync}")
+    db.execute("create table if not exists t (id integer primary key, text text)")
     return db
 
 
-class Sqlite:
-    def __init__(self, d: Path, threads: int, sync: str) -> None:
-        path = d / "rows.sqlite"
-        self.conns = [sqlite_connect(path, sync) for _ in range(threads)]
-        self.conns[0].execute("create table if not exists t (id integer primary key, text text)")
+class Sqlite(Target):
+    """One connection per writer thread (and one for the warm-up)."""
+
+    def setup(self) -> None:
+        self.conns: list[sqlite3.Connection] = []
 
     def op(self, t: int) -> Op:
-        db, base = self.conns[t % len(self.conns)], t * STRIDE
-        sql = "insert into t(id, text) values (?, ?)"
-        return lambda i: db.execute(sql, (base + i, TEXT))
+        db, base = sqlite_connect(self.d / "rows.sqlite", self.sync), t * STRIDE
+        self.conns.append(db)
+        return lambda i: db.execute(INSERT, (base + i, TEXT))
 
-    def fsyncs(self) -> int | None:
-        return None
+    def many(self) -> Callable[[list[tuple[int, str]]], object]:
+        db = sqlite_connect(self.d / "rows.sqlite", self.sync)
+        self.conns.append(db)
+
+        def transaction(rows: list[tuple[int, str]]) -> None:
+            db.execute("begin")
+            db.executemany(INSERT, rows)
+            db.execute("commit")
+
+        return transaction
 
     def close(self) -> None:
         for db in self.conns:
@@ -138,7 +155,8 @@ class Sqlite:
 class Case:
     name: str
     threads: int
-    make: Callable[[Path, int], RawFile | LocalmemWal | LocalmemStore | Sqlite]
+    kind: type[Target]
+    sync: str
 
 
 @dataclass
@@ -149,7 +167,6 @@ class Row:
     p50_us: float
     p99_us: float
     fsyncs_per_commit: float
-    max_p50_rate: float  # 1 / p50, per thread
 
 
 def run_threads(ops: list[Op], seconds: float) -> tuple[int, float, np.ndarray]:
@@ -171,9 +188,7 @@ def run_threads(ops: list[Op], seconds: float) -> tuple[int, float, np.ndarray]:
         except BaseException as e:
             failures.append(e)
 
-    pool = [
-        threading.Thread(target=worker, args=(op, out)) for op, out in zip(ops, lat, strict=True)
-    ]
+    pool = [threading.Thread(target=worker, args=a) for a in zip(ops, lat, strict=True)]
     for th in pool:
         th.start()
     t0 = time.perf_counter()
@@ -189,7 +204,7 @@ def run_threads(ops: list[Op], seconds: float) -> tuple[int, float, np.ndarray]:
 
 def measure(case: Case, root: Path, seconds: float) -> Row:
     d = Path(tempfile.mkdtemp(dir=root))
-    target = case.make(d, case.threads)
+    target = case.kind(d, case.threads, case.sync)
     try:
         warm = target.op(case.threads)  # an id range of its own
         for i in range(WARMUP):
@@ -202,7 +217,7 @@ def measure(case: Case, root: Path, seconds: float) -> Row:
         shutil.rmtree(d)
     p50, p99 = np.percentile(lat, [50, 99])
     per = (f1 - f0) / n if f0 is not None and f1 is not None else float("nan")
-    return Row(case.name, case.threads, n / elapsed, p50 * 1e6, p99 * 1e6, per, 1 / p50)
+    return Row(case.name, case.threads, n / elapsed, p50 * 1e6, p99 * 1e6, per)
 
 
 def median_rows(runs: list[Row]) -> Row:
@@ -212,51 +227,43 @@ def median_rows(runs: list[Row]) -> Row:
 
 
 def cases(threads: list[int]) -> list[Case]:
-    out = [
-        Case("raw fdatasync", 1, RawFile),
-        Case("wal always", 1, lambda d, t: LocalmemWal(d, t, "always")),
-    ]
-    out.append(Case("store always", 1, lambda d, t: LocalmemStore(d, t, "always")))
+    out = [Case("raw fdatasync", 1, RawFile, ""), Case("wal always", 1, LocalmemWal, "always")]
+    out.append(Case("store always", 1, LocalmemStore, "always"))
     for t in threads:
-        out.append(Case("wal batch", t, lambda d, n: LocalmemWal(d, n, "batch")))
-        out.append(Case("store batch", t, lambda d, n: LocalmemStore(d, n, "batch")))
-    for t in threads[1:]:
-        out.append(Case("store always", t, lambda d, n: LocalmemStore(d, n, "always")))
+        out += [Case("wal batch", t, LocalmemWal, "batch")]
+        out += [Case("store batch", t, LocalmemStore, "batch")]
+    out += [Case("store always", t, LocalmemStore, "always") for t in threads[1:]]
     for sync in ("full", "normal"):
-        for t in threads:
-            out.append(Case(f"sqlite wal {sync}", t, lambda d, n, s=sync: Sqlite(d, n, s)))
+        out += [Case(f"sqlite wal {sync}", t, Sqlite, sync) for t in threads]
     return out
 
 
 # --- bulk ingest -----------------------------------------------------------------------------
 
 
+BULK: list[tuple[str, type[LocalmemStore | Sqlite], str]] = [
+    ("store put_many", LocalmemStore, "batch"),
+    ("store put_many", LocalmemStore, "off"),
+    ("sqlite wal", Sqlite, "full"),
+    ("sqlite wal", Sqlite, "normal"),
+]
+
+
 def bulk(root: Path, items: int, chunk: int, repeats: int) -> dict[str, float]:
+    """Rows/s writing `items` rows in calls (localmem) or transactions (SQLite) of `chunk`."""
     rows = [(i, text_for(i)) for i in range(items)]
     chunks = [rows[i : i + chunk] for i in range(0, items, chunk)]
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
-        for sync in ("batch", "off"):
+        for name, kind, sync in BULK:
             d = Path(tempfile.mkdtemp(dir=root))
-            with Store.open(d / "store", sync=sync) as store:  # type: ignore[arg-type]
-                t0 = time.perf_counter()
-                for c in chunks:
-                    store.put_many(c)
-                runs.setdefault(f"store put_many {sync}", []).append(
-                    items / (time.perf_counter() - t0)
-                )
-            shutil.rmtree(d)
-        for sync in ("full", "normal"):
-            d = Path(tempfile.mkdtemp(dir=root))
-            db = sqlite_connect(d / "rows.sqlite", sync)
-            db.execute("create table t (id integer primary key, text text)")
+            target = kind(d, 1, sync)
+            write = target.many()
             t0 = time.perf_counter()
             for c in chunks:
-                db.execute("begin")
-                db.executemany("insert into t(id, text) values (?, ?)", c)
-                db.execute("commit")
-            runs.setdefault(f"sqlite wal {sync}", []).append(items / (time.perf_counter() - t0))
-            db.close()
+                write(c)
+            runs.setdefault(f"{name} {sync}", []).append(items / (time.perf_counter() - t0))
+            target.close()
             shutil.rmtree(d)
     return {k: statistics.median(v) for k, v in runs.items()}
 
@@ -269,11 +276,7 @@ def child(path: str, proc: int, threads: int, seconds: float, start_at: float) -
     prints {"acked": [count per thread], "errors": [...]} as JSON. Thread t of process p
     writes ids p*1000*STRIDE + t*STRIDE + 0, 1, 2, ... in order."""
     acked, errors = [0] * threads, []
-    try:
-        store = Store.open(path, sync="batch")
-    except Exception as e:
-        print(json.dumps({"acked": acked, "errors": [repr(e)], "wal": {}}))
-        return 0
+    store = Store.open(path, sync="batch")  # if this fails, the parent counts the exit status
     base = proc * 1000 * STRIDE
 
     def worker(t: int) -> None:
@@ -327,7 +330,7 @@ def two_processes(root: Path, threads: int, seconds: float) -> TwoProcs:
         try:
             rep = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            rep = {"acked": [0] * threads, "errors": [f"no report: {out!r}"], "wal": {}}
+            rep = {"acked": [], "errors": [f"no report: {out!r}"], "wal": {"fsyncs": 0}}
         if p.returncode:
             rep["errors"].append(f"exit status {p.returncode}")
         reports.append(rep)
@@ -345,15 +348,10 @@ def two_processes(root: Path, threads: int, seconds: float) -> TwoProcs:
                         missing += 1
         extra = len(set(store.ids()) - acked_ids)
     shutil.rmtree(d)
-    return TwoProcs(
-        writes=[sum(r["acked"]) for r in reports],
-        errors=[len(r["errors"]) for r in reports],
-        error_text=[e for r in reports for e in r["errors"]][:5],
-        fsyncs=[r["wal"].get("fsyncs", 0) for r in reports],
-        missing=missing,
-        wrong_text=wrong,
-        extra=extra,
-    )
+    writes, fsyncs = [sum(r["acked"]) for r in reports], [r["wal"]["fsyncs"] for r in reports]
+    texts = [e for r in reports for e in r["errors"]]
+    errors = [len(r["errors"]) for r in reports]
+    return TwoProcs(writes, errors, texts[:5], fsyncs, missing, wrong, extra)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -363,19 +361,19 @@ def print_rows(rows: list[Row]) -> None:
     raw = next(r for r in rows if r.name == "raw fdatasync")
     full = {r.threads: r.ops_s for r in rows if r.name == "sqlite wal full"}
     print(
-        f"{'case':<16}{'thr':>4}{'commits/s':>11}{'p50 us':>9}{'p99 us':>9}"
+        f"{'case':<18}{'thr':>4}{'commits/s':>11}{'p50 us':>9}{'p99 us':>9}"
         f"{'fsync/commit':>14}{'vs raw':>8}{'vs sqlite FULL':>16}"
     )
     for r in rows:
         vs_full = f"{r.ops_s / full[r.threads]:.2f}x" if r.threads in full else ""
         fs = "" if np.isnan(r.fsyncs_per_commit) else f"{r.fsyncs_per_commit:.3f}"
         print(
-            f"{r.name:<16}{r.threads:>4}{r.ops_s:>11,.0f}{r.p50_us:>9.0f}{r.p99_us:>9.0f}"
+            f"{r.name:<18}{r.threads:>4}{r.ops_s:>11,.0f}{r.p50_us:>9.0f}{r.p99_us:>9.0f}"
             f"{fs:>14}{r.ops_s / raw.ops_s:>7.2f}x{vs_full:>16}"
         )
     print(
         f"  raw 1 KB append + fdatasync: p50 {raw.p50_us:.0f} us -> 1/p50 "
-        f"{raw.max_p50_rate:,.0f}/s; measured {raw.ops_s:,.0f}/s"
+        f"{1e6 / raw.p50_us:,.0f}/s; measured {raw.ops_s:,.0f}/s"
     )
 
 
@@ -446,16 +444,11 @@ def main() -> int:
     top = max(threads)
     group = by[("store batch", top)].ops_s / by[("sqlite wal full", top)].ops_s
     raw_ratio = by[("raw fdatasync", 1)].ops_s / by[("store always", 1)].ops_s
-    errors, writes = sum(mp.errors), min(mp.writes)
+    errors, writes, lost = sum(mp.errors), min(mp.writes), mp.missing + mp.wrong_text
     figures = [
         (f"batch {top}t / sqlite FULL {top}t", group, ">= 5.0", group >= 5.0),
         ("raw fdatasync / always 1t", raw_ratio, "<= 1.2", raw_ratio <= 1.2),
-        (
-            "2 procs: missing acked",
-            mp.missing + mp.wrong_text,
-            "== 0",
-            mp.missing + mp.wrong_text == 0,
-        ),
+        ("2 procs: missing/wrong acked", lost, "== 0", lost == 0),
         ("2 procs: errors", errors, "== 0", errors == 0),
         ("2 procs: min writes/proc", writes, "> 0", writes > 0),
     ]
@@ -467,27 +460,15 @@ def main() -> int:
     print("PASS" if not missed else "FAIL: " + ", ".join(missed))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"rows": [asdict(r) for r in rows], "bulk": ingest, "two_processes": asdict(mp)},
-                f,
-                indent=1,
-            )
+            doc = {"rows": [asdict(r) for r in rows], "bulk": ingest, "two": asdict(mp)}
+            json.dump(doc, f, indent=1)
     return 1 if missed and args.check else 0
 
 
 def filesystem(path: str) -> str:
-    """The type of the filesystem holding path (from /proc/mounts; "" if unknown)."""
-    best, kind = "", ""
-    real = os.path.realpath(path)
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                _, mnt, fs = line.split()[:3]
-                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
-                    best, kind = mnt, fs
-    except OSError:
-        pass
-    return kind
+    """The type of the filesystem holding path ("ext2/ext3", "tmpfs", ...)."""
+    out = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_append_scan_view(arena, tmp_path):
     assert s["stop"] == "clean"
     assert s["keys"].tolist() == [k for k, _ in blobs]
     assert s["offsets"].tolist() == offs
-    for (_, data), off, n in zip(blobs, s["offsets"], s["lengths"]):
+    for (_, data), off, n in zip(blobs, s["offsets"], s["lengths"], strict=False):
         assert bytes(other.view(int(off), int(n))) == data
 
 
@@ -106,7 +106,7 @@ def test_copy_to_keeps_chosen_blobs_in_order(arena, tmp_path):
     s = b.refresh(100)
     assert s["keys"].tolist() == list(range(1, 21, 3))
     assert s["offsets"].tolist() == placed.tolist()
-    for k, off, n in zip(s["keys"], s["offsets"], s["lengths"]):
+    for k, off, n in zip(s["keys"], s["offsets"], s["lengths"], strict=False):
         assert bytes(b.view(int(off), int(n))) == f"blob {k}".encode() * int(k)
     with pytest.raises(InvalidArgumentError, match="increasing"):
         arena.copy_to(new_path, 2, keep[::-1].copy())

@@ -157,8 +157,12 @@ def test_kill9_never_loses_an_acknowledged_write(tmp_path, sync, threads, trials
 
 @pytest.mark.parametrize(
     "step",
-    ["checkpoint:after-arena", "checkpoint:after-index", "checkpoint:after-manifest",
-     "checkpoint:after-truncate"],
+    [
+        "checkpoint:after-arena",
+        "checkpoint:after-index",
+        "checkpoint:after-manifest",
+        "checkpoint:after-truncate",
+    ],
 )
 def test_compaction_interrupted_at_each_step(tmp_path, step, monkeypatch):
     path = tmp_path / "store"
@@ -179,8 +183,11 @@ def test_compaction_interrupted_at_each_step(tmp_path, step, monkeypatch):
     read_acks(fd)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     gen_after = read_manifest(path / "MANIFEST").generation
-    assert gen_after == (gen_before if step == "checkpoint:after-arena" or
-                         step == "checkpoint:after-index" else gen_before + 1)
+    assert gen_after == (
+        gen_before
+        if step == "checkpoint:after-arena" or step == "checkpoint:after-index"
+        else gen_before + 1
+    )
     with Store.open(path) as s:
         live = [id for id in range(300) if id % 3]
         assert s.ids() == live
@@ -230,7 +237,9 @@ def test_power_cut_drops_unsynced_bytes(tmp_path):
         arena = cut / m.arena_file()
         adata = arena.read_bytes()
         keep = rng.randrange(m.arena_end, len(adata) + 1)
-        arena.write_bytes(adata[:keep] + (os.urandom(rng.randrange(0, 100)) if rng.random() < 0.5 else b""))
+        arena.write_bytes(
+            adata[:keep] + (os.urandom(rng.randrange(0, 100)) if rng.random() < 0.5 else b"")
+        )
         all_ids: set[int] = set(acked)
         s = verify(cut, acked, all_ids)
         s.put(5000, text_for(5000))  # and it takes writes again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_files_are_private(tmp_path):
 
 def test_max_bytes_returns_at_least_one_record(tmp_path):
     w = open_wal(tmp_path / "wal")
-    for i in range(5):
+    for _ in range(5):
         w.append(1, b"y" * 1000)
     assert len(w.read(0, 100, 10)) == 1
     assert len(w.read(0, 100, 2500)) == 2
@@ -130,7 +131,7 @@ def test_torn_tail_is_cut_reported_and_quarantined(tmp_path):
     good = os.path.getsize(seg)
     twin.append(1, b"eleventh record " * 10)
     twin.sync()
-    full = open(twin.stats()["tail_segment"], "rb").read()[good:]
+    full = Path(twin.stats()["tail_segment"]).read_bytes()[good:]
     with open(seg, "ab") as f:  # the first 30 bytes of the 11th record: a torn write
         f.write(full[:30])
     r = _core.Wal(str(tmp_path / "wal"))
@@ -140,7 +141,7 @@ def test_torn_tail_is_cut_reported_and_quarantined(tmp_path):
     assert rep["any"] and rep["dropped_bytes"] == 30 and "torn" in rep["reason"]
     assert os.path.getsize(seg) == good
     (q,) = rep["quarantined"]
-    assert open(q, "rb").read() == full[:30]
+    assert Path(q).read_bytes() == full[:30]
     assert r.append(1, b"next") == 11
 
 

@@ -52,7 +52,6 @@ void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
     if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
 }
 
-
 // Registers Wal and BlobArena (storage.cpp).
 void bind_storage(py::module_& m);
 

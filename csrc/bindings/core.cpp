@@ -7,7 +7,6 @@
 #include <string>
 
 #include "../core/cpu.h"
-#include "common.h"
 #include "../core/crc32c.h"
 #include "../core/errors.h"
 #include "../core/int8_index.h"
@@ -15,6 +14,7 @@
 #include "../core/quantize.h"
 #include "../core/score_matrix.h"
 #include "../core/thread_pool.h"
+#include "common.h"
 
 namespace py = pybind11;
 using lm_py::copy_out;

@@ -13,8 +13,7 @@ lm::SyncMode sync_mode_from(const std::string& s) {
     if (s == "always") return lm::SyncMode::Always;
     if (s == "batch") return lm::SyncMode::Batch;
     if (s == "off") return lm::SyncMode::Off;
-    invalid("sync must be 'always', 'batch' (group commit, the default) or 'off', got '" + s +
-            "'");
+    invalid("sync must be 'always', 'batch' (group commit, the default) or 'off', got '" + s + "'");
 }
 
 // The buffer of a bytes-like object (bytes, bytearray, memoryview, numpy array), held
@@ -33,7 +32,10 @@ size_t nbytes(const py::buffer_info& b) { return static_cast<size_t>(b.size * b.
 
 uint32_t record_type_from(int64_t t) {
     if (t < 0 || t >= 0xFFFFFFFFll)
-        invalid("record type must be in [0, 2**32 - 2] (0xFFFFFFFF is reserved for segment seals), got " + std::to_string(t));
+        invalid(
+            "record type must be in [0, 2**32 - 2] (0xFFFFFFFF is reserved for segment seals), "
+            "got " +
+            std::to_string(t));
     return static_cast<uint32_t>(t);
 }
 
@@ -227,9 +229,8 @@ void bind_storage(py::module_& m) {
                 // The array's base owns a reference to the mapping: the bytes stay mapped for
                 // as long as any view (or a numpy/memoryview slice of it) is alive.
                 auto* keep = new std::shared_ptr<lm::Mapping>(std::move(mapping));
-                py::capsule owner(keep, [](void* p) {
-                    delete static_cast<std::shared_ptr<lm::Mapping>*>(p);
-                });
+                py::capsule owner(
+                    keep, [](void* p) { delete static_cast<std::shared_ptr<lm::Mapping>*>(p); });
                 py::array_t<uint8_t> arr({static_cast<py::ssize_t>(length)}, {1}, ptr, owner);
                 arr.attr("setflags")(py::arg("write") = false);
                 return arr;

@@ -153,14 +153,13 @@ BlobScan BlobArena::recover(uint64_t max_lsn, ArenaRepair* repair) {
     return s;
 }
 
-uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void* data,
-                           size_t n) {
+uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void* data, size_t n) {
     if (n > kArenaMaxBlob)
         throw InvalidArgument("a blob holds at most 1 GiB, got " + std::to_string(n) + " bytes");
     std::lock_guard lk(mu_);
     if (lsn <= last_lsn_)
-        throw InvalidArgument("blob LSN " + std::to_string(lsn) + " is not after the arena's last (" +
-                              std::to_string(last_lsn_) + ")");
+        throw InvalidArgument("blob LSN " + std::to_string(lsn) +
+                              " is not after the arena's last (" + std::to_string(last_lsn_) + ")");
     if (file_size(fd_.get(), path_) != end_)
         throw StaleState("blob arena " + path_ +
                          " changed since it was last read; recover() under the store lock first");
@@ -187,8 +186,7 @@ std::shared_ptr<Mapping> BlobArena::mapping_locked(uint64_t upto) {
     return map_;
 }
 
-std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t offset,
-                                                                    uint32_t len) {
+std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t offset, uint32_t len) {
     std::lock_guard lk(mu_);
     if (offset < kArenaHeader + kBlobHeader || offset > end_ || end_ - offset < len)
         throw InvalidArgument("blob handle (" + std::to_string(offset) + ", " +
@@ -226,7 +224,8 @@ std::vector<uint64_t> BlobArena::copy_to(const std::string& path, uint64_t gener
         if (off <= prev && i > 0)
             throw InvalidArgument("copy_to: offsets must be strictly increasing");
         if (off < kArenaHeader + kBlobHeader || off > end)
-            throw InvalidArgument("copy_to: offset " + std::to_string(off) + " is outside the arena");
+            throw InvalidArgument("copy_to: offset " + std::to_string(off) +
+                                  " is outside the arena");
         const uint8_t* blob = m->data() + off - kBlobHeader;
         const uint32_t len = load_le<uint32_t>(blob + 4);
         if (load_le<uint32_t>(blob + 28) != ~len || end - off < len)

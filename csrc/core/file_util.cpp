@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "errors.h"
@@ -106,7 +106,8 @@ const uint8_t* ChunkReader::get(uint64_t offset, size_t n) {
     constexpr uint64_t kChunk = uint64_t{1} << 20;
     if (offset > limit_ || limit_ - offset < n) return nullptr;
     if (offset >= start_ && offset + n <= start_ + len_) return buf_.data() + (offset - start_);
-    const size_t want = static_cast<size_t>(std::max<uint64_t>(n, std::min(kChunk, limit_ - offset)));
+    const size_t want =
+        static_cast<size_t>(std::max<uint64_t>(n, std::min(kChunk, limit_ - offset)));
     if (buf_.size() < want) buf_.resize(want);
     start_ = offset;
     len_ = pread_some(fd_, buf_.data(), want, offset, path_);

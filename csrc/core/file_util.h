@@ -40,7 +40,7 @@ uint64_t file_size(int fd, const std::string& path);
 size_t pread_some(int fd, void* buf, size_t n, uint64_t offset, const std::string& path);
 void pwrite_all(int fd, const void* buf, size_t n, uint64_t offset, const std::string& path);
 void fsync_dir(const std::string& dir);
-void make_private_dir(const std::string& dir);  // mkdir -p with mode 0700
+void make_private_dir(const std::string& dir);              // mkdir -p with mode 0700
 std::vector<std::string> list_dir(const std::string& dir);  // names, without . and ..
 std::string parent_dir(const std::string& path);
 
@@ -48,7 +48,8 @@ std::string parent_dir(const std::string& path);
 // truncates must give a short read, not SIGBUS). Bytes past `limit` are never read.
 class ChunkReader {
 public:
-    ChunkReader(int fd, const std::string& path, uint64_t limit) : fd_(fd), path_(path), limit_(limit) {}
+    ChunkReader(int fd, const std::string& path, uint64_t limit)
+        : fd_(fd), path_(path), limit_(limit) {}
     // Pointer to [offset, offset + n), valid until the next call; nullptr if the file (or
     // the limit) ends first.
     const uint8_t* get(uint64_t offset, size_t n);

@@ -16,7 +16,6 @@
 #include "file_util.h"
 #include "le_bytes.h"
 
-
 namespace lm {
 
 struct Wal::Fd {
@@ -52,7 +51,6 @@ bool parse_segment_name(const std::string& name, uint64_t* lsn) {
     *lsn = v;
     return true;
 }
-
 
 void encode_segment_header(uint8_t* h, uint64_t first_lsn) {
     std::memset(h, 0, kWalSegmentHeader);
@@ -124,8 +122,8 @@ public:
         meta->lsn = load_le<uint64_t>(h + 8);
         meta->type = load_le<uint32_t>(h + 16);
         if (meta->lsn != expected_lsn) {
-            *reason = "LSN out of sequence (expected " + std::to_string(expected_lsn) +
-                      ", found " + std::to_string(meta->lsn) + ")";
+            *reason = "LSN out of sequence (expected " + std::to_string(expected_lsn) + ", found " +
+                      std::to_string(meta->lsn) + ")";
             return Corrupt;
         }
         if (meta->type == kSealType && n != 0) {
@@ -235,9 +233,8 @@ void Wal::scan_from_start() {
     // Files that are not part of the chain of seals are past the end of the log.
     const uint64_t tail_first = segments_.empty() ? 0 : segments_.back().first_lsn;
     for (const auto& [lsn, path] : found) {
-        const bool in_chain =
-            std::any_of(segments_.begin(), segments_.end(),
-                        [&](const Segment& s) { return s.first_lsn == lsn; });
+        const bool in_chain = std::any_of(segments_.begin(), segments_.end(),
+                                          [&](const Segment& s) { return s.first_lsn == lsn; });
         if (in_chain) continue;
         if (std::find(damage_.later_segments.begin(), damage_.later_segments.end(), path) !=
             damage_.later_segments.end())
@@ -338,8 +335,8 @@ WalDamage Wal::recover() {
     if (report.any) {
         const std::string qdir = dir_ + "/quarantine";
         make_private_dir(qdir);
-        const auto stamp = std::to_string(
-            std::chrono::system_clock::now().time_since_epoch() / std::chrono::microseconds(1));
+        const auto stamp = std::to_string(std::chrono::system_clock::now().time_since_epoch() /
+                                          std::chrono::microseconds(1));
         if (tail_ && report.segment == tail_->path) {
             const uint64_t size = file_size(tail_->fd.get(), tail_->path);
             if (size > end_) {
@@ -348,9 +345,9 @@ WalDamage Wal::recover() {
                 UniqueFd out = open_file(q, O_WRONLY | O_CREAT | O_EXCL);
                 std::vector<uint8_t> buf(size_t{1} << 20);
                 for (uint64_t off = end_; off < size;) {
-                    const size_t n = pread_some(tail_->fd.get(), buf.data(),
-                                                std::min<uint64_t>(buf.size(), size - off), off,
-                                                tail_->path);
+                    const size_t n =
+                        pread_some(tail_->fd.get(), buf.data(),
+                                   std::min<uint64_t>(buf.size(), size - off), off, tail_->path);
                     if (n == 0) break;
                     pwrite_all(out.get(), buf.data(), n, off - end_, q);
                     off += n;

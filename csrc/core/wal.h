@@ -57,9 +57,9 @@ struct WalRecord {
 // What a scan found past the last good record. Reported by open (as pending) and recover().
 struct WalDamage {
     bool any = false;
-    std::string reason;         // first problem met: "torn record", "checksum mismatch", ...
-    std::string segment;        // file where the log ends
-    uint64_t offset = 0;        // good bytes in that file
+    std::string reason;          // first problem met: "torn record", "checksum mismatch", ...
+    std::string segment;         // file where the log ends
+    uint64_t offset = 0;         // good bytes in that file
     uint64_t dropped_bytes = 0;  // bytes after `offset` in that file + bytes of later files
     std::vector<std::string> later_segments;  // whole files past the end of the log
     std::vector<std::string> quarantined;     // where recover() moved the dropped bytes

@@ -30,6 +30,9 @@ FIRST_USER_TYPE = 64
 
 TOMBSTONE = 1  # arena blob flag: the key was deleted at this LSN
 
+# A payload from the log (bytes) or a zero-copy view of an arena blob (``ndarray.data``).
+Payload = bytes | memoryview
+
 _PUT_HEAD = struct.Struct("<qIIIII")
 _DELETE = struct.Struct("<q")
 MAX_ID = 2**63 - 1
@@ -99,17 +102,17 @@ class PutView:
     vector: npt.NDArray[np.float32] | None
 
 
-def put_id(payload: bytes | np.ndarray) -> int:
+def put_id(payload: Payload) -> int:
     return int(_PUT_HEAD.unpack_from(payload, 0)[0])
 
 
-def delete_id(payload: bytes | np.ndarray) -> int:
+def delete_id(payload: Payload) -> int:
     if len(payload) != _DELETE.size:
         raise CorruptFileError(f"DELETE record of {len(payload)} bytes (expected 8)")
     return int(_DELETE.unpack_from(payload, 0)[0])
 
 
-def put_vector(payload: bytes | np.ndarray) -> npt.NDArray[np.float32] | None:
+def put_vector(payload: Payload) -> npt.NDArray[np.float32] | None:
     """The vector of a PUT payload without decoding its text (for index replay)."""
     id, _flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
     if dim == 0:
@@ -122,10 +125,10 @@ def put_vector(payload: bytes | np.ndarray) -> npt.NDArray[np.float32] | None:
     return np.frombuffer(payload, dtype="<f4", count=dim, offset=start)
 
 
-def decode_put(payload: bytes | np.ndarray) -> PutView:
+def decode_put(payload: Payload) -> PutView:
     if len(payload) < _PUT_HEAD.size:
         raise CorruptFileError(f"PUT record of {len(payload)} bytes is shorter than its header")
-    id, _flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    id, _flags, tl, ml, _dim, _ = _PUT_HEAD.unpack_from(payload, 0)
     body = memoryview(payload)
     t0 = _PUT_HEAD.size
     if t0 + tl + ml > len(payload):

@@ -64,7 +64,7 @@ class Item:
 class _Pending:
     """Records one thread hands to the combiner (see Store._submit)."""
 
-    __slots__ = ("records", "last", "error", "done")
+    __slots__ = ("done", "error", "last", "records")
 
     def __init__(self, records: Sequence[tuple[int, bytes]]) -> None:
         self.records = records
@@ -140,9 +140,7 @@ class Store:
         A checkpoint runs by itself whenever the log grows by ``checkpoint_bytes``.
         """
         if sync not in ("always", "batch", "off"):
-            raise InvalidArgumentError(
-                f"sync must be 'always', 'batch' or 'off', got {sync!r}"
-            )
+            raise InvalidArgumentError(f"sync must be 'always', 'batch' or 'off', got {sync!r}")
         if metric not in ("cos", "ip"):
             raise InvalidArgumentError(f"metric must be 'cos' or 'ip', got {metric!r}")
         if dim is not None and (not isinstance(dim, int) or dim <= 0):
@@ -226,8 +224,7 @@ class Store:
         last = wal.last_lsn
         if last < m.checkpoint_lsn:
             raise CorruptFileError(
-                f"{self.path}: the log ends at {last}, before the checkpoint at "
-                f"{m.checkpoint_lsn}"
+                f"{self.path}: the log ends at {last}, before the checkpoint at {m.checkpoint_lsn}"
             )
 
         arena_path = self.path / m.arena_file()
@@ -275,7 +272,7 @@ class Store:
         index = Int8Index(m.dim, metric=m.metric)  # type: ignore[arg-type]
         ids, vecs = [], []
         for id, (off, length) in self._handles.items():
-            v = rec.put_vector(self._arena.view(off, length))
+            v = rec.put_vector(self._arena.view(off, length).data)
             if v is not None:
                 ids.append(id)
                 vecs.append(v)
@@ -319,9 +316,7 @@ class Store:
             except ConcurrencyError as e:
                 raise _Reload() from e
             if not batch:
-                raise CorruptFileError(
-                    f"{self.path}: log record {self._applied + 1} is unreadable"
-                )
+                raise CorruptFileError(f"{self.path}: log record {self._applied + 1} is unreadable")
             for lsn, rtype, payload in batch:
                 if lsn > upto:
                     return True
@@ -373,7 +368,7 @@ class Store:
         if not len(scan["lsns"]):
             return
         for lsn, off, length in zip(
-            scan["lsns"].tolist(), scan["offsets"].tolist(), scan["lengths"].tolist()
+            scan["lsns"].tolist(), scan["offsets"].tolist(), scan["lengths"].tolist(), strict=False
         ):
             self._blob_at[lsn] = (off, length)
         if len(scan["lsns"]):
@@ -531,14 +526,13 @@ class Store:
         payloads = []
         for item in items:
             if len(item) == 2:
-                id, text = item  # type: ignore[misc]
+                id, text = item
                 meta, vector = None, None
             elif len(item) == 4:
-                id, text, meta, vector = item  # type: ignore[misc]
+                id, text, meta, vector = item
             else:
                 raise InvalidArgumentError(
-                    f"items must be (id, text) or (id, text, meta, vector), got {len(item)} "
-                    "fields"
+                    f"items must be (id, text) or (id, text, meta, vector), got {len(item)} fields"
                 )
             payloads.append(
                 (rec.PUT, rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim))
@@ -584,7 +578,7 @@ class Store:
             arena = self._arena
         if handle is None:
             raise UnknownIdError(f"the store holds no item with id {id}")
-        pv = rec.decode_put(arena.view(*handle))
+        pv = rec.decode_put(arena.view(*handle).data)
         return Item(id=id, text=pv.text, meta=pv.meta, vector=pv.vector)
 
     def __contains__(self, id: object) -> bool:
@@ -604,9 +598,7 @@ class Store:
         with self._mu:
             return sorted(self._handles)
 
-    def search(
-        self, query: npt.ArrayLike, k: int = 10, **options: Any
-    ) -> list[tuple[int, float]]:
+    def search(self, query: npt.ArrayLike, k: int = 10, **options: Any) -> list[tuple[int, float]]:
         """The ``k`` items whose vectors score highest against ``query``, best first, as
         ``(id, score)``. Options are those of :meth:`Int8Index.search` (allow, deny, ...)."""
         self.refresh()
@@ -616,7 +608,11 @@ class Store:
             if len(self._index) == 0:
                 return []
             ids, scores = self._index.search(query, k, **options)
-        return [(int(i), float(s)) for i, s in zip(ids.tolist(), scores.tolist()) if i >= 0]
+        return [
+            (int(i), float(s))
+            for i, s in zip(ids.tolist(), scores.tolist(), strict=False)
+            if i >= 0
+        ]
 
     @property
     def dim(self) -> int | None:
@@ -766,6 +762,7 @@ def _live_handles(scan: dict[str, Any]) -> dict[int, tuple[int, int]]:
     return dict(
         zip(
             keys[last].tolist(),
-            zip(scan["offsets"][last].tolist(), scan["lengths"][last].tolist()),
+            zip(scan["offsets"][last].tolist(), scan["lengths"][last].tolist(), strict=False),
+            strict=False,
         )
     )
