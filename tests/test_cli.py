@@ -19,6 +19,19 @@ def test_doctor_reports_kernel_store_and_passes(tmp_path, monkeypatch):
     assert str(tmp_path / "mystore") in result.output
     assert "all checks passed" in result.output
     assert "FAIL" not in result.output
+    assert "(not created yet)" in result.output and not (tmp_path / "mystore").exists()
+    assert "torn-tail repair ok" in result.output
+
+
+def test_doctor_summarizes_an_existing_store(tmp_path, monkeypatch):
+    from localmem import Store
+
+    with Store.open(tmp_path / "mystore") as s:
+        s.put_many([(i, f"note {i}") for i in range(12)])
+    monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "mystore"))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "12 items, LSN 12" in result.output
 
 
 def test_version():

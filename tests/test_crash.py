@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from localmem import Store
+from localmem.errors import StorageError
 from localmem.store.manifest import read_manifest
 from tests import tally
 
@@ -343,3 +344,55 @@ def test_reads_during_compaction(tmp_path):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("fork-based crash tests run on Linux")
+
+
+def test_disk_full_is_a_clear_error_and_loses_nothing(tmp_path):
+    """A writer whose files may not grow past a limit (RLIMIT_FSIZE stands in for a full
+    disk) gets StorageError naming the cause; what it had acknowledged stays, and the store
+    takes writes again once there is room."""
+    import resource
+
+    path = tmp_path / "s"
+    Store.open(path, dim=DIM).close()
+    size_now = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    def body(ack: int) -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of a signal
+        limit = size_now + 64 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        s = Store.open(path, sync="batch")
+        for id in range(100_000):
+            try:
+                s.put(id, text_for(id), meta={"id": id}, vector=vector_for(id))
+            except StorageError as e:
+                os.write(ack, ACK.pack(-1))
+                msg = str(e).encode()[:2000]
+                os.write(ack, ACK.pack(len(msg)) + msg)
+                return
+            os.write(ack, ACK.pack(id))
+
+    pid, fd = fork_child(body)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    raw = b""
+    while chunk := os.read(fd, 1 << 16):
+        raw += chunk
+    os.close(fd)
+    acks = []
+    at = 0
+    while True:
+        (v,) = ACK.unpack_from(raw, at)
+        at += ACK.size
+        if v == -1:
+            (n,) = ACK.unpack_from(raw, at)
+            message = raw[at + ACK.size : at + ACK.size + n].decode()
+            break
+        acks.append(v)
+    assert len(acks) > 10
+    assert "File too large" in message or "No space" in message, message
+    with Store.open(path) as s:
+        assert set(acks) <= set(s.ids())
+        for id in acks[-5:]:
+            assert s.get(id).text == text_for(id)
+        s.put(10**6, "room again")
+        assert s.get(10**6).text == "room again"

@@ -370,6 +370,11 @@ WalDamage Wal::recover() {
         fsync_dir(dir_);
         damage_ = WalDamage{};
     }
+    if (!recovered_) {
+        // Segments half-created by a writer that died before publishing them (create_segment).
+        for (const std::string& name : list_dir(dir_))
+            if (name.find(".wal.tmp-") != std::string::npos) ::unlink((dir_ + "/" + name).c_str());
+    }
     if (!tail_) {
         create_segment(next_lsn_);
     } else if (report.any || !recovered_) {

@@ -68,3 +68,7 @@ class StoreLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:  # a Store dropped without close(): do not leak the descriptor
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)

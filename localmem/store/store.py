@@ -460,7 +460,14 @@ class Store:
         for rtype, payload in records:
             blob = None
             if rtype in (rec.PUT, rec.DELETE):
-                blob = self._append_blob(lsn, rtype, payload)
+                try:
+                    blob = self._append_blob(lsn, rtype, payload)
+                except StorageError as e:
+                    raise StorageError(
+                        f"{e}. The log holds the write (LSN {lsn}) but the arena could not "
+                        "take it: free some disk space; the store applies it on its next "
+                        "write or open, so the write may appear later."
+                    ) from e
             self._apply(lsn, rtype, payload, blob)
             self._log_bytes += len(payload) + _RECORD_OVERHEAD
             lsn += 1
