@@ -10,8 +10,8 @@ after which every acknowledged id must be present with its text and no process s
 Timed cases repeat interleaved (repeat outer, case inner) so disk noise falls on every case
 alike; figures are medians over repeats.
 
-    python bench/durability.py --check     # the issue's must-show, ~3 minutes
-    python bench/durability.py             # longer runs (5 s per case)
+    python bench/durability.py --check     # the issue's must-show, ~2 minutes
+    python bench/durability.py             # 5 s per case, ~5 minutes
 """
 
 from __future__ import annotations
@@ -79,7 +79,12 @@ class RawFile(Target):
 
     def op(self, t: int) -> Op:
         fd = self.fd
-        return lambda i: (os.write(fd, PAYLOAD), os.fdatasync(fd))
+
+        def write(i: int) -> None:
+            os.write(fd, PAYLOAD)
+            os.fdatasync(fd)
+
+        return write
 
     def close(self) -> None:
         os.close(self.fd)
@@ -273,7 +278,7 @@ def bulk(root: Path, items: int, chunk: int, repeats: int) -> dict[str, float]:
 
 def child(path: str, proc: int, threads: int, seconds: float, start_at: float) -> int:
     """Hidden --child mode: writes distinct ids from `threads` threads until the deadline and
-    prints {"acked": [count per thread], "errors": [...]} as JSON. Thread t of process p
+    prints {"acked": [count per thread], "errors": [...], ...} as JSON. Thread t of process p
     writes ids p*1000*STRIDE + t*STRIDE + 0, 1, 2, ... in order."""
     acked, errors = [0] * threads, []
     store = Store.open(path, sync="batch")  # if this fails, the parent counts the exit status
@@ -295,9 +300,14 @@ def child(path: str, proc: int, threads: int, seconds: float, start_at: float) -
         th.start()
     for th in pool:
         th.join()
-    wal = store.stats()["wal"]
-    store.close()
-    print(json.dumps({"acked": acked, "errors": errors, "wal": wal}))
+    fsyncs = None
+    try:
+        fsyncs = int(store.stats()["wal"]["fsyncs"])
+        store.close()
+    except Exception as e:
+        errors.append(f"after the run: {e!r}")
+    report = {"acked": acked, "errors": errors, "fsyncs": fsyncs, "repairs": store.recovery}
+    print(json.dumps(report, default=str))
     return 0
 
 
@@ -305,14 +315,16 @@ def child(path: str, proc: int, threads: int, seconds: float, start_at: float) -
 class TwoProcs:
     writes: list[int]
     errors: list[int]
-    error_text: list[str]
-    fsyncs: list[int]
+    repairs: list[int]  # torn-tail repairs each process made while both were alive
+    fsyncs: list[int | None]  # None: the process could not read its stats
     missing: int
     wrong_text: int
     extra: int
+    messages: list[str]
+    kept: str = ""  # the store, left on disk when something was lost
 
 
-def two_processes(root: Path, threads: int, seconds: float) -> TwoProcs:
+def two_processes(root: Path, keep: Path, threads: int, seconds: float) -> TwoProcs:
     d = Path(tempfile.mkdtemp(dir=root))
     path = d / "store"
     Store.open(path, sync="batch").close()  # create it once, so neither child races to
@@ -330,28 +342,46 @@ def two_processes(root: Path, threads: int, seconds: float) -> TwoProcs:
         try:
             rep = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            rep = {"acked": [], "errors": [f"no report: {out!r}"], "wal": {"fsyncs": 0}}
+            rep = {"acked": [], "errors": [f"no report: {out!r}"], "fsyncs": None, "repairs": []}
         if p.returncode:
             rep["errors"].append(f"exit status {p.returncode}")
         reports.append(rep)
-    missing = wrong = 0
-    acked_ids = set()
-    with Store.open(path) as store:
-        for proc, rep in enumerate(reports):
-            for t, n in enumerate(rep["acked"]):
-                first = proc * 1000 * STRIDE + t * STRIDE
-                for id in range(first, first + n):
-                    acked_ids.add(id)
-                    try:
-                        wrong += store.get(id).text != text_for(id)
-                    except KeyError:
-                        missing += 1
-        extra = len(set(store.ids()) - acked_ids)
-    shutil.rmtree(d)
-    writes, fsyncs = [sum(r["acked"]) for r in reports], [r["wal"]["fsyncs"] for r in reports]
-    texts = [e for r in reports for e in r["errors"]]
-    errors = [len(r["errors"]) for r in reports]
-    return TwoProcs(writes, errors, texts[:5], fsyncs, missing, wrong, extra)
+    messages = [f"process {i}: {e}" for i, r in enumerate(reports) for e in r["errors"]]
+    messages += [f"process {i} repaired {x}" for i, r in enumerate(reports) for x in r["repairs"]]
+    writes = [sum(r["acked"]) for r in reports]
+    missing = wrong = extra = 0
+    try:
+        with Store.open(path) as store:
+            acked = set()
+            for proc, rep in enumerate(reports):
+                for t, n in enumerate(rep["acked"]):
+                    first = proc * 1000 * STRIDE + t * STRIDE
+                    for id in range(first, first + n):
+                        acked.add(id)
+                        try:
+                            wrong += store.get(id).text != text_for(id)
+                        except KeyError:
+                            missing += 1
+            extra = len(set(store.ids()) - acked)
+            messages += [f"reopen repaired {x}" for x in store.recovery]
+    except Exception as e:  # a store that cannot be reopened has lost every write it took
+        missing = sum(writes)
+        messages.append(f"reopen failed: {e!r}")
+    result = TwoProcs(
+        writes,
+        [len(r["errors"]) for r in reports],
+        [len(r["repairs"]) for r in reports],
+        [r["fsyncs"] for r in reports],
+        missing,
+        wrong,
+        extra,
+        messages,
+    )
+    if missing or wrong:
+        result.kept = str(shutil.move(str(d), tempfile.mkdtemp(dir=keep, prefix="lost-")))
+    else:
+        shutil.rmtree(d)
+    return result
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -415,7 +445,7 @@ def main() -> int:
         print("... bulk ingest", file=sys.stderr, flush=True)
         ingest = bulk(root, args.bulk_items, args.chunk, args.repeats)
         print("... two processes", file=sys.stderr, flush=True)
-        mp = two_processes(root, args.mp_threads, args.mp_seconds)
+        mp = two_processes(root, Path(args.dir), args.mp_threads, args.mp_seconds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -431,14 +461,20 @@ def main() -> int:
     vs_sqlite = ingest["store put_many batch"] / ingest["sqlite wal full"]
     print(f"  off / batch {log_cost:.2f}x; put_many batch / sqlite FULL {vs_sqlite:.2f}x")
     print(f"\ntwo processes x {args.mp_threads} threads, {args.mp_seconds:g} s, one store, batch")
-    for i, (w, e, f) in enumerate(zip(mp.writes, mp.errors, mp.fsyncs, strict=True)):
-        print(f"  process {i}: {w:,} acknowledged writes, {f:,} fsyncs, errors: {e}")
+    for i, w in enumerate(mp.writes):
+        fsyncs = "?" if mp.fsyncs[i] is None else f"{mp.fsyncs[i]:,}"
+        print(
+            f"  process {i}: {w:,} acknowledged writes, {fsyncs} fsyncs, "
+            f"errors: {mp.errors[i]}, repairs: {mp.repairs[i]}"
+        )
     print(
         f"  reopened: missing: {mp.missing}, wrong text: {mp.wrong_text}, "
         f"unacknowledged extra: {mp.extra}"
     )
-    for e in mp.error_text:
-        print(f"  error: {e}")
+    for m in mp.messages[:8]:
+        print(f"  ! {m[:300]}")
+    if mp.kept:
+        print(f"  the store is kept for inspection at {mp.kept}")
 
     by = {(r.name, r.threads): r for r in rows}
     top = max(threads)
@@ -459,9 +495,9 @@ def main() -> int:
     missed = [name for name, _, _, ok in figures if not ok]
     print("PASS" if not missed else "FAIL: " + ", ".join(missed))
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w") as out:
             doc = {"rows": [asdict(r) for r in rows], "bulk": ingest, "two": asdict(mp)}
-            json.dump(doc, f, indent=1)
+            json.dump(doc, out, indent=1)
     return 1 if missed and args.check else 0
 
 

@@ -255,7 +255,9 @@ def _two_writers(path: Path, seconds: float, kill_one_after: float | None):
 
     def body_for(proc: int) -> Callable[[int], None]:
         def body(ack: int) -> None:
-            s = Store.open(path, sync="batch")
+            # Small segments and frequent checkpoints: each process rotates, checkpoints
+            # and deletes segments the other may not have read yet.
+            s = Store.open(path, sync="batch", segment_bytes=64 << 10, checkpoint_bytes=256 << 10)
 
             def work(t: int) -> None:
                 i = 0

@@ -239,3 +239,25 @@ def test_damaged_manifest_and_checkpointed_arena_are_refused_untouched(tmp_path)
     with pytest.raises(CorruptFileError, match="inside the part made durable"):
         Store.open(tmp_path / "s")
     assert arena.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_a_lagging_opener_survives_checkpoints_that_delete_its_segments(tmp_path):
+    """b last read the log in its first segment; a then fills several segments and
+    checkpoints, deleting them. b must reload from the checkpoint, not take the log for
+    ended (and must never cut the shared arena on that mistaken belief)."""
+    a = Store.open(tmp_path / "s", dim=DIM, segment_bytes=4096)
+    b = Store.open(tmp_path / "s", segment_bytes=4096)
+    fill(a, range(5))
+    assert len(b) == 5
+    for round in range(3):
+        fill(a, range(100 * (round + 1), 100 * (round + 1) + 60))
+        a.checkpoint(compact=round == 1)
+    fill(b, [9999])
+    want = {*range(5), *(i for r in (1, 2, 3) for i in range(100 * r, 100 * r + 60)), 9999}
+    assert set(b.ids()) == want and set(a.ids()) == want
+    assert b.get(150).text.startswith("text 150") and a.get(9999).meta == {"n": 9999}
+    assert b.recovery == [] and a.recovery == []
+    a.close()
+    b.close()
+    with Store.open(tmp_path / "s") as s:
+        assert set(s.ids()) == want and s.recovery == []

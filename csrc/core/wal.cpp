@@ -229,7 +229,7 @@ void Wal::scan_from_start() {
         // The first segment is unreadable: the log is empty and that file is damage.
         next_lsn_ = opt_.start_lsn;
     }
-    if (tail_) scan_tail(&damage_);
+    if (tail_) scan_tail(&damage_, false);
     // Files that are not part of the chain of seals are past the end of the log.
     const uint64_t tail_first = segments_.empty() ? 0 : segments_.back().first_lsn;
     for (const auto& [lsn, path] : found) {
@@ -287,11 +287,23 @@ bool Wal::open_next_segment(uint64_t first_lsn, WalDamage* damage) {
     return true;
 }
 
-bool Wal::scan_tail(WalDamage* damage) {
+bool Wal::scan_tail(WalDamage* damage, bool gap_is_stale) {
     for (;;) {
         if (!tail_ || sealed_) {
-            if (!open_next_segment(next_lsn_, damage)) return true;
-            continue;
+            if (open_next_segment(next_lsn_, damage)) continue;
+            // The next segment is missing. Normal for a moment while another writer rotates;
+            // but if later segments exist, a checkpoint deleted the ones this object still
+            // had to read: its view is stale, and it must not report an early end of log.
+            if (gap_is_stale && tail_) {
+                for (const std::string& name : list_dir(dir_)) {
+                    uint64_t lsn;
+                    if (parse_segment_name(name, &lsn) && lsn > next_lsn_)
+                        throw StaleState("log segments after LSN " + std::to_string(next_lsn_ - 1) +
+                                         " were checkpointed away by another process; reopen "
+                                         "the log from the checkpoint");
+                }
+            }
+            return true;
         }
         const uint64_t size = file_size(tail_->fd.get(), tail_->path);
         if (size == end_) return true;
@@ -330,7 +342,7 @@ WalDamage Wal::recover() {
     if (damage_.any)
         scan_from_start();  // confirm: another process may have repaired it since
     else
-        scan_tail(&damage_);
+        scan_tail(&damage_, true);
     WalDamage report = damage_;
     if (report.any) {
         const std::string qdir = dir_ + "/quarantine";
@@ -393,7 +405,7 @@ WalDamage Wal::recover() {
 
 uint64_t Wal::refresh() {
     std::lock_guard lk(mu_);
-    scan_tail(nullptr);
+    scan_tail(nullptr, true);
     return next_lsn_ - 1;
 }
 

@@ -127,7 +127,9 @@ private:
     };
 
     void scan_from_start();
-    bool scan_tail(WalDamage* damage);  // extends end_/next_lsn_; true if it reached clean EOF
+    // Extends end_/next_lsn_; true if it reached clean EOF. With gap_is_stale, throws
+    // StaleState when segments this object still had to read were deleted by a checkpoint.
+    bool scan_tail(WalDamage* damage, bool gap_is_stale);
     bool open_next_segment(uint64_t first_lsn, WalDamage* damage);
     void create_segment(uint64_t first_lsn);
     void rotate_locked();

@@ -206,15 +206,16 @@ class Store:
                     f"open it without {name}= or with the store's value"
                 )
         self._manifest, self._manifest_sig = m, signature(mpath)
-        if self._wal is None:
-            self._wal = _core.Wal(
-                str(self.path / "wal"),
-                sync=self._opt["sync"],
-                segment_bytes=self._opt["segment_bytes"],
-                group_commit_us=self._opt["group_commit_us"],
-                start_lsn=m.checkpoint_lsn + 1,
-            )
-        wal = self._wal
+        # Always a fresh scan of the log directory: an older Wal object may have followed a
+        # chain of segments that another process's checkpoint has deleted since. (Threads
+        # still committing through the old object keep it alive; its records are on disk.)
+        wal = self._wal = _core.Wal(
+            str(self.path / "wal"),
+            sync=self._opt["sync"],
+            segment_bytes=self._opt["segment_bytes"],
+            group_commit_us=self._opt["group_commit_us"],
+            start_lsn=m.checkpoint_lsn + 1,
+        )
         self._note_wal_repair(wal.recover())
         if wal.first_lsn > m.checkpoint_lsn + 1:
             raise CorruptFileError(
@@ -390,25 +391,31 @@ class Store:
         """Writer side (store lock held): apply what others wrote; with ``repair`` (or when
         the log moved), also cut torn tails left by a writer that died."""
         assert self._wal is not None
-        if self._manifest_changed():
-            self._load_locked()
-            return
-        last = self._wal.refresh()
-        if not repair and last == self._applied:
-            return  # fast path: a torn tail would make the next append raise ConcurrencyError
-        self._note_wal_repair(self._wal.recover())
-        self._repair_arena_locked()
         try:
+            if self._manifest_changed():
+                raise _Reload()
+            last = self._wal.refresh()
+            if not repair and last == self._applied:
+                return  # fast path: a torn tail makes the next append raise ConcurrencyError
+            self._note_wal_repair(self._wal.recover())
+            self._repair_arena_locked()
             self._replay_locked(self._wal.last_lsn, writer=True)
-        except _Reload:
+        except (_Reload, ConcurrencyError):
             self._load_locked()
 
     def _repair_arena_locked(self) -> None:
+        """Cuts a torn blob left by a writer that died. Blobs past the end of the log mean
+        this process's view of the log is stale (never that the blobs are orphans: only a
+        fresh scan at load may decide that), so they trigger a reload instead."""
         assert self._wal is not None
-        scan, repair = self._arena.recover(self._wal.last_lsn)
+        last = self._wal.last_lsn
+        scan = self._arena.refresh(last)
+        self._take_scan(scan)
+        if scan["stop"] == "beyond":
+            raise _Reload()
+        _, repair = self._arena.recover(last)
         if repair["any"]:
             self._note("arena", repair)
-        self._take_scan(scan)
 
     def refresh(self) -> None:
         """Applies what other processes committed since this process last looked. Every
@@ -416,19 +423,19 @@ class Store:
         self._check_open()
         assert self._wal is not None
         with self._mu:
-            if self._manifest_changed():
+            try:
+                if self._manifest_changed():
+                    raise _Reload()
+                last = self._wal.refresh()
+                if last == self._applied:
+                    return
+                self._take_scan(self._arena.refresh(last))
+                if self._replay_locked(last, writer=False):
+                    return
+            except (_Reload, ConcurrencyError):
                 with self._lock:
                     self._load_locked()
                 return
-            last = self._wal.refresh()
-            if last == self._applied:
-                return
-            self._take_scan(self._arena.refresh(last))
-            try:
-                if self._replay_locked(last, writer=False):
-                    return
-            except _Reload:
-                pass
             # A blob is missing: its writer is mid-write or died. Take the lock and finish.
             with self._lock:
                 self._catch_up_locked()
