@@ -208,3 +208,24 @@ def test_empty_log_starts_at_start_lsn(tmp_path):
     w = open_wal(tmp_path / "wal", start_lsn=1000)
     assert w.last_lsn == 999
     assert w.append(1, b"a") == 1000
+
+
+def test_a_seal_that_names_its_own_segment_is_damage_not_a_loop(tmp_path):
+    """A segment is named after its first LSN, so a seal as its first record would name the
+    segment itself as its successor. Such a file (a bug or a forger) must end the log with
+    a report, not send the reader round in circles."""
+    import struct
+
+    w = open_wal(tmp_path / "wal")
+    assert w.rotate() is None and w.stats()["segments"] == 1  # empty tail: no-op
+    seg = Path(w.stats()["tail_segment"])
+    first = w.last_lsn + 1
+    head = struct.pack("<IQII", 0, first, 0xFFFFFFFF, 0xFFFFFFFF)
+    seal = struct.pack("<I", _core.crc32c(head)) + head
+    with seg.open("ab") as f:
+        f.write(seal)
+    r = _core.Wal(str(tmp_path / "wal"))
+    assert r.pending_damage["any"] and "empty segment" in r.pending_damage["reason"]
+    assert r.refresh() == first - 1
+    r.recover()
+    assert r.append(1, b"fine") == first

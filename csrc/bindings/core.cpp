@@ -104,6 +104,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("CorruptFileError", e.what());
         } catch (const lm::IoError& e) {
             raise_as("StorageError", e.what());
+        } catch (const lm::LockTimeout& e) {
+            raise_as("StoreLockedError", e.what());
         } catch (const lm::StaleState& e) {
             raise_as("ConcurrencyError", e.what());
         }

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "../core/blob_arena.h"
+#include "../core/store_writer.h"
 #include "../core/wal.h"
 #include "common.h"
 
@@ -76,7 +77,7 @@ py::dict scan_dict(const lm::BlobScan& s) {
 }  // namespace
 
 void bind_storage(py::module_& m) {
-    py::class_<lm::Wal>(m, "Wal")
+    py::class_<lm::Wal, std::shared_ptr<lm::Wal>>(m, "Wal")
         .def(py::init([](const std::string& dir, const std::string& sync, uint64_t segment_bytes,
                          uint32_t group_commit_us, uint64_t start_lsn) {
                  lm::WalOptions o;
@@ -177,7 +178,7 @@ void bind_storage(py::module_& m) {
             return d;
         });
 
-    py::class_<lm::BlobArena>(m, "BlobArena")
+    py::class_<lm::BlobArena, std::shared_ptr<lm::BlobArena>>(m, "BlobArena")
         .def_static("create", &lm::BlobArena::create, py::arg("path"), py::arg("generation"),
                     py::call_guard<py::gil_scoped_release>())
         .def(py::init([](const std::string& path, uint64_t generation) {
@@ -223,6 +224,33 @@ void bind_storage(py::module_& m) {
             },
             py::arg("key"), py::arg("lsn"), py::arg("flags"), py::arg("payload"))
         .def(
+            "append_batch",
+            [](lm::BlobArena& a, const std::vector<int64_t>& keys,
+               const std::vector<uint64_t>& lsns, const std::vector<uint32_t>& flags,
+               const py::sequence& payloads) {
+                const size_t n = keys.size();
+                if (lsns.size() != n || flags.size() != n ||
+                    static_cast<size_t>(py::len(payloads)) != n)
+                    invalid("append_batch needs as many keys, lsns, flags and payloads");
+                std::vector<py::buffer_info> held;
+                std::vector<const void*> data;
+                std::vector<size_t> sizes;
+                held.reserve(n);
+                for (size_t i = 0; i < n; ++i) {
+                    held.push_back(bytes_of(payloads[i], "payloads[i]"));
+                    data.push_back(held.back().ptr);
+                    sizes.push_back(nbytes(held.back()));
+                }
+                std::vector<uint64_t> offsets(n);
+                {
+                    py::gil_scoped_release release;
+                    a.append_batch(keys.data(), lsns.data(), flags.data(), data.data(),
+                                   sizes.data(), n, offsets.data());
+                }
+                return offsets;
+            },
+            py::arg("keys"), py::arg("lsns"), py::arg("flags"), py::arg("payloads"))
+        .def(
             "view",
             [](lm::BlobArena& a, uint64_t offset, uint32_t length) {
                 auto [mapping, ptr] = a.view(offset, length);
@@ -255,6 +283,51 @@ void bind_storage(py::module_& m) {
         .def_property_readonly("end", &lm::BlobArena::end)
         .def_property_readonly("last_lsn", &lm::BlobArena::last_lsn)
         .def_property_readonly("path", &lm::BlobArena::path);
+
+    py::class_<lm::FileLock, std::shared_ptr<lm::FileLock>>(m, "FileLock")
+        .def(py::init<std::string>(), py::arg("path"))
+        .def("acquire", &lm::FileLock::acquire, py::arg("timeout"),
+             py::call_guard<py::gil_scoped_release>())
+        .def("release", &lm::FileLock::release)
+        .def_property_readonly("path", &lm::FileLock::path);
+
+    py::class_<lm::StoreWriter>(m, "StoreWriter")
+        .def(py::init<std::shared_ptr<lm::FileLock>>(), py::arg("lock"))
+        .def(
+            "put",
+            [](lm::StoreWriter& w, const std::vector<int64_t>& types,
+               const std::vector<int64_t>& keys, const std::vector<uint32_t>& flags,
+               const std::vector<uint8_t>& blob_mask, const py::sequence& payloads,
+               double lock_timeout) {
+                const size_t n = types.size();
+                if (n == 0 || keys.size() != n || flags.size() != n || blob_mask.size() != n ||
+                    static_cast<size_t>(py::len(payloads)) != n)
+                    invalid("put needs one type, key, flag, blob flag and payload per record");
+                std::vector<uint32_t> t;
+                std::vector<py::buffer_info> held;
+                std::vector<const void*> data;
+                std::vector<size_t> sizes;
+                held.reserve(n);
+                for (size_t i = 0; i < n; ++i) {
+                    t.push_back(record_type_from(types[i]));
+                    held.push_back(bytes_of(payloads[i], "payloads[i]"));
+                    data.push_back(held.back().ptr);
+                    sizes.push_back(nbytes(held.back()));
+                }
+                py::gil_scoped_release release;
+                return w.put(t.data(), keys.data(), flags.data(), blob_mask.data(), data.data(),
+                             sizes.data(), n, lock_timeout);
+            },
+            py::arg("types"), py::arg("keys"), py::arg("flags"), py::arg("blob_mask"),
+            py::arg("payloads"), py::arg("lock_timeout"))
+        .def("attach", &lm::StoreWriter::attach, py::arg("wal"), py::arg("arena"), py::arg("lsn"))
+        .def("detach", &lm::StoreWriter::detach)
+        .def("drain", [](lm::StoreWriter& w) {
+            py::list out;
+            for (const lm::WrittenBlob& b : w.drain())
+                out.append(py::make_tuple(b.lsn, b.offset, b.length));
+            return out;
+        });
 }
 
 }  // namespace lm_py

@@ -154,19 +154,43 @@ BlobScan BlobArena::recover(uint64_t max_lsn, ArenaRepair* repair) {
 }
 
 uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void* data, size_t n) {
-    if (n > kArenaMaxBlob)
-        throw InvalidArgument("a blob holds at most 1 GiB, got " + std::to_string(n) + " bytes");
+    uint64_t offset;
+    append_batch(&key, &lsn, &flags, &data, &n, 1, &offset);
+    return offset;
+}
+
+void BlobArena::append_batch(const int64_t* keys, const uint64_t* lsns, const uint32_t* flags,
+                             const void* const* data, const size_t* sizes, size_t count,
+                             uint64_t* offsets) {
+    size_t total = 0;
+    for (size_t i = 0; i < count; ++i) {
+        if (sizes[i] > kArenaMaxBlob)
+            throw InvalidArgument("a blob holds at most 1 GiB, got " + std::to_string(sizes[i]) +
+                                  " bytes");
+        total += kBlobHeader + pad8(sizes[i]);
+    }
     std::lock_guard lk(mu_);
-    if (lsn <= last_lsn_)
-        throw InvalidArgument("blob LSN " + std::to_string(lsn) +
-                              " is not after the arena's last (" + std::to_string(last_lsn_) + ")");
+    uint64_t prev = last_lsn_;
+    for (size_t i = 0; i < count; ++i) {
+        if (lsns[i] <= prev)
+            throw InvalidArgument("blob LSN " + std::to_string(lsns[i]) +
+                                  " is not after the arena's last (" + std::to_string(prev) + ")");
+        prev = lsns[i];
+    }
     if (file_size(fd_.get(), path_) != end_)
         throw StaleState("blob arena " + path_ +
                          " changed since it was last read; recover() under the store lock first");
-    std::vector<uint8_t> buf(kBlobHeader + pad8(n), 0);
-    encode_blob_header(buf.data(), key, lsn, flags, static_cast<uint32_t>(n));
-    if (n) std::memcpy(buf.data() + kBlobHeader, data, n);
-    store_le<uint32_t>(buf.data(), blob_crc(buf.data(), n));
+    std::vector<uint8_t> buf(total, 0);
+    size_t at = 0;
+    for (size_t i = 0; i < count; ++i) {
+        const uint32_t n = static_cast<uint32_t>(sizes[i]);
+        uint8_t* blob = buf.data() + at;
+        encode_blob_header(blob, keys[i], lsns[i], flags[i], n);
+        if (n) std::memcpy(blob + kBlobHeader, data[i], n);
+        store_le<uint32_t>(blob, blob_crc(blob, n));
+        offsets[i] = end_ + at + kBlobHeader;
+        at += kBlobHeader + pad8(n);
+    }
     try {
         pwrite_all(fd_.get(), buf.data(), buf.size(), end_, path_);
     } catch (const IoError&) {
@@ -175,10 +199,8 @@ uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void
         }
         throw;
     }
-    const uint64_t payload = end_ + kBlobHeader;
     end_ += buf.size();
-    last_lsn_ = lsn;
-    return payload;
+    last_lsn_ = prev;
 }
 
 std::shared_ptr<Mapping> BlobArena::mapping_locked(uint64_t upto) {
@@ -198,6 +220,11 @@ std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t off
         throw InvalidArgument("(" + std::to_string(offset) + ", " + std::to_string(len) +
                               ") is not a blob handle of arena " + path_);
     return {m, h + kBlobHeader};
+}
+
+bool BlobArena::is_current() const {
+    std::lock_guard lk(mu_);
+    return file_size(fd_.get(), path_) == end_;
 }
 
 void BlobArena::sync() {

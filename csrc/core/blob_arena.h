@@ -90,11 +90,17 @@ public:
     // Appends a blob and returns the offset of its payload. Throws StaleState if the file
     // changed since the last scan.
     uint64_t append(int64_t key, uint64_t lsn, uint32_t flags, const void* data, size_t n);
+    // Appends `count` blobs with one write (LSNs strictly increasing); fills `offsets`.
+    void append_batch(const int64_t* keys, const uint64_t* lsns, const uint32_t* flags,
+                      const void* const* data, const size_t* sizes, size_t count,
+                      uint64_t* offsets);
 
     // A zero-copy view of a payload found by a scan or returned by append().
     std::pair<std::shared_ptr<Mapping>, const uint8_t*> view(uint64_t offset, uint32_t len);
 
     void sync();
+    // True if the file is exactly as this object last saw it (no other writer, no torn tail).
+    bool is_current() const;
 
     // Writes the blobs at `offsets` (payload offsets in this arena, strictly increasing) into
     // a new arena file of `generation` at `path`: written aside, fsynced, renamed. Returns

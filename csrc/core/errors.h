@@ -39,4 +39,9 @@ struct StaleState : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// The store's write lock was not obtained in time (-> localmem.errors.StoreLockedError).
+struct LockTimeout : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace lm

@@ -314,6 +314,19 @@ bool Wal::scan_tail(WalDamage* damage, bool gap_is_stale) {
         std::string reason;
         for (;;) {
             const auto st = scan.next(next_lsn_, &meta, &payload, &len, &reason);
+            if (st == RecordScanner::Ok && meta.type == kSealType &&
+                meta.lsn <= segments_.back().first_lsn) {
+                // A seal must follow at least one record: a segment is named after its first
+                // LSN, so an empty sealed segment would name itself as its successor.
+                if (damage && !damage->any) {
+                    damage->any = true;
+                    damage->reason = "seal of an empty segment";
+                    damage->segment = tail_->path;
+                    damage->offset = end_;
+                    damage->dropped_bytes += size - end_;
+                }
+                return false;
+            }
             if (st == RecordScanner::Ok) {
                 end_ = scan.offset();
                 if (meta.type == kSealType) {

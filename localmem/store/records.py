@@ -7,6 +7,9 @@ place that knows their layout. All integers are little-endian.
             (JSON, UTF-8) + zero pad to 4 + ``dim`` float32. The same bytes become the item's
             blob in the arena, so the vector is read in place (payloads start 8-aligned).
 ``DELETE``  ``<q id>``; the arena keeps a tombstone blob with the same payload.
+``CHECKPOINT`` ``<Q generation>``: a marker appended by each checkpoint; applying it is a
+            no-op, but a writer in another process finds the log moved and re-reads the
+            manifest (a new arena generation) before it appends.
 
 Types from ``FIRST_USER_TYPE`` up belong to the layers above the store (memory lifecycle:
 touch, retier, ...); the store logs them and hands them to its listeners.
@@ -26,6 +29,7 @@ from localmem.errors import CorruptFileError, InvalidArgumentError
 
 PUT = 1
 DELETE = 2
+CHECKPOINT = 3  # written after each checkpoint, so every other writer sees the log move
 FIRST_USER_TYPE = 64
 
 TOMBSTONE = 1  # arena blob flag: the key was deleted at this LSN

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -94,6 +95,7 @@ class Store:
         self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
         self._closed = False
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
+        self._writer = _core.StoreWriter(self._lock.native)
         self._manifest_path = str(path / "MANIFEST")
         self._wal: _core.Wal | None = None
         self._arena: _core.BlobArena
@@ -106,12 +108,8 @@ class Store:
         self._arena_lsn = 0
         self._applied = 0
         self._log_bytes = 0
-        try:
-            with self._lock:
-                self._load_locked()
-        except BaseException:
-            self._lock.close()
-            raise
+        with self._lock:
+            self._load_locked()
 
     # ------------------------------------------------------------------ opening
 
@@ -257,6 +255,19 @@ class Store:
         self._index_lsn = 0
         self._log_bytes = int(wal.stats()["bytes"])
         self._remove_unreferenced_locked()
+        self._attach_locked()
+
+    def _attach_locked(self) -> None:
+        """Hands the native write path the log and arena the views use, complete up to
+        the last LSN (store lock held, views caught up)."""
+        assert self._wal is not None and self._applied == self._wal.last_lsn
+        self._writer.attach(self._wal, self._arena, self._applied)
+
+    def _take_drained(self) -> None:
+        """Blob offsets of the records the native write path appended, for replay."""
+        for lsn, off, length in self._writer.drain():
+            self._blob_at[lsn] = (off, length)
+            self._arena_lsn = max(self._arena_lsn, lsn)
 
     def _load_index_locked(self, m: Manifest) -> None:
         self._index, self._index_lsn = None, 0
@@ -394,12 +405,13 @@ class Store:
         try:
             if self._manifest_changed():
                 raise _Reload()
-            last = self._wal.refresh()
-            if not repair and last == self._applied:
-                return  # fast path: a torn tail makes the next append raise ConcurrencyError
+            if self._wal.refresh() == self._applied and not repair:
+                return  # nothing new (a torn tail makes the append raise: repair=True)
+            self._take_drained()
             self._note_wal_repair(self._wal.recover())
             self._repair_arena_locked()
             self._replay_locked(self._wal.last_lsn, writer=True)
+            self._attach_locked()
         except (_Reload, ConcurrencyError):
             self._load_locked()
 
@@ -429,6 +441,7 @@ class Store:
                 last = self._wal.refresh()
                 if last == self._applied:
                     return
+                self._take_drained()
                 self._take_scan(self._arena.refresh(last))
                 if self._replay_locked(last, writer=False):
                     return
@@ -463,22 +476,93 @@ class Store:
                 if attempt == 2:
                     raise
                 self._catch_up_locked(repair=True)  # a dead writer's torn record
-        lsn = last - len(records) + 1
-        for rtype, payload in records:
-            blob = None
-            if rtype in (rec.PUT, rec.DELETE):
-                try:
-                    blob = self._append_blob(lsn, rtype, payload)
-                except StorageError as e:
-                    raise StorageError(
-                        f"{e}. The log holds the write (LSN {lsn}) but the arena could not "
-                        "take it: free some disk space; the store applies it on its next "
-                        "write or open, so the write may appear later."
-                    ) from e
-            self._apply(lsn, rtype, payload, blob)
+        first = last - len(records) + 1
+        blobs = self._append_blobs(first, records)
+        for i, (rtype, payload) in enumerate(records):
+            self._apply(first + i, rtype, payload, blobs.get(first + i))
             self._log_bytes += len(payload) + _RECORD_OVERHEAD
-            lsn += 1
+        self._attach_locked()
         return last
+
+    def _append_blobs(
+        self, first: int, records: Sequence[tuple[int, bytes]]
+    ) -> dict[int, tuple[int, int]]:
+        """The arena blobs of a run of just-logged records, with one write."""
+        keys, lsns, flags, payloads = [], [], [], []
+        for i, (rtype, payload) in enumerate(records):
+            if rtype == rec.PUT:
+                keys.append(rec.put_id(payload))
+                flags.append(0)
+            elif rtype == rec.DELETE:
+                keys.append(rec.delete_id(payload))
+                flags.append(rec.TOMBSTONE)
+            else:
+                continue
+            lsns.append(first + i)
+            payloads.append(payload)
+        if not lsns:
+            return {}
+        try:
+            try:
+                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
+            except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
+                self._repair_arena_locked()
+                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
+        except StorageError as e:
+            raise StorageError(
+                f"{e}. The log holds the write (LSNs {lsns[0]}..{lsns[-1]}) but the arena "
+                "could not take it: free some disk space; the store applies it on its next "
+                "write or open, so the write may appear later."
+            ) from e
+        self._arena_lsn = lsns[-1]
+        return {
+            lsn: (int(off), len(p)) for lsn, off, p in zip(lsns, offsets, payloads, strict=True)
+        }
+
+    def _write(self, records: Sequence[tuple[int, bytes]]) -> int:
+        """Logs records and returns the last LSN once durable. The native path (no GIL, no
+        Python lock) serves the common case; the views pick the records up from the log on
+        the next call. When this process's view is stale, the Python path catches up first."""
+        self._check_open()
+        keys, flags, mask = [], [], []
+        for rtype, payload in records:
+            if rtype == rec.PUT:
+                keys.append(rec.put_id(payload))
+                flags.append(0)
+                mask.append(1)
+            elif rtype == rec.DELETE:
+                keys.append(rec.delete_id(payload))
+                flags.append(rec.TOMBSTONE)
+                mask.append(1)
+            else:
+                keys.append(0)
+                flags.append(0)
+                mask.append(0)
+        lsn = int(
+            self._writer.put(
+                [t for t, _ in records],
+                keys,
+                flags,
+                mask,
+                [p for _, p in records],
+                self._lock.timeout,
+            )
+        )
+        if lsn == 0:
+            return self._submit(records)
+        self._log_bytes += sum(len(p) + _RECORD_OVERHEAD for _, p in records)
+        self._maybe_checkpoint()
+        return lsn
+
+    def _maybe_checkpoint(self) -> None:
+        """The automatic checkpoint, after a write has committed: its failure must not turn
+        that write into an error (the write is durable), so it is logged and retried later."""
+        if self._log_bytes <= self._opt["checkpoint_bytes"]:
+            return
+        try:
+            self.checkpoint()
+        except Exception as e:  # noqa: BLE001 - reported; the next write retries
+            log.warning("store %s: automatic checkpoint failed, will retry: %s", self.path, e)
 
     def _submit(self, records: Sequence[tuple[int, bytes]]) -> int:
         """Appends records and returns the last LSN once durable. Threads that write at the
@@ -514,8 +598,7 @@ class Store:
     def _commit(self, lsn: int) -> int:
         assert self._wal is not None
         self._wal.commit(lsn)
-        if self._log_bytes > self._opt["checkpoint_bytes"]:
-            self.checkpoint()
+        self._maybe_checkpoint()
         return lsn
 
     def put(
@@ -528,7 +611,7 @@ class Store:
     ) -> int:
         """Stores (or replaces) item ``id``; returns its LSN once it is durable."""
         payload = rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim)
-        return self._submit([(rec.PUT, payload)])
+        return self._write([(rec.PUT, payload)])
 
     def put_many(
         self,
@@ -553,7 +636,7 @@ class Store:
             )
         if not payloads:
             return 0
-        return self._submit(payloads)
+        return self._write(payloads)
 
     def delete(self, id: int) -> bool:
         """Deletes item ``id``; returns False (and logs nothing) if it was not there."""
@@ -573,7 +656,9 @@ class Store:
             raise InvalidArgumentError(
                 f"record types below {rec.FIRST_USER_TYPE} belong to the store; got {rtype}"
             )
-        return self._submit([(rtype, bytes(payload))])
+        lsn = self._write([(rtype, bytes(payload))])
+        self.refresh()  # listeners of this process hear of it before log() returns
+        return lsn
 
     def subscribe(self, listener: Listener) -> None:
         """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type
@@ -690,8 +775,11 @@ class Store:
             self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
             self._arena, self._handles = arena, handles
             self._arena_lsn = max(int(arena.last_lsn), last)
+            self._wal.rotate()  # so that the whole log the checkpoint covers can go
+            # A marker record: every other writer's next append finds the log moved and
+            # re-reads the manifest before it writes.
+            self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
             self._remove_unreferenced_locked()
-            self._wal.rotate()
             dropped = int(self._wal.truncate_before(last + 1))
             crash_point("checkpoint:after-truncate")
             self._log_bytes = int(self._wal.stats()["bytes"])
@@ -741,10 +829,10 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            self._writer.detach()
             self._wal = None
             self._index = None
             self._handles = {}
-            self._lock.close()
 
     def __enter__(self) -> Store:
         return self
