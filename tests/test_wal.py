@@ -229,3 +229,15 @@ def test_a_seal_that_names_its_own_segment_is_damage_not_a_loop(tmp_path):
     assert r.refresh() == first - 1
     r.recover()
     assert r.append(1, b"fine") == first
+
+
+def test_a_zero_filled_tail_is_cut_without_a_quarantine_copy(tmp_path):
+    w = open_wal(tmp_path / "wal")
+    w.commit(w.append(1, b"kept"))
+    seg = Path(w.stats()["tail_segment"])
+    with seg.open("ab") as f:
+        f.write(bytes(8192))  # a file system that extended the file with zeros
+    r = _core.Wal(str(tmp_path / "wal"))
+    rep = r.recover()
+    assert rep["any"] and rep["dropped_bytes"] == 8192 and rep["quarantined"] == []
+    assert r.read(0) == [(1, 1, b"kept")] and seg.stat().st_size == w.stats()["tail_size"]

@@ -143,6 +143,19 @@ private:
     uint64_t offset_, limit_;
 };
 
+bool all_zero(int fd, const std::string& path, uint64_t from, uint64_t to) {
+    std::vector<uint8_t> buf(size_t{1} << 16);
+    for (uint64_t off = from; off < to;) {
+        const size_t n =
+            pread_some(fd, buf.data(), std::min<uint64_t>(buf.size(), to - off), off, path);
+        if (n == 0) break;
+        for (size_t i = 0; i < n; ++i)
+            if (buf[i] != 0) return false;
+        off += n;
+    }
+    return true;
+}
+
 bool path_exists(const std::string& path) {
     struct stat st{};
     return ::stat(path.c_str(), &st) == 0;
@@ -364,7 +377,11 @@ WalDamage Wal::recover() {
                                           std::chrono::microseconds(1));
         if (tail_ && report.segment == tail_->path) {
             const uint64_t size = file_size(tail_->fd.get(), tail_->path);
-            if (size > end_) {
+            if (size > end_ && all_zero(tail_->fd.get(), tail_->path, end_, size)) {
+                // Zeros (space a file system extended, or a preallocation): nothing to keep.
+                if (::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
+                    throw_errno("cannot truncate log segment", tail_->path);
+            } else if (size > end_) {
                 const std::string q =
                     qdir + "/" + base_name(tail_->path) + "." + std::to_string(end_) + "." + stamp;
                 UniqueFd out = open_file(q, O_WRONLY | O_CREAT | O_EXCL);
