@@ -533,7 +533,14 @@ uint64_t Wal::append_batch(const uint32_t* types, const void* const* data, const
     std::unique_lock lk(mu_);
     if (!failed_.empty()) throw IoError(failed_);
     check_not_stale_locked();
-    if (!tail_ || sealed_) create_segment(next_lsn_);
+    if (!tail_ || sealed_) {
+        // A seal this object did not write (a writer that died before its fsync) may be
+        // only in the page cache: make it durable before records follow it elsewhere.
+        if (tail_ && ::fdatasync(tail_->fd.get()) != 0)
+            fail_locked("cannot fdatasync log segment " + tail_->path + ": " +
+                        std::strerror(errno));
+        create_segment(next_lsn_);
+    }
     // On an error, the records already flushed by a rotation stay in the log (each record
     // stands alone); the rest of the batch is not written and its LSNs are not used.
     std::vector<uint8_t> buf;

@@ -91,6 +91,7 @@ class Store(StoreViews):
         self._closed = False
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
         self._writer = _core.StoreWriter(self._lock.native)
+        self._pid = os.getpid()
         self._manifest_path = str(path / "MANIFEST")
         self._wal: _core.Wal | None = None
         self._arena: _core.BlobArena
@@ -553,6 +554,13 @@ class Store(StoreViews):
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgumentError(f"the store at {self.path} is closed")
+        if os.getpid() != self._pid:
+            # A forked child shares the parent's lock description and log threads: the
+            # lock would not exclude the two, and the log's flusher does not exist here.
+            raise InvalidArgumentError(
+                f"this Store was opened by process {self._pid}; a forked child must open the "
+                "store again with Store.open(...)"
+            )
 
     def close(self) -> None:
         """Releases the store's files. Safe to call twice."""
