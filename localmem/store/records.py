@@ -96,9 +96,19 @@ def encode_delete(id: int) -> bytes:
     return _DELETE.pack(check_id(id))
 
 
+def blob_key(rtype: int, payload: Payload) -> tuple[int, int] | None:
+    """(key, flags) of the arena blob a record gets, or None for records without one."""
+    if rtype == PUT:
+        return put_id(payload), 0
+    if rtype == DELETE:
+        return delete_id(payload), TOMBSTONE
+    return None
+
+
 @dataclass(frozen=True)
-class PutView:
-    """A decoded PUT payload; ``vector`` is a read-only view into ``payload``'s buffer."""
+class Item:
+    """One stored item (a decoded PUT payload). ``vector`` is a read-only view into the
+    payload's buffer: for an item read from the store, the mmap'd arena (no copy)."""
 
     id: int
     text: str
@@ -129,7 +139,7 @@ def put_vector(payload: Payload) -> npt.NDArray[np.float32] | None:
     return np.frombuffer(payload, dtype="<f4", count=dim, offset=start)
 
 
-def decode_put(payload: Payload) -> PutView:
+def decode_put(payload: Payload) -> Item:
     if len(payload) < _PUT_HEAD.size:
         raise CorruptFileError(f"PUT record of {len(payload)} bytes is shorter than its header")
     id, _flags, tl, ml, _dim, _ = _PUT_HEAD.unpack_from(payload, 0)
@@ -139,4 +149,4 @@ def decode_put(payload: Payload) -> PutView:
         raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
     text = bytes(body[t0 : t0 + tl]).decode("utf-8")
     meta = json.loads(bytes(body[t0 + tl : t0 + tl + ml])) if ml else {}
-    return PutView(id=id, text=text, meta=meta, vector=put_vector(payload))
+    return Item(id=id, text=text, meta=meta, vector=put_vector(payload))

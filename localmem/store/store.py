@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,6 @@ from localmem import _core
 from localmem.errors import (
     ConcurrencyError,
     InvalidArgumentError,
-    StorageError,
     UnknownIdError,
 )
 from localmem.index import Int8Index
@@ -40,6 +39,7 @@ from localmem.store import records as rec
 from localmem.store.faults import crash_point
 from localmem.store.lock import StoreLock
 from localmem.store.manifest import Manifest, signature, write_manifest
+from localmem.store.records import Item
 from localmem.store.views import StoreViews, _Reload
 
 log = logging.getLogger("localmem.store")
@@ -49,16 +49,6 @@ Listener = Callable[[int, int, bytes], None]
 
 _BLOB_OVERHEAD = 32  # arena blob header
 _RECORD_OVERHEAD = 24  # log record header
-
-
-@dataclass(frozen=True)
-class Item:
-    """One stored item. ``vector`` is a read-only view into the mmap'd arena (no copy)."""
-
-    id: int
-    text: str
-    meta: dict[str, Any]
-    vector: npt.NDArray[np.float32] | None
 
 
 class _Pending:
@@ -216,41 +206,6 @@ class Store(StoreViews):
         self._attach_locked()
         return last
 
-    def _append_blobs(
-        self, first: int, records: Sequence[tuple[int, bytes]]
-    ) -> dict[int, tuple[int, int]]:
-        """The arena blobs of a run of just-logged records, with one write."""
-        keys, lsns, flags, payloads = [], [], [], []
-        for i, (rtype, payload) in enumerate(records):
-            if rtype == rec.PUT:
-                keys.append(rec.put_id(payload))
-                flags.append(0)
-            elif rtype == rec.DELETE:
-                keys.append(rec.delete_id(payload))
-                flags.append(rec.TOMBSTONE)
-            else:
-                continue
-            lsns.append(first + i)
-            payloads.append(payload)
-        if not lsns:
-            return {}
-        try:
-            try:
-                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
-            except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
-                self._repair_arena_locked()
-                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
-        except StorageError as e:
-            raise StorageError(
-                f"{e}. The log holds the write (LSNs {lsns[0]}..{lsns[-1]}) but the arena "
-                "could not take it: free some disk space; the store applies it on its next "
-                "write or open, so the write may appear later."
-            ) from e
-        self._arena_lsn = lsns[-1]
-        return {
-            lsn: (int(off), len(p)) for lsn, off, p in zip(lsns, offsets, payloads, strict=True)
-        }
-
     def _write(self, records: Sequence[tuple[int, bytes]]) -> int:
         """Logs records and returns the last LSN once durable. The native path (no GIL, no
         Python lock) serves the common case; the views pick the records up from the log on
@@ -258,18 +213,11 @@ class Store(StoreViews):
         self._check_open()
         keys, flags, mask = [], [], []
         for rtype, payload in records:
-            if rtype == rec.PUT:
-                keys.append(rec.put_id(payload))
-                flags.append(0)
-                mask.append(1)
-            elif rtype == rec.DELETE:
-                keys.append(rec.delete_id(payload))
-                flags.append(rec.TOMBSTONE)
-                mask.append(1)
-            else:
-                keys.append(0)
-                flags.append(0)
-                mask.append(0)
+            blob = rec.blob_key(rtype, payload)
+            key, flag = blob if blob is not None else (0, 0)
+            keys.append(key)
+            flags.append(flag)
+            mask.append(int(blob is not None))
         lsn = int(
             self._writer.put(
                 [t for t, _ in records],
@@ -409,8 +357,7 @@ class Store(StoreViews):
             arena = self._arena
         if handle is None:
             raise UnknownIdError(f"the store holds no item with id {id}")
-        pv = rec.decode_put(arena.view(*handle).data)
-        return Item(id=id, text=pv.text, meta=pv.meta, vector=pv.vector)
+        return rec.decode_put(arena.view(*handle).data)
 
     def __contains__(self, id: object) -> bool:
         if isinstance(id, bool) or not isinstance(id, (int, np.integer)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -225,22 +226,41 @@ class StoreViews:
                     if blob is None and lsn > self._arena_lsn:
                         if not writer:
                             return False
-                        blob = self._append_blob(lsn, rtype, payload)
+                        blob = self._append_blobs(lsn, [(rtype, payload)])[lsn]
                 self._apply(lsn, rtype, payload, blob)
         return True
 
-    def _append_blob(self, lsn: int, rtype: int, payload: bytes) -> tuple[int, int]:
-        if rtype == rec.PUT:
-            key, flags = rec.put_id(payload), 0
-        else:
-            key, flags = rec.delete_id(payload), rec.TOMBSTONE
+    def _append_blobs(
+        self, first: int, records: Sequence[tuple[int, bytes]]
+    ) -> dict[int, tuple[int, int]]:
+        """The arena blobs of a run of just-logged records, with one write."""
+        keys, lsns, flags, payloads = [], [], [], []
+        for i, (rtype, payload) in enumerate(records):
+            blob = rec.blob_key(rtype, payload)
+            if blob is None:
+                continue
+            keys.append(blob[0])
+            flags.append(blob[1])
+            lsns.append(first + i)
+            payloads.append(payload)
+        if not lsns:
+            return {}
         try:
-            off = self._arena.append(key, lsn, flags, payload)
-        except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
-            self._repair_arena_locked()
-            off = self._arena.append(key, lsn, flags, payload)
-        self._arena_lsn = lsn
-        return (int(off), len(payload))
+            try:
+                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
+            except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
+                self._repair_arena_locked()
+                offsets = self._arena.append_batch(keys, lsns, flags, payloads)
+        except StorageError as e:
+            raise StorageError(
+                f"{e}. The log holds the write (LSNs {lsns[0]}..{lsns[-1]}) but the arena "
+                "could not take it: free some disk space; the store applies it on its next "
+                "write or open, so the write may appear later."
+            ) from e
+        self._arena_lsn = lsns[-1]
+        return {
+            lsn: (int(off), len(p)) for lsn, off, p in zip(lsns, offsets, payloads, strict=True)
+        }
 
     def _apply(self, lsn: int, rtype: int, payload: bytes, blob: tuple[int, int] | None) -> None:
         if rtype == rec.PUT:
