@@ -261,3 +261,26 @@ def test_a_lagging_opener_survives_checkpoints_that_delete_its_segments(tmp_path
     b.close()
     with Store.open(tmp_path / "s") as s:
         assert set(s.ids()) == want and s.recovery == []
+
+
+def test_a_store_used_across_fork_is_refused_in_the_child(tmp_path):
+    s = Store.open(tmp_path / "s")
+    s.put(1, "parent")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            s.put(2, "child")
+            os.write(w, b"wrote")
+        except InvalidArgumentError as e:
+            os.write(w, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    msg = os.read(r, 1000).decode()
+    os.close(r)
+    assert "forked child must open the store again" in msg
+    s.put(3, "parent again")
+    assert s.ids() == [1, 3]
+    s.close()

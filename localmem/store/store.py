@@ -17,6 +17,7 @@ import logging
 import os
 import struct
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,6 +83,8 @@ class Store(StoreViews):
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
         self._writer = _core.StoreWriter(self._lock.native)
         self._pid = os.getpid()
+        self._opened_by_parent = False  # set in a forked child by _mark_forked
+        _OPEN_STORES.add(self)
         self._manifest_path = str(path / "MANIFEST")
         self._wal: _core.Wal | None = None
         self._arena: _core.BlobArena
@@ -501,7 +504,7 @@ class Store(StoreViews):
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgumentError(f"the store at {self.path} is closed")
-        if os.getpid() != self._pid:
+        if self._opened_by_parent:
             # A forked child shares the parent's lock description and log threads: the
             # lock would not exclude the two, and the log's flusher does not exist here.
             raise InvalidArgumentError(
@@ -532,6 +535,17 @@ class Store(StoreViews):
 
 
 _OPEN_TOKEN = object()
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    """In a forked child, every Store inherited from the parent refuses further use (the
+    check costs the hot path a bool, not a getpid call)."""
+    for store in list(_OPEN_STORES):
+        store._opened_by_parent = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
 
 
 def _as_vector(vector: npt.ArrayLike | None) -> np.ndarray | None:
