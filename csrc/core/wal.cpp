@@ -483,7 +483,7 @@ void Wal::check_not_stale_locked() {
 
 void Wal::fail_locked(const std::string& what) {
     failed_ = what + " (the log refuses further writes; reopen the store)";
-    synced_cv_.notify_all();
+    wake_waiters_locked();
     flush_cv_.notify_all();
     throw IoError(failed_);
 }
@@ -586,13 +586,36 @@ void Wal::fdatasync_tail_locked(std::unique_lock<std::mutex>& lk, bool release_w
     if (rc != 0) {
         // After a failed fsync the page cache may have dropped the dirty pages: nothing
         // written since the last good fsync can be trusted (PostgreSQL's "fsyncgate").
-        synced_cv_.notify_all();
         fail_locked("fdatasync failed on " + fd->path + ": " + std::strerror(err));
     }
     if (fd == tail_) synced_end_ = std::max(synced_end_, target_end);
     durable_lsn_ = std::max(durable_lsn_, target_lsn);
-    synced_cv_.notify_all();
+    wake_waiters_locked();
     flush_cv_.notify_one();
+}
+
+void Wal::wake_waiters_locked() {
+    const bool all = !failed_.empty();
+    CommitWaiter* head = nullptr;
+    CommitWaiter** link = &head;
+    auto keep = waiters_.begin();
+    for (CommitWaiter* w : waiters_) {
+        if (!all && w->lsn > durable_lsn_) {
+            *keep++ = w;
+            continue;
+        }
+        *link = w;  // a waiter cannot return before its `done`: it is alive until woken
+        link = &w->next;
+    }
+    waiters_.erase(keep, waiters_.end());
+    if (head) wake(head);
+}
+
+void Wal::wake(CommitWaiter* w) {
+    // Notified under its mutex: once that is released the waiter may return and free it.
+    std::lock_guard g(w->mu);
+    w->done = true;
+    w->cv.notify_one();
 }
 
 void Wal::commit(uint64_t lsn) {
@@ -609,8 +632,17 @@ void Wal::commit(uint64_t lsn) {
         flusher_ = std::thread([this] { flusher_loop(); });
     }
     wanted_lsn_ = std::max(wanted_lsn_, lsn);
+    CommitWaiter me;
+    me.lsn = lsn;
+    waiters_.push_back(&me);
     flush_cv_.notify_one();
-    synced_cv_.wait(lk, [&] { return durable_lsn_ >= lsn || !failed_.empty(); });
+    lk.unlock();
+    {
+        std::unique_lock g(me.mu);
+        me.cv.wait(g, [&] { return me.done; });
+    }
+    if (me.next) wake(me.next);
+    lk.lock();
     if (durable_lsn_ < lsn) throw IoError(failed_);
 }
 

@@ -139,11 +139,27 @@ private:
     void flusher_loop();
     void stop_flusher();
     [[noreturn]] void fail_locked(const std::string& what);
+    void wake_waiters_locked();
+
+    // A commit() caller waiting for its LSN. Each has its own mutex and condition so that an
+    // fsync wakes exactly the callers it made durable, and they do not then queue on mu_:
+    // with a shared condition every waiter woke after every fsync and went back to sleep.
+    // The flusher wakes only the first of a group; each waiter wakes the `next` before it
+    // returns, so the flusher starts the next fsync at once instead of paying one futex
+    // wake per caller first (a wake costs microseconds in a VM).
+    struct CommitWaiter {
+        uint64_t lsn;
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        CommitWaiter* next = nullptr;
+    };
+    static void wake(CommitWaiter* w);
 
     std::string dir_;
     WalOptions opt_;
     mutable std::mutex mu_;
-    std::condition_variable synced_cv_;
+    std::vector<CommitWaiter*> waiters_;  // guarded by mu_
 
     std::vector<Segment> segments_;  // in LSN order; the last one is the tail
     std::shared_ptr<Fd> tail_;       // open read-write on the tail segment (null: empty log)

@@ -97,6 +97,10 @@ class Store(StoreViews):
         self._arena_lsn = 0
         self._applied = 0
         self._log_bytes = 0
+        # One automatic checkpoint at a time: every writer thread crosses the threshold at
+        # once, and each queueing for its own checkpoint stalled all of them (16 threads:
+        # 16 checkpoints back to back).
+        self._auto_checkpoint = threading.Lock()
         with self._lock:
             self._load_locked()
 
@@ -242,10 +246,15 @@ class Store(StoreViews):
         that write into an error (the write is durable), so it is logged and retried later."""
         if self._log_bytes <= self._opt["checkpoint_bytes"]:
             return
+        if not self._auto_checkpoint.acquire(blocking=False):
+            return  # another thread is checkpointing right now
         try:
-            self.checkpoint()
+            if self._log_bytes > self._opt["checkpoint_bytes"]:
+                self.checkpoint()
         except Exception as e:
             log.warning("store %s: automatic checkpoint failed, will retry: %s", self.path, e)
+        finally:
+            self._auto_checkpoint.release()
 
     def _submit(self, records: Sequence[tuple[int, bytes]]) -> int:
         """Appends records and returns the last LSN once durable. Threads that write at the
