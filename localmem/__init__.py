@@ -7,6 +7,7 @@ from typing import Any
 
 from localmem import _core, errors
 from localmem.index import Int8Index, quantize
+from localmem.memory import Hit, Memory, MemoryItem
 from localmem.store import Item, Store
 
 __version__: str = _core.build_info()["version"]
@@ -20,4 +21,15 @@ def build_info() -> dict[str, Any]:
 if _core.build_info()["kernel_override_error"]:
     warnings.warn(_core.build_info()["kernel_override_error"], RuntimeWarning, stacklevel=2)
 
-__all__ = ["Int8Index", "Item", "Store", "__version__", "build_info", "errors", "quantize"]
+__all__ = [
+    "Hit",
+    "Int8Index",
+    "Item",
+    "Memory",
+    "MemoryItem",
+    "Store",
+    "__version__",
+    "build_info",
+    "errors",
+    "quantize",
+]

@@ -40,8 +40,22 @@ class ConcurrencyError(LocalmemError):
     store does this itself; seeing it from the public API is a bug worth reporting."""
 
 
+class LogTruncatedError(ConcurrencyError):
+    """The log no longer holds the records asked for (a checkpoint dropped them): rebuild
+    the view from the store's items."""
+
+
 class StoreLockedError(LocalmemError):
     """The store is busy: another process held its write lock for longer than the timeout."""
+
+
+class ModelNotFoundError(LocalmemError, FileNotFoundError):
+    """A model file (or the package that ships it) is not on this machine."""
+
+
+class ModelMismatchError(LocalmemError):
+    """The store's vectors come from another embedding model than the one configured:
+    re-embed (``Memory.open(..., reembed=True)``) or open it with its own model."""
 
 
 __all__ = [
@@ -50,6 +64,9 @@ __all__ = [
     "DuplicateIdError",
     "InvalidArgumentError",
     "LocalmemError",
+    "LogTruncatedError",
+    "ModelMismatchError",
+    "ModelNotFoundError",
     "StorageError",
     "StoreLockedError",
     "UnknownIdError",

