@@ -152,8 +152,8 @@ def main() -> int:
     lm, bm = res["localmem"], res["bm25"]
     print(
         f"\nlocalmem / bm25 @10: {lm['overall'][10] / bm['overall'][10]:.2f}x; "
-        f"query latency p50 {res['latency_ms']['p50']:.1f} ms, p95 {res['latency_ms']['p95']:.1f} ms"
-        " (embedding included)"
+        f"query latency p50 {res['latency_ms']['p50']:.1f} ms, "
+        f"p95 {res['latency_ms']['p95']:.1f} ms (embedding included)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

