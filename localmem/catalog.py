@@ -18,10 +18,11 @@ from typing import Any
 
 import apsw
 
+from localmem import entities as ents
 from localmem.errors import CorruptFileError, StorageError
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -42,11 +43,13 @@ CREATE TABLE IF NOT EXISTS memories (
     tags TEXT NOT NULL DEFAULT '[]',
     entities TEXT NOT NULL DEFAULT '[]',
     model TEXT,
-    lsn INTEGER NOT NULL
+    lsn INTEGER NOT NULL,
+    speaker TEXT
 );
 CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
 CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time);
 CREATE INDEX IF NOT EXISTS memories_key ON memories(key);
+CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
 );
@@ -58,8 +61,9 @@ CREATE INDEX IF NOT EXISTS entities_id ON entities(id);
 
 COLUMNS = (
     "id, text, kind, source, session, key, event_time, created_time, importance, pinned, "
-    "tags, entities, model, lsn"
+    "tags, entities, model, lsn, speaker"
 )
+_TABLES = ("memories", "memories_fts", "entities")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -75,15 +79,18 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             with self.db:
-                self.db.execute(_SCHEMA)
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID"
+                )
                 v = self._state("schema")
-                if v is None:
-                    self._set_state("schema", SCHEMA_VERSION)
-                elif int(v) != SCHEMA_VERSION:
-                    raise CorruptFileError(
-                        f"{self.path} has catalog schema {v}, this localmem reads "
-                        f"{SCHEMA_VERSION}; delete the file and it is rebuilt from the log"
-                    )
+                if v is not None and v != SCHEMA_VERSION:
+                    # Another layout: the catalog is a view, so drop it; the next sync
+                    # rebuilds it from the log (or from the store's items).
+                    for t in _TABLES:
+                        self.db.execute(f"DROP TABLE IF EXISTS {t}")
+                    self.db.execute("DELETE FROM state WHERE k IN ('applied_lsn', 'schema')")
+                self.db.execute(_SCHEMA)
+                self._set_state("schema", SCHEMA_VERSION)
         except apsw.NotADBError as e:
             raise CorruptFileError(
                 f"{self.path} is not a SQLite database ({e}); delete it and reopen: the "
@@ -167,9 +174,9 @@ class Catalog:
             if m.get("type") != "memory":
                 return  # an item some other layer stored
             self._delete(item.id)
-            ents = [str(e) for e in m.get("entities", [])]
+            names = [str(e) for e in m.get("entities", [])]
             self.db.execute(
-                f"INSERT INTO memories({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO memories({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     item.id,
                     item.text,
@@ -182,9 +189,10 @@ class Catalog:
                     float(m.get("importance", 0.5)),
                     int(bool(m.get("pinned", False))),
                     json.dumps(m.get("tags", []), ensure_ascii=False),
-                    json.dumps(ents, ensure_ascii=False),
+                    json.dumps(names, ensure_ascii=False),
                     m.get("model"),
                     lsn,
+                    ents.speaker(item.text),
                 ),
             )
             self.db.execute(
@@ -192,7 +200,7 @@ class Catalog:
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
-                [(e.lower(), item.id) for e in ents],
+                [(e.lower(), item.id) for e in names],
             )
         elif rtype == rec.DELETE:
             self._delete(rec.delete_id(payload))
@@ -286,6 +294,16 @@ class Catalog:
                 for r in self.db.execute(
                     "SELECT id FROM memories WHERE event_time >= ? AND event_time < ? LIMIT ?",
                     (lo, hi, limit),
+                )
+            ]
+
+    def speakers(self) -> list[str]:
+        """The distinct speakers ("Name:" prefixes) of the memories."""
+        with self._lock:
+            return [
+                str(r[0])
+                for r in self.db.execute(
+                    "SELECT DISTINCT speaker FROM memories WHERE speaker IS NOT NULL"
                 )
             ]
 

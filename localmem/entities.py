@@ -54,6 +54,12 @@ def extract(text: str) -> list[str]:
     return list(out)
 
 
+def speaker(text: str) -> str | None:
+    """The "Name:" a chat turn starts with, if any."""
+    m = _SPEAKER.match(text)
+    return m.group(1) if m else None
+
+
 def keys(names: list[str]) -> list[str]:
     """Lookup keys: each name lowercased, and each word of a multi-word name."""
     k: dict[str, None] = {}

@@ -63,7 +63,7 @@ class MemoryItem:
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> MemoryItem:
-        (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model, _) = r
+        (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model, _, _) = r
         return cls(
             id=int(id),
             text=text,

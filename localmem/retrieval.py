@@ -1,10 +1,18 @@
-"""Multi-channel retrieval: semantic, keyword, temporal, entity and session context, fused
-into one ranking with a relevance floor. Every hit says which channels found it (``why``).
+"""Multi-channel retrieval: keyword, semantic, temporal, entity, session context and
+speaker, fused into one ranking with a relevance floor. Every hit says which channels found
+it and how much each gave (``why``).
 
-Fusion (weights in ``Weights``, tuned on the LoCoMo dev split by ``bench/recall_quality.py``):
-  score = w_kw · bm25 / max(bm25)  +  w_sem · z(cos)  +  boosts (session, time, entity)
-where z(cos) is the cosine standardized over the semantic candidates. Plain rank fusion
-(RRF) loses to BM25 alone on conversational memory; scores carry the margin ranks throw away.
+  base  = bm25 / max bm25  +  0.2 · z(cos)  +  0.4 · [inside a date the query names]
+          + 0.1 · [mentions a (non-speaker) name the query names]
+  score = base + 0.8 · (base(anchor) / base(best))²  for turns within ±2 of one of the
+          20 best anchors in the same session  +  0.5 · [spoken by the one participant the
+          query names]
+
+z(cos) standardizes the query's cosine by its mean and spread over the store (estimated on
+a sample). Plain rank fusion (RRF) loses to BM25 alone on conversational memory: scores keep
+the margins ranks throw away, and the reply next to the turn that matches a question is
+very often its answer. Weights come from a grid search on the LoCoMo dev split that a
+leave-one-conversation-out check reproduces on every fold (bench/recall_quality.py).
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ class Weights:
     session: float = 0.8  # neighbours (±width turns) of the top hits: session · strength²
     session_width: int = 2
     session_top: int = 20
-    time: float = 0.5
+    time: float = 0.4  # inside a date window the query names; counted before the anchors
+    speaker: float = 0.5  # turns spoken by the one participant the query names; added last
     entity: float = 0.1
     candidates: int = 100
     z_sample: int = 1024  # memories whose cosines estimate the mean and spread for z(cos)
@@ -64,6 +73,12 @@ class Weights:
 WEIGHTS = Weights()
 
 
+def named_speakers(query: str, speakers: list[str]) -> list[str]:
+    """The speakers whose name appears in the query as a word."""
+    q = query.lower()
+    return [s for s in speakers if re.search(r"\b" + re.escape(s.lower()) + r"\b", q)]
+
+
 def query_terms(query: str) -> list[str]:
     words = [w.lower() for w in _WORD.findall(query)]
     return [w for w in dict.fromkeys(words) if w not in STOPWORDS and len(w) > 1] or words
@@ -74,6 +89,17 @@ class Retriever:
         self.mem, self.w = mem, weights
         self._sample: np.ndarray | None = None
         self._sample_n = 0
+        self._shape_at = -1
+        self._shape_cache: tuple[int, list[str]] = (0, [])
+
+    def _shape(self) -> tuple[int, list[str]]:
+        """How many memories and which speakers, cached until the catalog moves."""
+        at = self.mem.catalog.applied_lsn
+        if at != self._shape_at:
+            cat = self.mem.catalog
+            self._shape_cache = (cat.count(), cat.speakers())
+            self._shape_at = at
+        return self._shape_cache
 
     def _cos_stats(self, qv: np.ndarray, n: int) -> tuple[float, float]:
         """Mean and spread of the query's cosine over the store, from a random sample of
@@ -103,7 +129,7 @@ class Retriever:
 
         mem, w = self.mem, self.w
         cat, store = mem.catalog, mem.store
-        n = cat.count()
+        n, speakers = self._shape()
         if n == 0:
             return []
         qv = mem.embedder.embed([query])[0]
@@ -111,8 +137,14 @@ class Retriever:
 
         # Semantic channel: the INT8 index.
         sem = dict(store.search(qv, min(w.candidates, n)))
-        # Keyword channel: FTS5 BM25.
-        kw = dict(cat.keyword(query_terms(query), w.candidates))
+        # Keyword channel: FTS5 BM25. Speakers' names stay out of it: every turn starts
+        # with one, so such a term matches half the store (the costliest FTS5 term at 100k
+        # memories) and says nothing the speaker channel does not say better.
+        named = named_speakers(query, speakers)
+        low = {s.lower() for s in speakers}
+        terms = query_terms(query)
+        terms = [t for t in terms if t not in low] or terms
+        kw = dict(cat.keyword(terms, w.candidates))
         cand = set(sem) | set(kw)
         # Cosine of keyword-only candidates, for a fused score on one scale.
         for id in set(kw) - set(sem):
@@ -136,7 +168,8 @@ class Retriever:
 
         rows = cat.rows(list(cand))
         # Entity channel: names in the query -> memories that mention them.
-        names = ents.keys(ents.extract(query))
+        # (Speakers are the speaker channel's: as entities they match half a conversation.)
+        names = [k for k in ents.keys(ents.extract(query)) if k not in low]
         if names and w.entity:
             hits = cat.with_entities(names, 10 * w.candidates)
             for id, c in hits.items():
@@ -176,11 +209,10 @@ class Retriever:
                 row = rows.get(id)
                 if row is None or row[4] is None or s <= 0 or best <= 0:
                     continue
-                if relevant(id):
-                    anchors.add(id)
+                kept = relevant(id)
                 for nb in cat.session_neighbours(id, row[4], w.session_width):
                     b = w.session * (s / best) ** 2
-                    if id in anchors:
+                    if kept:
                         anchors.add(nb)
                     if nb not in score:
                         score[nb] = 0.0
@@ -189,6 +221,15 @@ class Retriever:
                     if b > why[nb].get("session", 0.0):
                         score[nb] += b - why[nb].get("session", 0.0)
                         why[nb]["session"] = b
+
+        # Speaker: the question names exactly one participant -> the turns they spoke.
+        # Added after the neighbours, so that it re-orders but does not choose anchors.
+        if len(named) == 1 and w.speaker:
+            for id in score:
+                row = rows.get(id)
+                if row is not None and row[14] == named[0]:
+                    why[id]["speaker"] = w.speaker
+                    score[id] += w.speaker
 
         ranked = sorted(score.items(), key=lambda kv: -kv[1])
         out: list[Hit] = []
