@@ -91,9 +91,9 @@ class Catalog:
                     self.db.execute("DELETE FROM state WHERE k IN ('applied_lsn', 'schema')")
                 self.db.execute(_SCHEMA)
                 self._set_state("schema", SCHEMA_VERSION)
-        except apsw.NotADBError as e:
+        except (apsw.NotADBError, apsw.CorruptError) as e:
             raise CorruptFileError(
-                f"{self.path} is not a SQLite database ({e}); delete it and reopen: the "
+                f"{self.path} is damaged or not a SQLite database ({e}); delete it and reopen: the "
                 "catalog is rebuilt from the store"
             ) from e
         except apsw.Error as e:

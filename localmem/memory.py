@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import math
 import os
 import threading
@@ -26,6 +27,7 @@ from localmem import entities as ents
 from localmem.catalog import Catalog
 from localmem.embed import Embedder, OnnxEmbedder
 from localmem.errors import (
+    CorruptFileError,
     InvalidArgumentError,
     LogTruncatedError,
     ModelMismatchError,
@@ -34,6 +36,8 @@ from localmem.errors import (
 from localmem.paths import default_store_path
 from localmem.store import Store
 from localmem.store import records as rec
+
+log = logging.getLogger("localmem")
 
 KINDS = ("episodic", "fact", "preference", "note")
 SOURCES = ("chat", "mcp", "import", "api", "cli")
@@ -183,6 +187,20 @@ def _check_item(
     return text, meta
 
 
+def _open_catalog(path: Path) -> Catalog:
+    """Opens the catalog; a damaged one is moved aside (kept for a post-mortem) and rebuilt
+    from the store, which holds everything it held."""
+    try:
+        return Catalog(path)
+    except CorruptFileError as e:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for f in path.parent.glob(path.name + "*"):
+            if ".corrupt-" not in f.name:
+                f.rename(f.with_name(f"{f.name}.corrupt-{stamp}"))
+        log.warning("%s was damaged (%s); moved aside and rebuilt from the store", path, e)
+        return Catalog(path)
+
+
 _ITEM_KEYS = frozenset(
     ("text", "when", "kind", "tags", "importance", "source", "session", "key", "pinned")
 )
@@ -225,7 +243,7 @@ class Memory:
         p = Path(path).expanduser() if path is not None else default_store_path()
         store = Store.open(p, dim=emb.dim, metric="cos", sync=sync)  # type: ignore[arg-type]
         try:
-            catalog = Catalog(p / "catalog.sqlite")
+            catalog = _open_catalog(p / "catalog.sqlite")
         except BaseException:
             store.close()
             raise

@@ -57,7 +57,7 @@ class HashEmbedder:
     """A fake embedder for fast unit tests: a unit vector per text from hashed words, so
     texts sharing words are similar. Never the only test of a feature (see tests/)."""
 
-    def __init__(self, dim: int = 32, model_id: str = "hash-test") -> None:
+    def __init__(self, dim: int = 64, model_id: str = "hash-test") -> None:
         self._dim, self._model_id = dim, model_id
 
     @property
@@ -72,12 +72,19 @@ class HashEmbedder:
         import hashlib
         import re
 
+        def h(s: str) -> int:
+            return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
+
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for r, t in enumerate(texts):
+            # Each word adds +-1 in three hashed dimensions (a count sketch): texts sharing
+            # words are similar, and one collision does not make two texts identical.
             for w in re.findall(r"\w+", t.lower()):
-                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-                out[r, h % self._dim] += 1.0 if (h >> 32) & 1 else -1.0
-            out[r, r % self._dim if not out[r].any() else 0] += 1e-3
+                for j in range(3):
+                    x = h(f"{j}:{w}")
+                    out[r, x % self._dim] += 1.0 if (x >> 32) & 1 else -1.0
+            if not out[r].any():  # no words, or all cancelled: still a fixed vector per text
+                out[r, h(t) % self._dim] = 1.0
             out[r] /= np.linalg.norm(out[r])
         if progress is not None:
             progress(len(texts), len(texts))

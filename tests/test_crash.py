@@ -398,3 +398,36 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(tmp_path):
             assert s.get(id).text == text_for(id)
         s.put(10**6, "room again")
         assert s.get(10**6).text == "room again"
+
+
+def test_kill9_during_remember_many_keeps_memory_and_catalog_consistent(tmp_path):
+    """The Memory layer over the store: a child ingests batches and acks each memory id once
+    remember_many returned; after SIGKILL at a random instant, every acked memory is there
+    (get, list, keyword and vector recall), and the catalog holds exactly the store's items."""
+    from localmem import Memory
+    from localmem.testing import HashEmbedder
+
+    rng = random.Random(7)
+    path = tmp_path / "mem"
+    acked: list[int] = []
+    for trial in range(12):
+
+        def body(ack: int, trial: int = trial) -> None:
+            with Memory.open(path, embedder=HashEmbedder(), sync="batch") as mem:
+                for b in range(1000):
+                    items = [{"text": f"memory t{trial}b{b}i{i}"} for i in range(20)]
+                    for m in mem.remember_many(items, batch=8):
+                        os.write(ack, ACK.pack(m.id))
+
+        pid, fd = fork_child(body)
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        acked += read_acks(fd)
+        with Memory.open(path, embedder=HashEmbedder(), sync="batch") as mem:
+            assert mem.catalog.count() == len(mem.store)
+            for id in rng.sample(acked, min(20, len(acked))):
+                m = mem.get(id)
+                assert mem.recall(m.text, k=1, floor=False)[0].memory.id == id
+        tally.add("kill -9 trials", 1)
+    assert len(acked) > 100

@@ -83,6 +83,12 @@ def test_session_context_brings_neighbouring_turns(real):
     assert any("adopted a cat" in t for t in found)
 
 
+def test_speaker_named_in_the_question(real):
+    hits = real.recall("What did Ben say he is thinking about?", k=3)
+    assert hits[0].memory.text.startswith("Ben:") and "dog" in hits[0].memory.text
+    assert hits[0].why.get("speaker", 0) > 0
+
+
 def test_unrelated_query_returns_nothing(real):
     assert real.recall("How do I fix a segmentation fault in my C++ compiler?", k=5) == []
     assert len(real.recall("How do I fix a segmentation fault?", k=5, floor=False)) == 5
@@ -192,6 +198,28 @@ def test_catalog_is_rebuilt_when_deleted(tmp_path):
         f.unlink()
     with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
         assert sorted(m.id for m in mem.list(limit=100)) == ids
+        assert mem.recall("fact 7", k=1, floor=False)[0].memory.text == "fact 7"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "old schema"])
+def test_damaged_catalog_is_moved_aside_and_rebuilt(tmp_path, damage):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        mem.remember_many([{"text": f"fact {i}"} for i in range(20)])
+    db = tmp_path / "m" / "catalog.sqlite"
+    for f in tmp_path.joinpath("m").glob("catalog.sqlite-*"):
+        f.unlink()
+    if damage == "garbage":
+        db.write_bytes(b"this is not a database" * 100)
+    elif damage == "truncated":
+        db.write_bytes(db.read_bytes()[:1000])
+    else:
+        import apsw
+
+        c = apsw.Connection(str(db))
+        c.execute("UPDATE state SET v=1 WHERE k='schema'")
+        c.close()
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        assert len(mem) == 20
         assert mem.recall("fact 7", k=1, floor=False)[0].memory.text == "fact 7"
 
 
