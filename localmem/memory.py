@@ -248,6 +248,7 @@ class Memory:
             store.close()
             raise
         mem = cls(store, catalog, emb)
+        store.retain(lambda: catalog.applied_lsn)
         try:
             mem._sync()
             mem._check_model(reembed, progress)
@@ -269,8 +270,8 @@ class Memory:
         if self._closed:
             return
         self._closed = True
-        self._catalog.close()
         self._store.close()
+        self._catalog.close()
 
     @property
     def path(self) -> Path:
@@ -394,12 +395,14 @@ class Memory:
         items: Iterable[dict[str, Any]],
         *,
         progress: Progress | None = None,
-        batch: int = 2048,
+        batch: int = 8192,
     ) -> list[MemoryItem]:
         """Stores many memories: dicts with ``remember``'s keyword names (``text`` required).
         Embeds in batches and returns the memories in order. Each batch is durable before
         the next starts; an invalid item raises before its batch is written (earlier batches
-        stay)."""
+        stay). ``progress(done, total)`` (total None for an iterator) is called as the
+        embedding advances and when each batch is stored. Large batches embed fastest (texts
+        of similar length are grouped across the whole batch)."""
         self._check_open()
         if isinstance(items, dict):
             raise InvalidArgumentError("remember_many takes an iterable of dicts, not one dict")
@@ -421,19 +424,36 @@ class Memory:
             except InvalidArgumentError as e:
                 raise InvalidArgumentError(f"item {i}: {e}") from None
             if len(chunk) == batch:
-                out += self._write(chunk)
+                out += self._write(chunk, self._embed_progress(progress, len(out), total))
                 chunk = []
                 if progress is not None:
                     progress(len(out), total)
         if chunk:
-            out += self._write(chunk)
+            out += self._write(chunk, self._embed_progress(progress, len(out), total))
             if progress is not None:
                 progress(len(out), total)
         return out
 
-    def _write(self, chunk: list[tuple[str, dict[str, Any]]]) -> list[MemoryItem]:
+    @staticmethod
+    def _embed_progress(
+        progress: Progress | None, base: int, total: int | None
+    ) -> Callable[[int, int], object] | None:
+        if progress is None:
+            return None
+
+        def report(done: int, n: int) -> None:
+            if done < n:  # the batch's end is reported once it is stored
+                progress(base + done, total)
+
+        return report
+
+    def _write(
+        self,
+        chunk: list[tuple[str, dict[str, Any]]],
+        progress: Callable[[int, int], object] | None = None,
+    ) -> list[MemoryItem]:
         self._check_open()
-        vecs = self._embedder.embed([t for t, _ in chunk])
+        vecs = self._embedder.embed([t for t, _ in chunk], progress=progress)
         ids = self._new_ids(len(chunk))
         now = time.time()
         model = self._embedder.model_id

@@ -106,10 +106,10 @@ class Retriever:
         """Mean and spread of the query's cosine over the store, from a random sample of
         the memories' vectors (redrawn when the store grew or shrank by a quarter)."""
         if self._sample is None or not 0.75 * self._sample_n <= n <= 1.25 * self._sample_n:
+            # From the index's codes: reading the vectors from the arena would fault most
+            # of it into memory (random reads, each pulling in a readahead window).
             ids = self.mem.catalog.sample_ids(self.w.z_sample)
-            got = [self.mem.store.get(i).vector for i in ids]
-            vecs = [v for v in got if v is not None]
-            self._sample = np.stack(vecs) if vecs else np.zeros((0, len(qv)), np.float32)
+            self._sample = self.mem.store.index_vectors(ids)[1]
             self._sample_n = n
         if len(self._sample) < 2:
             return 0.0, 1.0
@@ -148,12 +148,14 @@ class Retriever:
         terms = query_terms(query)
         terms = [t for t in terms if t not in low] or terms
         kw = dict(cat.keyword(terms, w.candidates))
-        cand = set(sem) | set(kw)
-        # Cosine of keyword-only candidates, for a fused score on one scale.
-        for id in set(kw) - set(sem):
-            v = store.get(id).vector
-            if v is not None:
-                sem[id] = float(np.dot(v, qv))
+        # Temporal channel, candidates: the memories inside a window the query names (a
+        # bounded number: the window boosts keyword and semantic candidates too).
+        windows = timeexpr.find(query, datetime.fromtimestamp(now)) if w.time else []
+        in_window = {i for win in windows for i in cat.in_time(win.start, win.end, w.candidates)}
+        cand = set(sem) | set(kw) | in_window
+        # Cosine of the other candidates from the index's codes, for one scale.
+        ids, vecs = store.index_vectors(sorted(cand - set(sem)))
+        sem.update(zip(ids.tolist(), (vecs @ qv).tolist(), strict=True))
         cos = dict(sem)
         mu, sd = self._cos_stats(qv, n)
         kmax = max(kw.values()) if kw else 1.0
@@ -181,17 +183,12 @@ class Retriever:
                 b = w.entity * min(c, 2) / 2
                 why[id]["entity"] = b
                 score[id] += b
-        # Temporal channel: a window named in the query boosts memories inside it.
-        windows = timeexpr.find(query, datetime.fromtimestamp(now))
-        if windows and w.time:
-            for win in windows:
-                for id in cat.in_time(win.start, win.end, 10 * w.candidates):
-                    if id not in score:
-                        rows.update(cat.rows([id]))
-                        score[id] = 0.0
-                        why[id] = {}
-                    why[id]["time"] = w.time
-                    score[id] += w.time
+        # Temporal channel: a window named in the query boosts the candidates inside it.
+        for id in cand:
+            row = rows.get(id)
+            if row is not None and any(win.contains(row[6]) for win in windows):
+                why[id]["time"] = w.time
+                score[id] += w.time
 
         def relevant(id: int) -> bool:
             c = cos.get(id, 0.0)
@@ -208,22 +205,24 @@ class Retriever:
         if w.session:
             top = sorted(score.items(), key=lambda kv: -kv[1])[: w.session_top]
             best = top[0][1] if top else 0.0
+            boost: dict[int, float] = {}
             for id, s in top:
                 row = rows.get(id)
                 if row is None or row[4] is None or s <= 0 or best <= 0:
                     continue
                 kept = relevant(id)
+                b = w.session * (s / best) ** 2
                 for nb in cat.session_neighbours(id, row[4], w.session_width):
-                    b = w.session * (s / best) ** 2
                     if kept:
                         anchors.add(nb)
-                    if nb not in score:
-                        score[nb] = 0.0
-                        why[nb] = {}
-                        rows.update(cat.rows([nb]))
-                    if b > why[nb].get("session", 0.0):
-                        score[nb] += b - why[nb].get("session", 0.0)
-                        why[nb]["session"] = b
+                    boost[nb] = max(boost.get(nb, 0.0), b)
+            rows.update(cat.rows([i for i in boost if i not in rows]))
+            for nb, b in boost.items():
+                if nb not in score:
+                    score[nb] = 0.0
+                    why[nb] = {}
+                why[nb]["session"] = b
+                score[nb] += b
 
         # Speaker: the question names exactly one participant -> the turns they spoke.
         # Added after the neighbours, so that it re-orders but does not choose anchors.

@@ -266,3 +266,16 @@ def test_model_mismatch_is_detected_and_reembedding_fixes_it(tmp_path):
         assert {m.model for m in mem.list()} == {"model-b"}
     with Memory.open(tmp_path / "m", embedder=HashEmbedder(32, "model-b"), sync="off") as mem:
         assert len(mem) == 5
+
+
+def test_automatic_checkpoints_keep_the_log_the_catalog_still_needs(tmp_path, monkeypatch):
+    """A checkpoint inside remember_many must not drop records the catalog has not applied
+    yet (that forced a full catalog rebuild, quadratic over a big import)."""
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        mem.store._opt["checkpoint_bytes"] = 1 << 16
+        rebuilt = []
+        monkeypatch.setattr(mem, "_rebuild_catalog", lambda last: rebuilt.append(last))
+        mem.remember_many(({"text": f"note {i} " + "x" * 200} for i in range(3000)), batch=100)
+        assert rebuilt == []
+        assert len(mem) == 3000
+        assert mem.store.stats()["wal"]["bytes"] < 1 << 20  # and the log was cut

@@ -79,6 +79,7 @@ class Store(StoreViews):
         self._mu = threading.RLock()
         self._queue: deque[_Pending] = deque()
         self._listeners: list[Listener] = []
+        self._retainers: list[Callable[[], int]] = []
         self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
         self._closed = False
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
@@ -380,6 +381,27 @@ class Store(StoreViews):
             if not recs:
                 return
 
+    def retain(self, applied_lsn: Callable[[], int]) -> None:
+        """Registers a view kept by a layer above: checkpoints keep every log record after
+        ``applied_lsn()`` so that the view can catch up from the log (see ``changes``)."""
+        with self._mu:
+            self._retainers.append(applied_lsn)
+
+    def index_vectors(
+        self, ids: Iterable[int]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The INT8 index's reconstruction (codes x scale) of these items' vectors, for those
+        that have one: ``(ids, vectors)``. A cheap batch read: no arena access, no decoding."""
+        self.refresh()
+        with self._mu:
+            if self._index is None:
+                raise InvalidArgumentError("this store holds no vectors (created without dim)")
+            have = np.fromiter((i for i in ids if i in self._index), dtype=np.int64)
+            if len(have) == 0:
+                return have, np.zeros((0, self._index.dim), dtype=np.float32)
+            codes, scales = self._index.get_codes(have)
+        return have, codes.astype(np.float32) * scales[:, None]
+
     def subscribe(self, listener: Listener) -> None:
         """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type
         applied from now on, whichever process wrote it."""
@@ -499,7 +521,11 @@ class Store(StoreViews):
             # re-reads the manifest before it writes.
             self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
             self._remove_unreferenced_locked()
-            dropped = int(self._wal.truncate_before(last + 1))
+            keep_from = last + 1
+            for needed in self._retainers:
+                # A view above (the catalog) has not applied these yet: keep them in the log.
+                keep_from = min(keep_from, int(needed()) + 1)
+            dropped = int(self._wal.truncate_before(keep_from))
             crash_point("checkpoint:after-truncate")
             self._log_bytes = int(self._wal.stats()["bytes"])
             return {
