@@ -65,13 +65,12 @@ def test_reopen_replays_the_log(tmp_path):
 
 
 def test_put_many_and_user_records(tmp_path):
-    seen: list[tuple[int, int, bytes]] = []
     with Store.open(tmp_path / "s", dim=DIM) as s:
-        s.subscribe(lambda lsn, t, p: seen.append((lsn, t, p)))
         last = s.put_many([(i, f"bulk {i}", None, vec(i)) for i in range(100)] + [(500, "x")])
         assert last == 101 and len(s) == 101
         assert s.log(FIRST_USER_TYPE, b"touch 5") == 102
-        assert seen == [(102, FIRST_USER_TYPE, b"touch 5")]
+        assert list(s.changes(101)) == [(102, FIRST_USER_TYPE, b"touch 5")]
+        assert [lsn for lsn, _, _ in s.changes(98)] == [99, 100, 101, 102]
         with pytest.raises(InvalidArgumentError, match="belong to the store"):
             s.log(1, b"x")
         assert s.put_many([]) == 0
@@ -284,3 +283,40 @@ def test_a_store_used_across_fork_is_refused_in_the_child(tmp_path):
     s.put(3, "parent again")
     assert s.ids() == [1, 3]
     s.close()
+
+
+def test_a_checkpoint_failing_after_its_switch_loses_no_later_write(tmp_path, monkeypatch):
+    import localmem.store.store as store_mod
+
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(300))
+        for i in range(290):
+            s.delete(i)
+
+        def boom(name: str) -> None:
+            if name == "checkpoint:after-manifest":
+                raise OSError(28, "No space left on device (simulated)")
+
+        monkeypatch.setattr(store_mod, "crash_point", boom)
+        with pytest.raises(OSError, match="No space"):
+            s.checkpoint(compact=True)
+        monkeypatch.undo()
+        s.put(1000, "written after the failed checkpoint", vector=vec(1000))
+        assert s.get(1000).text == "written after the failed checkpoint"
+        assert s.get(295).meta == {"n": 295}
+    with Store.open(tmp_path / "s") as s:
+        assert s.get(1000).text == "written after the failed checkpoint"
+        assert s.ids() == [*range(290, 300), 1000]
+
+
+def test_writes_after_a_checkpoint_take_the_native_path(tmp_path, monkeypatch):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(10))
+        s.checkpoint()
+
+        def slow(records):  # type: ignore[no-untyped-def]
+            raise AssertionError("took the slow path")
+
+        monkeypatch.setattr(s, "_submit", slow)
+        s.put(12, "native")
+        assert s.get(12).text == "native"

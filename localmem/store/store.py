@@ -47,7 +47,6 @@ from localmem.store.views import StoreViews, _Reload
 log = logging.getLogger("localmem.store")
 
 SyncMode = Literal["always", "batch", "off"]
-Listener = Callable[[int, int, bytes], None]
 
 _BLOB_OVERHEAD = 32  # arena blob header
 _RECORD_OVERHEAD = 24  # log record header
@@ -78,7 +77,6 @@ class Store(StoreViews):
         self._opt = options
         self._mu = threading.RLock()
         self._queue: deque[_Pending] = deque()
-        self._listeners: list[Listener] = []
         self._retainers: list[Callable[[], int]] = []
         self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
         self._closed = False
@@ -343,9 +341,8 @@ class Store(StoreViews):
         return True
 
     def log(self, rtype: int, payload: bytes) -> int:
-        """Appends a record of a type owned by a higher layer (``>= FIRST_USER_TYPE``);
-        listeners of every process that opens the store receive it. Returns its LSN once
-        durable."""
+        """Appends a record of a type owned by a higher layer (``>= FIRST_USER_TYPE``); every
+        process reads it back with ``changes()``. Returns its LSN once durable."""
         if not isinstance(rtype, int) or not rec.FIRST_USER_TYPE <= rtype < 2**32 - 1:
             raise InvalidArgumentError(
                 f"record types below {rec.FIRST_USER_TYPE} belong to the store; got {rtype}"
@@ -401,12 +398,6 @@ class Store(StoreViews):
                 return have, np.zeros((0, self._index.dim), dtype=np.float32)
             codes, scales = self._index.get_codes(have)
         return have, codes.astype(np.float32) * scales[:, None]
-
-    def subscribe(self, listener: Listener) -> None:
-        """Calls ``listener(lsn, type, payload)`` for every record of a higher-layer type
-        applied from now on, whichever process wrote it."""
-        with self._mu:
-            self._listeners.append(listener)
 
     # ------------------------------------------------------------------ reading
 
@@ -473,69 +464,79 @@ class Store(StoreViews):
         live blobs into a new arena generation (default: when over half the arena is
         garbage). Crash-safe at every step: the manifest rename is the switch."""
         with self._writing():
-            assert self._wal is not None
-            m = self._manifest
-            last = self._applied
-            self._wal.sync()
-            self._arena.sync()
-            end = int(self._arena.end)
-            live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
-            if compact is None:
-                compact = end > (4 << 20) and live < end // 2
-            arena, handles, gen = self._arena, self._handles, m.generation
-            if compact:
-                gen += 1
-                ids = np.fromiter(handles.keys(), dtype=np.int64, count=len(handles))
-                offs = np.fromiter(
-                    (h[0] for h in handles.values()), dtype=np.uint64, count=len(handles)
-                )
-                lens = [h[1] for h in handles.values()]
-                order = np.argsort(offs, kind="stable")
-                new_file = self.path / f"arena/gen-{gen:06d}.blob"
-                placed = arena.copy_to(str(new_file), gen, offs[order])
-                crash_point("checkpoint:after-arena")
-                arena = _core.BlobArena(str(new_file), gen)
-                arena.refresh(last)
-                handles = {
-                    int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())
-                }
-            index_file = m.index_file
-            if self._index is not None:
-                index_file = f"index/int8-{last:016x}.lmix"
-                self._index.save(self.path / index_file)
-                crash_point("checkpoint:after-index")
-            new = replace(
-                m,
-                generation=gen,
-                checkpoint_lsn=last,
-                index_file=index_file,
-                arena_end=int(arena.end),
+            # The native writer must not append to an arena this checkpoint is replacing;
+            # if the checkpoint fails part way (say ENOSPC after the manifest switch), the
+            # views are reloaded from what is on disk, whichever side of the switch it is.
+            self._writer.detach()
+            try:
+                result = self._checkpoint_locked(compact)
+            except BaseException:
+                self._load_locked()
+                raise
+            return result
+
+    def _checkpoint_locked(self, compact: bool | None) -> dict[str, Any]:
+        assert self._wal is not None
+        m = self._manifest
+        last = self._applied
+        self._wal.sync()
+        self._arena.sync()
+        end = int(self._arena.end)
+        live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
+        if compact is None:
+            compact = end > (4 << 20) and live < end // 2
+        arena, handles, gen = self._arena, self._handles, m.generation
+        if compact:
+            gen += 1
+            ids = np.fromiter(handles.keys(), dtype=np.int64, count=len(handles))
+            offs = np.fromiter(
+                (h[0] for h in handles.values()), dtype=np.uint64, count=len(handles)
             )
-            write_manifest(self.path / "MANIFEST", new)
-            crash_point("checkpoint:after-manifest")
-            self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
-            self._arena, self._handles = arena, handles
-            self._arena_lsn = max(int(arena.last_lsn), last)
-            self._wal.rotate()  # so that the whole log the checkpoint covers can go
-            # A marker record: every other writer's next append finds the log moved and
-            # re-reads the manifest before it writes.
-            self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
-            self._remove_unreferenced_locked()
-            keep_from = last + 1
-            for needed in self._retainers:
-                # A view above (the catalog) has not applied these yet: keep them in the log.
-                keep_from = min(keep_from, int(needed()) + 1)
-            dropped = int(self._wal.truncate_before(keep_from))
-            crash_point("checkpoint:after-truncate")
-            self._log_bytes = int(self._wal.stats()["bytes"])
-            return {
-                "checkpoint_lsn": last,
-                "compacted": bool(compact),
-                "generation": gen,
-                "arena_bytes_before": end,
-                "arena_bytes": int(arena.end),
-                "segments_dropped": dropped,
-            }
+            lens = [h[1] for h in handles.values()]
+            order = np.argsort(offs, kind="stable")
+            new_file = self.path / f"arena/gen-{gen:06d}.blob"
+            placed = arena.copy_to(str(new_file), gen, offs[order])
+            crash_point("checkpoint:after-arena")
+            arena = _core.BlobArena(str(new_file), gen)
+            arena.refresh(last)
+            handles = {int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())}
+        index_file = m.index_file
+        if self._index is not None:
+            index_file = f"index/int8-{last:016x}.lmix"
+            self._index.save(self.path / index_file)
+            crash_point("checkpoint:after-index")
+        new = replace(
+            m,
+            generation=gen,
+            checkpoint_lsn=last,
+            index_file=index_file,
+            arena_end=int(arena.end),
+        )
+        write_manifest(self.path / "MANIFEST", new)
+        crash_point("checkpoint:after-manifest")
+        self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
+        self._arena, self._handles = arena, handles
+        self._arena_lsn = max(int(arena.last_lsn), last)
+        self._wal.rotate()  # so that the whole log the checkpoint covers can go
+        # A marker record: every other writer's next append finds the log moved and
+        # re-reads the manifest before it writes.
+        self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
+        self._remove_unreferenced_locked()
+        keep_from = last + 1
+        for needed in self._retainers:
+            # A view above (the catalog) has not applied these yet: keep them in the log.
+            keep_from = min(keep_from, int(needed()) + 1)
+        dropped = int(self._wal.truncate_before(keep_from))
+        crash_point("checkpoint:after-truncate")
+        self._log_bytes = int(self._wal.stats()["bytes"])
+        return {
+            "checkpoint_lsn": last,
+            "compacted": bool(compact),
+            "generation": gen,
+            "arena_bytes_before": end,
+            "arena_bytes": int(arena.end),
+            "segments_dropped": dropped,
+        }
 
     # ------------------------------------------------------------------ misc
 

@@ -38,7 +38,6 @@ class StoreViews:
     _mu: threading.RLock
     _lock: StoreLock
     _writer: _core.StoreWriter
-    _listeners: list[Any]
     recovery: list[dict[str, Any]]
     _wal: _core.Wal | None
     _arena: _core.BlobArena
@@ -278,9 +277,8 @@ class StoreViews:
                 self._handles.pop(id, None)
             if self._index is not None and lsn > self._index_lsn:
                 self._index.remove(id, missing_ok=True)
-        elif rtype >= rec.FIRST_USER_TYPE:
-            for fn in self._listeners:
-                fn(lsn, rtype, payload)
+        # Records of higher-layer types (>= FIRST_USER_TYPE) are theirs to apply: the layers
+        # above pull them with Store.changes() (no callbacks run under the store's locks).
         self._applied = lsn
 
     def _take_scan(self, scan: dict[str, Any]) -> None:
