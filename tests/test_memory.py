@@ -278,4 +278,4 @@ def test_automatic_checkpoints_keep_the_log_the_catalog_still_needs(tmp_path, mo
         mem.remember_many(({"text": f"note {i} " + "x" * 200} for i in range(3000)), batch=100)
         assert rebuilt == []
         assert len(mem) == 3000
-        assert mem.store.stats()["wal"]["bytes"] < 1 << 20  # and the log was cut
+        assert mem.store.stats()["wal"]["first_lsn"] > 1000  # and the log was cut

@@ -14,6 +14,9 @@ from localmem.errors import ConcurrencyError, InvalidArgumentError
 
 
 def open_wal(path, **kw) -> _core.Wal:
+    """A log that grows record by record (prealloc_bytes=0), so that file sizes and byte
+    offsets in these tests are those of the records; preallocation has its own tests."""
+    kw.setdefault("prealloc_bytes", 0)
     w = _core.Wal(str(path), **kw)
     w.recover()
     return w
@@ -231,13 +234,49 @@ def test_a_seal_that_names_its_own_segment_is_damage_not_a_loop(tmp_path):
     assert r.append(1, b"fine") == first
 
 
-def test_a_zero_filled_tail_is_cut_without_a_quarantine_copy(tmp_path):
+def test_a_zero_filled_tail_is_the_clean_end_of_the_log(tmp_path):
     w = open_wal(tmp_path / "wal")
     w.commit(w.append(1, b"kept"))
     seg = Path(w.stats()["tail_segment"])
+    size = seg.stat().st_size
     with seg.open("ab") as f:
-        f.write(bytes(8192))  # a file system that extended the file with zeros
+        f.write(bytes(8192))  # a preallocation, or a file system that extended the file
     r = _core.Wal(str(tmp_path / "wal"))
+    assert not r.pending_damage["any"]
     rep = r.recover()
-    assert rep["any"] and rep["dropped_bytes"] == 8192 and rep["quarantined"] == []
-    assert r.read(0) == [(1, 1, b"kept")] and seg.stat().st_size == w.stats()["tail_size"]
+    assert not rep["any"] and seg.stat().st_size == size + 8192  # kept: appends fill it
+    assert r.append(1, b"next") == 2
+    assert _core.Wal(str(tmp_path / "wal")).read(0) == [(1, 1, b"kept"), (2, 1, b"next")]
+
+
+def test_preallocated_segments(tmp_path):
+    """The default: the tail is kept prealloc_bytes ahead in written zeros, the log ends at
+    the first zero header, and whatever else lies in the zeros is a torn write."""
+    w = _core.Wal(str(tmp_path / "wal"), sync="always", prealloc_bytes=16384)
+    w.recover()
+    seg = Path(w.stats()["tail_segment"])
+    assert seg.stat().st_size == 16384  # created preallocated
+    for i in range(200):  # 200 x 64 B records: the file grows in 16 KiB steps
+        w.append(1, payload(i)[:40].ljust(40, b"."))
+    size = seg.stat().st_size
+    assert size % 16384 == 0 and size > 200 * 64
+    # Another handle reads to the end and sees nothing past it.
+    r = _core.Wal(str(tmp_path / "wal"))
+    assert r.last_lsn == 200 and not r.pending_damage["any"]
+    # A writer appends: the reader's refresh finds it; a stale writer is refused.
+    w.append(1, b"two hundred and one")
+    assert r.refresh() == 201
+    # A torn write in the zeros (the middle of a record that never completed).
+    data = bytearray(seg.read_bytes())
+    tail = data.rstrip(b"\0")
+    garbage_at = len(tail) + 100
+    data[garbage_at : garbage_at + 8] = b"GARBAGE!"
+    seg.write_bytes(bytes(data))
+    r2 = _core.Wal(str(tmp_path / "wal"))
+    assert r2.last_lsn == 201 and r2.pending_damage["any"]
+    rep = r2.recover()
+    assert rep["any"] and "zero header" in rep["reason"]
+    (q,) = rep["quarantined"]
+    assert b"GARBAGE!" in Path(q).read_bytes()
+    assert r2.append(1, b"after repair") == 202
+    assert not _core.Wal(str(tmp_path / "wal")).pending_damage["any"]

@@ -79,17 +79,19 @@ py::dict scan_dict(const lm::BlobScan& s) {
 void bind_storage(py::module_& m) {
     py::class_<lm::Wal, std::shared_ptr<lm::Wal>>(m, "Wal")
         .def(py::init([](const std::string& dir, const std::string& sync, uint64_t segment_bytes,
-                         uint32_t group_commit_us, uint64_t start_lsn) {
+                         uint32_t group_commit_us, uint64_t start_lsn, uint64_t prealloc_bytes) {
                  lm::WalOptions o;
                  o.sync = sync_mode_from(sync);
                  o.segment_bytes = segment_bytes;
                  o.group_commit_us = group_commit_us;
                  o.start_lsn = start_lsn;
+                 o.prealloc_bytes = prealloc_bytes;
                  py::gil_scoped_release release;
                  return std::make_unique<lm::Wal>(dir, o);
              }),
              py::arg("dir"), py::arg("sync") = "batch", py::arg("segment_bytes") = 64u << 20,
-             py::arg("group_commit_us") = 0, py::arg("start_lsn") = 1)
+             py::arg("group_commit_us") = 0, py::arg("start_lsn") = 1,
+             py::arg("prealloc_bytes") = 1u << 20)
         .def("recover",
              [](lm::Wal& w) {
                  lm::WalDamage d;

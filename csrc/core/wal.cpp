@@ -89,7 +89,7 @@ void encode_record(std::vector<uint8_t>& out, uint64_t lsn, uint32_t type, const
 // Reads records sequentially from [offset, limit) of a segment.
 class RecordScanner {
 public:
-    enum Status { Ok, Eof, Torn, Corrupt };
+    enum Status { Ok, Eof, End, Torn, Corrupt };
 
     RecordScanner(int fd, const std::string& path, uint64_t offset, uint64_t limit)
         : in_(fd, path, limit), offset_(offset), limit_(limit) {}
@@ -103,6 +103,8 @@ public:
             *reason = "torn record (partial header at the end of the file)";
             return Torn;
         }
+        if (std::all_of(h, h + kWalRecordHeader, [](uint8_t b) { return b == 0; }))
+            return End;  // preallocated zeros: the log ends here (recover() checks the rest)
         const uint32_t n = load_le<uint32_t>(h + 4);
         if (load_le<uint32_t>(h + 20) != ~n || n > kWalMaxRecord) {
             *reason = "bad record length";
@@ -243,6 +245,7 @@ void Wal::scan_from_start() {
         next_lsn_ = opt_.start_lsn;
     }
     if (tail_) scan_tail(&damage_, false);
+    check_zero_tail_locked();
     // Files that are not part of the chain of seals are past the end of the log.
     const uint64_t tail_first = segments_.empty() ? 0 : segments_.back().first_lsn;
     for (const auto& [lsn, path] : found) {
@@ -319,7 +322,9 @@ bool Wal::scan_tail(WalDamage* damage, bool gap_is_stale) {
             return true;
         }
         const uint64_t size = file_size(tail_->fd.get(), tail_->path);
-        if (size == end_) return true;
+        alloc_end_ = size;
+        if (size == end_ || (size > end_ && header_is_zero(tail_->fd.get(), tail_->path, end_)))
+            return true;
         RecordScanner scan(tail_->fd.get(), tail_->path, end_, size);
         WalRecord meta;
         const uint8_t* payload;
@@ -349,7 +354,7 @@ bool Wal::scan_tail(WalDamage* damage, bool gap_is_stale) {
                 ++next_lsn_;
                 continue;
             }
-            if (st == RecordScanner::Eof) return true;
+            if (st == RecordScanner::Eof || st == RecordScanner::End) return true;
             if (damage && !damage->any) {
                 damage->any = true;
                 damage->reason = reason;
@@ -369,6 +374,7 @@ WalDamage Wal::recover() {
         scan_from_start();  // confirm: another process may have repaired it since
     else
         scan_tail(&damage_, true);
+    check_zero_tail_locked();
     WalDamage report = damage_;
     if (report.any) {
         const std::string qdir = dir_ + "/quarantine";
@@ -381,6 +387,7 @@ WalDamage Wal::recover() {
                 // Zeros (space a file system extended, or a preallocation): nothing to keep.
                 if (::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
                     throw_errno("cannot truncate log segment", tail_->path);
+                alloc_end_ = end_;
             } else if (size > end_) {
                 const std::string q =
                     qdir + "/" + base_name(tail_->path) + "." + std::to_string(end_) + "." + stamp;
@@ -398,6 +405,7 @@ WalDamage Wal::recover() {
                 report.quarantined.push_back(q);
                 if (::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
                     throw_errno("cannot truncate log segment", tail_->path);
+                alloc_end_ = end_;
             }
         }
         for (const std::string& path : report.later_segments) {
@@ -447,6 +455,15 @@ void Wal::create_segment(uint64_t first_lsn) {
         uint8_t h[kWalSegmentHeader];
         encode_segment_header(h, first_lsn);
         pwrite_all(fd.get(), h, sizeof h, 0, tmp);
+        // The first preallocation step, made durable with the header: the segment's first
+        // fdatasyncs have no size change to journal.
+        static const std::vector<uint8_t> zeros(size_t{1} << 16);
+        const uint64_t target = std::min(opt_.segment_bytes, opt_.prealloc_bytes);
+        for (uint64_t off = sizeof h; off < target;) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), target - off));
+            pwrite_all(fd.get(), zeros.data(), n, off, tmp);
+            off += n;
+        }
         if (::fsync(fd.get()) != 0) throw_errno("cannot fsync", tmp);
     }
     // link() instead of rename(): it refuses to replace a segment another process created.
@@ -466,6 +483,7 @@ void Wal::create_segment(uint64_t first_lsn) {
     tail_ = std::move(fd);
     end_ = kWalSegmentHeader;
     synced_end_ = end_;
+    alloc_end_ = std::max<uint64_t>(end_, std::min(opt_.segment_bytes, opt_.prealloc_bytes));
     sealed_ = false;
 }
 
@@ -475,7 +493,9 @@ void Wal::check_not_stale_locked() {
             throw StaleState("another process extended the log; refresh under the store lock");
         return;
     }
-    if (file_size(tail_->fd.get(), tail_->path) != end_)
+    const uint64_t size = file_size(tail_->fd.get(), tail_->path);
+    alloc_end_ = size;
+    if (size < end_ || (size > end_ && !header_is_zero(tail_->fd.get(), tail_->path, end_)))
         throw StaleState("log segment " + tail_->path +
                          " changed since it was last read (another writer, or a torn record "
                          "awaiting recovery); call recover() under the store lock first");
@@ -488,13 +508,55 @@ void Wal::fail_locked(const std::string& what) {
     throw IoError(failed_);
 }
 
+void Wal::check_zero_tail_locked() {
+    if (damage_.any || !tail_ || sealed_) return;
+    // The log ended at a zero header: what follows must be zeros too (a preallocation);
+    // anything else is the torn remainder of a write that never completed. (Refreshes only
+    // look at the header; opening and repairing read the rest, at most prealloc_bytes.)
+    const uint64_t size = file_size(tail_->fd.get(), tail_->path);
+    if (size > end_ && !all_zero(tail_->fd.get(), tail_->path, end_, size)) {
+        damage_.any = true;
+        damage_.reason = "torn record (data after a zero header)";
+        damage_.segment = tail_->path;
+        damage_.offset = end_;
+        damage_.dropped_bytes += size - end_;
+    }
+}
+
+bool Wal::header_is_zero(int fd, const std::string& path, uint64_t offset) const {
+    uint8_t h[kWalRecordHeader];
+    const size_t got = pread_some(fd, h, sizeof h, offset, path);
+    return got == sizeof h && std::all_of(h, h + sizeof h, [](uint8_t b) { return b == 0; });
+}
+
+void Wal::extend_locked(uint64_t upto) {
+    // Zeros written for real (not fallocate: unwritten extents still cost a journal commit
+    // per fdatasync), in steps of prealloc_bytes, never past the segment's size limit.
+    const uint64_t size = file_size(tail_->fd.get(), tail_->path);
+    alloc_end_ = std::max(alloc_end_, size);
+    if (alloc_end_ >= upto) return;
+    const uint64_t step = opt_.prealloc_bytes;
+    const uint64_t target =
+        std::max(upto, std::min(opt_.segment_bytes, (upto + step - 1) / step * step));
+    static const std::vector<uint8_t> zeros(size_t{1} << 16);
+    for (uint64_t off = alloc_end_; off < target;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), target - off));
+        pwrite_all(tail_->fd.get(), zeros.data(), n, off, tail_->path);
+        off += n;
+    }
+    alloc_end_ = target;
+}
+
 void Wal::write_locked(const uint8_t* data, size_t n) {
     try {
+        if (opt_.prealloc_bytes > 0 && end_ + n + kWalRecordHeader > alloc_end_)
+            extend_locked(end_ + n + kWalRecordHeader);
         pwrite_all(tail_->fd.get(), data, n, end_, tail_->path);
     } catch (const IoError& e) {
         // Drop whatever part of the write landed so the next record starts on a boundary.
         if (::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
             fail_locked(std::string(e.what()) + "; truncating the partial record also failed");
+        alloc_end_ = end_;
         throw;
     }
     end_ += n;
@@ -505,6 +567,12 @@ void Wal::rotate_locked() {
         std::vector<uint8_t> seal;
         encode_record(seal, next_lsn_, kSealType, nullptr, 0);
         write_locked(seal.data(), seal.size());
+        // A sealed segment keeps no preallocated zeros (its size is then its records'),
+        // made durable by the same fdatasync as the seal.
+        if (alloc_end_ > end_ && ::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
+            fail_locked("cannot truncate log segment " + tail_->path + ": " +
+                        std::strerror(errno));
+        alloc_end_ = end_;
         ++fsyncs_;
         if (::fdatasync(tail_->fd.get()) != 0)
             fail_locked("cannot fdatasync log segment " + tail_->path + ": " +
@@ -771,6 +839,10 @@ WalStats Wal::stats() const {
     s.durable_lsn = durable_lsn_;
     s.segments = segments_.size();
     for (const Segment& seg : segments_) {
+        if (tail_ && seg.path == tail_->path) {
+            s.bytes += end_;  // records only: not the preallocated zeros after them
+            continue;
+        }
         struct stat st{};
         if (::stat(seg.path.c_str(), &st) == 0) s.bytes += st.st_size;
     }
