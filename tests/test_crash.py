@@ -204,7 +204,7 @@ def test_power_cut_drops_unsynced_bytes(tmp_path):
     cut keeps the synced prefix of the log plus garbage or a partial record, and a random
     prefix of the arena's unsynced tail; every acknowledged write must survive."""
     rng = random.Random(7)
-    for trial in range(40):
+    for trial in range(60):
         src = tmp_path / f"src{trial}"
         acked: list[int] = []
         with Store.open(src, dim=DIM, sync="batch") as s:
@@ -223,12 +223,16 @@ def test_power_cut_drops_unsynced_bytes(tmp_path):
         seg_cut = cut / "wal" / Path(seg).name
         data = seg_cut.read_bytes()
         tail = data[size:]
-        kind = rng.choice(["clean", "garbage", "partial", "zeros"])
+        kind = rng.choice(["clean", "garbage", "partial", "zeros", "in place"])
+        k = rng.randrange(0, max(1, len(tail)))
         extra = {
             "clean": b"",
             "garbage": os.urandom(rng.randrange(1, 300)),
-            "partial": tail[: rng.randrange(0, max(1, len(tail)))],
+            "partial": tail[:k],
             "zeros": bytes(rng.randrange(1, 4096)),
+            # The preallocated file keeps its length: some unsynced bytes reached the disk,
+            # the rest of the space still reads as zeros.
+            "in place": tail[:k] + bytes(len(tail) - k),
         }[kind]
         seg_cut.write_bytes(data[:size] + extra)
         for later in (cut / "wal").glob("*.wal"):  # created after the last sync: lost

@@ -570,8 +570,7 @@ void Wal::rotate_locked() {
         // A sealed segment keeps no preallocated zeros (its size is then its records'),
         // made durable by the same fdatasync as the seal.
         if (alloc_end_ > end_ && ::ftruncate(tail_->fd.get(), static_cast<off_t>(end_)) != 0)
-            fail_locked("cannot truncate log segment " + tail_->path + ": " +
-                        std::strerror(errno));
+            fail_locked("cannot truncate log segment " + tail_->path + ": " + std::strerror(errno));
         alloc_end_ = end_;
         ++fsyncs_;
         if (::fdatasync(tail_->fd.get()) != 0)
