@@ -231,3 +231,13 @@ def test_fuzz_whole_stores(tmp_path):
             if len(s) < len(texts):
                 assert s.recovery, f"case {case}: items lost without a report ({victim.name})"
     tally.add("fuzzed files read: whole stores", n)
+
+
+def test_deeply_nested_manifest_is_refused_not_a_crash(tmp_path):
+    from localmem.errors import CorruptFileError
+    from localmem.store.manifest import read_manifest
+
+    p = tmp_path / "MANIFEST"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CorruptFileError):
+        read_manifest(p)

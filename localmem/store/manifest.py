@@ -47,8 +47,9 @@ def read_manifest(path: str | Path) -> Manifest:
         if doc.pop("format") != FORMAT:
             raise ValueError("unsupported format")
         m = Manifest(**doc)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CorruptFileError(f"{path} is not a valid store manifest ({e})") from None
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
+        # RecursionError: deeply nested JSON (a damaged or hostile file) must not escape.
+        raise CorruptFileError(f"{path} is not a valid store manifest ({e!r})") from None
     if _core.crc32c(_body(m).encode()) != crc:
         raise CorruptFileError(f"{path}: checksum mismatch (the file was damaged)")
     for name in ("generation", "checkpoint_lsn", "arena_end"):

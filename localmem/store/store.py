@@ -143,6 +143,7 @@ class Store(StoreViews):
             if not create:
                 raise FileNotFoundError(f"no store at {p} (pass create=True to make one)")
             p.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _fsync_dir(p.parent)  # the new store's directory entry survives a power cut
         elif not p.is_dir():
             raise InvalidArgumentError(f"{p} exists and is not a directory")
         return cls(
@@ -614,3 +615,14 @@ os.register_at_fork(after_in_child=_mark_forked)
 
 def _as_vector(vector: npt.ArrayLike | None) -> np.ndarray | None:
     return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # not ours to fsync (permissions): the store's own files are still synced
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
