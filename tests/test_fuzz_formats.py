@@ -54,9 +54,7 @@ def is_clean_cut(mutated: bytes, original: bytes, boundaries: list[int]) -> bool
     by zeros only: that is what a log looks like whose later records were never written
     (a preallocated tail), so no reader can tell it from one."""
     return any(
-        len(mutated) >= b
-        and mutated[:b] == original[:b]
-        and not mutated[b:].strip(b"\0")
+        len(mutated) >= b and mutated[:b] == original[:b] and not mutated[b:].strip(b"\0")
         for b in boundaries
     )
 

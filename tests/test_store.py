@@ -320,3 +320,26 @@ def test_writes_after_a_checkpoint_take_the_native_path(tmp_path, monkeypatch):
         monkeypatch.setattr(s, "_submit", slow)
         s.put(12, "native")
         assert s.get(12).text == "native"
+
+
+def test_quantized_vectors_take_a_quarter_of_the_bytes_and_search_the_same(tmp_path):
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(50))
+        q = vec(7)
+        before = s.search(q, 5)
+        full = s.get(7)
+        s.put(7, full.text, meta=full.meta, vector=full.vector, quantized=True)
+        after = s.search(q, 5)  # the index holds the same code (its scale moves by ~1e-4)
+        assert [i for i, _ in after] == [i for i, _ in before]
+        assert np.allclose([x for _, x in after], [x for _, x in before], rtol=1e-3)
+        got = s.get(7).vector
+        unit = vec(7) / np.linalg.norm(vec(7))
+        assert got is not None and np.abs(got - unit).max() <= np.abs(unit).max() / 127
+    with Store.open(tmp_path / "s") as s:  # replayed from the log: still the same code
+        assert s.search(q, 5) == after
+    from localmem.store import records as rec
+
+    p_fp32 = rec.encode_put(1, "x", None, vec(1), DIM)
+    p_int8 = rec.encode_put(1, "x", None, vec(1), DIM, quantized=True)
+    assert len(p_fp32) - len(p_int8) == 3 * DIM - 4
+    assert rec.put_quantized(p_int8) and not rec.put_quantized(p_fp32)

@@ -6,6 +6,9 @@ place that knows their layout. All integers are little-endian.
 ``PUT``     ``<q id><I flags><I text_len><I meta_len><I dim><I 0>`` + text (UTF-8) + meta
             (JSON, UTF-8) + zero pad to 4 + ``dim`` float32. The same bytes become the item's
             blob in the arena, so the vector is read in place (payloads start 8-aligned).
+            With flag ``VEC_INT8`` the vector is its INT8 code instead: ``<f scale>`` +
+            ``dim`` int8 (a quarter of the bytes; the warm tier's form). Quantizing its
+            dequantized values gives the same code back, so the index holds it exactly.
 ``DELETE``  ``<q id>``; the arena keeps a tombstone blob with the same payload.
 ``CHECKPOINT`` ``<Q generation>``: a marker appended by each checkpoint; applying it is a
             no-op, but a writer in another process finds the log moved and re-reads the
@@ -33,6 +36,7 @@ CHECKPOINT = 3  # written after each checkpoint, so every other writer sees the 
 FIRST_USER_TYPE = 64
 
 TOMBSTONE = 1  # arena blob flag: the key was deleted at this LSN
+VEC_INT8 = 1  # PUT flag: the vector is stored as scale + int8 code
 
 # A payload from the log (bytes) or a zero-copy view of an arena blob (``ndarray.data``).
 Payload = bytes | memoryview
@@ -53,7 +57,13 @@ def check_id(id: object) -> int:
 
 
 def encode_put(
-    id: int, text: str, meta: dict[str, Any] | None, vector: np.ndarray | None, dim: int | None
+    id: int,
+    text: str,
+    meta: dict[str, Any] | None,
+    vector: np.ndarray | None,
+    dim: int | None,
+    *,
+    quantized: bool = False,
 ) -> bytes:
     """Validates one item and encodes it; raises InvalidArgumentError naming the fix."""
     id = check_id(id)
@@ -85,10 +95,17 @@ def encode_put(
             raise InvalidArgumentError(f"vector must have shape ({dim},), got {v.shape}")
         if not np.isfinite(v).all():
             raise InvalidArgumentError("vector contains NaN or infinity")
-        vec_b = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        if quantized:
+            from localmem.index import quantize
+
+            codes, scales = quantize(v)
+            vec_b = np.asarray(scales[:1], dtype="<f4").tobytes() + codes.tobytes()
+        else:
+            vec_b = np.ascontiguousarray(v, dtype="<f4").tobytes()
         vdim = dim
     pad = (-(_PUT_HEAD.size + len(text_b) + len(meta_b))) % 4
-    head = _PUT_HEAD.pack(id, 0, len(text_b), len(meta_b), vdim, 0)
+    flags = VEC_INT8 if quantized and vdim else 0
+    head = _PUT_HEAD.pack(id, flags, len(text_b), len(meta_b), vdim, 0)
     return b"".join((head, text_b, meta_b, b"\0" * pad, vec_b))
 
 
@@ -128,15 +145,26 @@ def delete_id(payload: Payload) -> int:
 
 def put_vector(payload: Payload) -> npt.NDArray[np.float32] | None:
     """The vector of a PUT payload without decoding its text (for index replay)."""
-    id, _flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    id, flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
     if dim == 0:
         return None
     start = _PUT_HEAD.size + tl + ml
     start += (-start) % 4
+    if flags & VEC_INT8:
+        if start + 4 + dim != len(payload):
+            raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
+        scale = np.frombuffer(payload, dtype="<f4", count=1, offset=start)[0]
+        codes = np.frombuffer(payload, dtype=np.int8, count=dim, offset=start + 4)
+        return codes.astype(np.float32) * np.float32(scale)
     end = start + 4 * dim
     if end != len(payload):
         raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
     return np.frombuffer(payload, dtype="<f4", count=dim, offset=start)
+
+
+def put_quantized(payload: Payload) -> bool:
+    """True if the PUT stores its vector as an INT8 code (the warm form)."""
+    return bool(_PUT_HEAD.unpack_from(payload, 0)[1] & VEC_INT8)
 
 
 def decode_put(payload: Payload) -> Item:

@@ -301,9 +301,17 @@ class Store(StoreViews):
         *,
         meta: dict[str, Any] | None = None,
         vector: npt.ArrayLike | None = None,
+        quantized: bool = False,
     ) -> int:
-        """Stores (or replaces) item ``id``; returns its LSN once it is durable."""
-        payload = rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim)
+        """Stores (or replaces) item ``id``; returns its LSN once it is durable.
+        ``quantized=True`` keeps the vector as its INT8 code (a quarter of the bytes; search
+        scores are unchanged, ``get().vector`` returns the dequantized values)."""
+        v = _as_vector(vector)
+        if quantized and v is not None and self._manifest.metric == "cos":
+            # Quantize the unit vector, as the index does: the code then comes back as is.
+            norm = float(np.linalg.norm(v))
+            v = v / norm if norm > 0 else v
+        payload = rec.encode_put(id, text, meta, v, self._manifest.dim, quantized=quantized)
         return self._write([(rec.PUT, payload)])
 
     def put_many(
