@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import sqlite_vec  # type: ignore[import-untyped]
 
 from localmem import entities as ents
 from localmem.errors import CorruptFileError, StorageError
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -44,8 +45,14 @@ CREATE TABLE IF NOT EXISTS memories (
     entities TEXT NOT NULL DEFAULT '[]',
     model TEXT,
     lsn INTEGER NOT NULL,
-    speaker TEXT
+    speaker TEXT,
+    tier TEXT NOT NULL DEFAULT 'hot',
+    stability REAL NOT NULL DEFAULT 1.0,
+    t_last REAL NOT NULL DEFAULT 0.0,
+    recalls INTEGER NOT NULL DEFAULT 0,
+    forgotten_at REAL
 );
+CREATE INDEX IF NOT EXISTS memories_tier ON memories(tier, id);
 CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
 CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time);
 CREATE INDEX IF NOT EXISTS memories_key ON memories(key);
@@ -61,9 +68,10 @@ CREATE INDEX IF NOT EXISTS entities_id ON entities(id);
 
 COLUMNS = (
     "id, text, kind, source, session, key, event_time, created_time, importance, pinned, "
-    "tags, entities, model, lsn, speaker"
+    "tags, entities, model, lsn, speaker, tier, stability, t_last, recalls, forgotten_at"
 )
-_TABLES = ("memories", "memories_fts", "entities")
+_TABLES = ("memories", "memories_fts", "entities", "cold_codes")
+LIVE = "tier != 'forgotten'"  # forgotten memories are out of every index
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -76,6 +84,10 @@ class Catalog:
         try:
             self.db = apsw.Connection(str(self.path))
             self.db.set_busy_timeout(30_000)
+            # sqlite-vec: the cold tier's compact binary codes (vec0 table, Hamming KNN).
+            self.db.enable_load_extension(True)
+            self.db.load_extension(sqlite_vec.loadable_path())
+            self.db.enable_load_extension(False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             with self.db:
@@ -88,7 +100,9 @@ class Catalog:
                     # rebuilds it from the log (or from the store's items).
                     for t in _TABLES:
                         self.db.execute(f"DROP TABLE IF EXISTS {t}")
-                    self.db.execute("DELETE FROM state WHERE k IN ('applied_lsn', 'schema')")
+                    self.db.execute(
+                        "DELETE FROM state WHERE k IN ('applied_lsn', 'schema', 'cold_bits')"
+                    )
                 self.db.execute(_SCHEMA)
                 self._set_state("schema", SCHEMA_VERSION)
         except (apsw.NotADBError, apsw.CorruptError) as e:
@@ -157,6 +171,8 @@ class Catalog:
                 self.db.execute("DELETE FROM memories")
                 self.db.execute("DELETE FROM memories_fts")
                 self.db.execute("DELETE FROM entities")
+                self.db.execute("DROP TABLE IF EXISTS cold_codes")
+                self.db.execute("DELETE FROM state WHERE k='cold_bits'")
                 for item_lsn, payload in items:
                     self._apply_one(item_lsn, rec.PUT, payload)
                     n += 1
@@ -175,8 +191,9 @@ class Catalog:
                 return  # an item some other layer stored
             self._delete(item.id)
             names = [str(e) for e in m.get("entities", [])]
+            tier = str(m.get("tier", "hot"))
             self.db.execute(
-                f"INSERT INTO memories({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 20)})",
                 (
                     item.id,
                     item.text,
@@ -193,8 +210,15 @@ class Catalog:
                     m.get("model"),
                     lsn,
                     ents.speaker(item.text),
+                    tier,
+                    float(m.get("stability", 1.0)),
+                    float(m.get("t_last", m.get("created", 0.0))),
+                    int(m.get("recalls", 0)),
+                    m.get("forgotten_at"),
                 ),
             )
+            if tier == "forgotten":
+                return  # kept (restorable until the purge), out of every index
             self.db.execute(
                 "INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (item.id, item.text)
             )
@@ -202,6 +226,9 @@ class Catalog:
                 "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
                 [(e.lower(), item.id) for e in names],
             )
+            code = m.get("code")
+            if tier == "cold" and isinstance(code, str):
+                self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
             self._delete(rec.delete_id(payload))
 
@@ -211,6 +238,34 @@ class Catalog:
         self.db.execute("DELETE FROM memories WHERE id=?", (id,))
         self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
         self.db.execute("DELETE FROM entities WHERE id=?", (id,))
+        if self._state("cold_bits") is not None:
+            self.db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
+
+    def _insert_cold(self, id: int, code: bytes) -> None:
+        bits = 8 * len(code)
+        have = self._state("cold_bits")
+        if have is None:
+            self.db.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS cold_codes "
+                f"USING vec0(id INTEGER PRIMARY KEY, code bit[{bits}])"
+            )
+            self._set_state("cold_bits", bits)
+        elif int(have) != bits:
+            return  # a code of another model's width: that memory re-embeds on promotion
+        self.db.execute("INSERT INTO cold_codes(id, code) VALUES (?, vec_bit(?))", (id, code))
+
+    def cold_search(self, code: bytes, k: int) -> list[tuple[int, int]]:
+        """Cold memories nearest to a binary code: (id, Hamming distance), nearest first."""
+        with self._lock:
+            if self._state("cold_bits") is None or int(self._state("cold_bits")) != 8 * len(code):
+                return []
+            return [
+                (int(i), int(d))
+                for i, d in self.db.execute(
+                    "SELECT id, distance FROM cold_codes WHERE code MATCH vec_bit(?) AND k = ?",
+                    (code, k),
+                )
+            ]
 
     # ------------------------------------------------------------------ reading
 
@@ -267,11 +322,12 @@ class Catalog:
         """Ids of the ``width`` memories before and after ``id`` in its session."""
         with self._lock:
             before = self.db.execute(
-                "SELECT id FROM memories WHERE session=? AND id<? ORDER BY id DESC LIMIT ?",
+                f"SELECT id FROM memories WHERE session=? AND id<? AND {LIVE} "
+                "ORDER BY id DESC LIMIT ?",
                 (session, id, width),
             ).fetchall()
             after = self.db.execute(
-                "SELECT id FROM memories WHERE session=? AND id>? ORDER BY id LIMIT ?",
+                f"SELECT id FROM memories WHERE session=? AND id>? AND {LIVE} ORDER BY id LIMIT ?",
                 (session, id, width),
             ).fetchall()
         return [int(r[0]) for r in before + after]  # type: ignore[arg-type]
@@ -292,7 +348,8 @@ class Catalog:
             return [
                 int(r[0])
                 for r in self.db.execute(
-                    "SELECT id FROM memories WHERE event_time >= ? AND event_time < ? LIMIT ?",
+                    "SELECT id FROM memories WHERE event_time >= ? AND event_time < ? "
+                    f"AND {LIVE} LIMIT ?",
                     (lo, hi, limit),
                 )
             ]
@@ -312,7 +369,11 @@ class Catalog:
         with self._lock:
             return [
                 int(r[0])
-                for r in self.db.execute("SELECT id FROM memories ORDER BY random() LIMIT ?", (n,))
+                for r in self.db.execute(
+                    "SELECT id FROM memories WHERE tier IN ('hot', 'warm') "
+                    "ORDER BY random() LIMIT ?",
+                    (n,),
+                )
             ]
 
     def max_id(self) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from localmem import entities as ents
+from localmem import lifecycle as lc
+from localmem import tiers
 from localmem.catalog import Catalog
 from localmem.embed import Embedder, OnnxEmbedder
 from localmem.errors import (
@@ -64,10 +66,20 @@ class MemoryItem:
     entities: tuple[str, ...] = ()
     key: str | None = None
     model: str | None = None
+    tier: str = "hot"
+    stability: float = 1.0  # days
+    last_used: datetime | None = None  # the last reinforcement (creation at first)
+    recalls: int = 0
+
+    def retention(self, now: datetime | float | None = None) -> float:
+        """R in [0, 1]: how much of this memory is left (Ebbinghaus; lifecycle.py)."""
+        t_last = self.last_used.timestamp() if self.last_used else self.created.timestamp()
+        return lc.retention(to_timestamp(now), t_last, self.stability, pinned=self.pinned)
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> MemoryItem:
-        (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model, _, _) = r
+        (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model) = r[:13]
+        tier, stability, t_last, recalls = r[15:19]
         return cls(
             id=int(id),
             text=text,
@@ -82,6 +94,10 @@ class MemoryItem:
             entities=tuple(json.loads(names)),
             key=key,
             model=model,
+            tier=tier,
+            stability=float(stability),
+            last_used=datetime.fromtimestamp(t_last, timezone.utc),
+            recalls=int(recalls),
         )
 
 
@@ -92,6 +108,7 @@ class Hit:
     memory: MemoryItem
     score: float
     why: dict[str, float] = field(default_factory=dict)
+    retention: float = 1.0  # the score is the channels' sum times lifecycle.rank_weight(R)
 
     def explain(self) -> str:
         parts = ", ".join(
@@ -183,6 +200,9 @@ def _check_item(
         "pinned": bool(pinned),
         "tags": [t.strip() for t in tag_list],
         "entities": ents.extract(text),
+        "tier": "hot",
+        "stability": lc.initial_stability(kind, float(importance)),
+        "recalls": 0,
     }
     return text, meta
 
@@ -460,6 +480,7 @@ class Memory:
         items = []
         for id, (text, meta), v in zip(ids, chunk, vecs, strict=True):
             meta["created"] = now
+            meta["t_last"] = now
             meta["model"] = model
             items.append((id, text, meta, v))
         self._store.put_many(items)
@@ -467,14 +488,46 @@ class Memory:
         rows = self._catalog.rows(ids)
         return [MemoryItem.from_row(rows[i]) for i in ids]
 
-    def forget(self, id: int) -> None:
-        """Removes memory ``id`` from every index (the log keeps the record of it)."""
+    def forget(self, id: int, *, purge: bool = False) -> None:
+        """Takes memory ``id`` out of every index. Its text stays for a grace period
+        (``restore(id)`` brings it back) and is then purged; ``purge=True`` deletes it now."""
         self._check_open()
         self._sync()
         if not self._catalog.rows([self._check_id(id)]):
             raise UnknownIdError(f"no memory with id {id}")
-        self._store.delete(id)
+        if purge:
+            self._store.delete(id)
+        else:
+            tiers.rewrite(self, {id: ("forgotten", {})}, time.time())
         self._sync()
+
+    def restore(self, id: int) -> MemoryItem:
+        """Undoes a demotion or a forget (until the purge): the memory is hot again."""
+        self._check_open()
+        self._sync()
+        tiers.restore(self, self._check_id(id), time.time())
+        return self.get(id)
+
+    def reinforce(self, ids: Iterable[int], *, now: datetime | float | str | None = None) -> int:
+        """Marks recalled memories as used (the assistant does this for what it put in the
+        prompt): their stability grows, their forgetting clock restarts, and a demoted one
+        comes back to hot. Returns how many were reinforced."""
+        self._check_open()
+        ids = [self._check_id(i) for i in ids]
+        self._sync()
+        return tiers.reinforce(self, ids, to_timestamp(now, "now"))
+
+    def consolidate(
+        self, *, now: datetime | float | str | None = None, limit: int = 10_000
+    ) -> dict[str, int]:
+        """One bounded step of the forgetting sweep (at most ``limit`` memories looked at;
+        the next call goes on where it stopped): demotes faded memories a tier, purges the
+        forgotten past their grace period. Returns counts per target tier."""
+        self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError("limit must be a positive int")
+        self._sync()
+        return tiers.sweep(self, to_timestamp(now, "now"), limit)
 
     # ------------------------------------------------------------------ reading
 
@@ -502,15 +555,19 @@ class Memory:
         limit: int = 50,
         offset: int = 0,
         newest_first: bool = True,
+        tier: str | None = None,
     ) -> list[MemoryItem]:
-        """Memories, newest event first (or oldest), filtered by kind, session or tag."""
+        """Memories, newest event first (or oldest), filtered by kind, session, tag or tier
+        (forgotten memories only when ``tier="forgotten"`` is asked for)."""
         self._check_open()
         if kind is not None and kind not in KINDS:
             raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
             raise InvalidArgumentError("limit and offset must be non-negative ints")
+        if tier is not None and tier not in lc.TIERS:
+            raise InvalidArgumentError(f"tier must be one of {', '.join(lc.TIERS)}; got {tier!r}")
         self._sync()
-        where, params = [], []
+        where, params = ["tier=?" if tier else "tier != 'forgotten'"], [tier] if tier else []
         if kind is not None:
             where.append("kind=?")
             params.append(kind)
@@ -527,9 +584,10 @@ class Memory:
         return [MemoryItem.from_row(r) for r in rows]
 
     def __len__(self) -> int:
+        """Memories not forgotten."""
         self._check_open()
         self._sync()
-        return self._catalog.count()
+        return self._catalog.count("tier != 'forgotten'")
 
     def recall(
         self,
@@ -540,10 +598,13 @@ class Memory:
         kind: str | None = None,
         session: str | None = None,
         floor: bool = True,
+        reinforce: bool = False,
     ) -> builtins.list[Hit]:
         """The memories that best answer ``query``, best first (at most ``k``; fewer, or
         none, when nothing is relevant — pass ``floor=False`` to always get ``k``). ``now``:
-        the time relative expressions ("last May") resolve against (default: now)."""
+        the time relative expressions ("last May") and retention resolve against (default:
+        now). ``reinforce=True`` counts the hits as used (see ``reinforce``); a cold hit is
+        promoted either way."""
         self._check_open()
         query = _check_text(query, "query")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
@@ -552,7 +613,19 @@ class Memory:
             raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         t_now = to_timestamp(now, "now")
         self._sync()
-        return self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
+        hits = self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
+        used = [h.memory.id for h in hits] if reinforce else []
+        cold = [h.memory.id for h in hits if h.memory.tier == "cold" and not reinforce]
+        try:
+            if used:
+                tiers.reinforce(self, used, t_now)
+            if cold:  # a cold memory that answers a question is worth its vector again,
+                # and its forgetting clock restarts (stability grows only when used)
+                tiers.rewrite(self, {i: ("warm", {"t_last": t_now}) for i in cold}, t_now)
+                self._sync()
+        except Exception as e:  # the answer stands even if the bookkeeping failed
+            log.warning("recall: could not reinforce/promote %s: %s", used or cold, e)
+        return hits
 
     def stats(self) -> dict[str, Any]:
         """Counts by kind, the model, and the store's own figures."""
@@ -560,11 +633,17 @@ class Memory:
         self._sync()
         db = self._catalog.db
         with self._catalog._lock:
-            kinds = dict(db.execute("SELECT kind, count(*) FROM memories GROUP BY kind"))
+            kinds = dict(
+                db.execute(
+                    "SELECT kind, count(*) FROM memories WHERE tier != 'forgotten' GROUP BY kind"
+                )
+            )
+            by_tier = dict(db.execute("SELECT tier, count(*) FROM memories GROUP BY tier"))
         return {
             "path": str(self.path),
             "memories": sum(kinds.values()),
             "by_kind": kinds,
+            "by_tier": by_tier,
             "model": self._embedder.model_id,
             "store": self._store.stats(),
         }

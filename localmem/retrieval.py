@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from localmem import entities as ents
-from localmem import timeexpr
+from localmem import lifecycle as lc
+from localmem import tiers, timeexpr
 
 if TYPE_CHECKING:
     from localmem.memory import Hit, Memory
@@ -98,7 +99,7 @@ class Retriever:
         at = self.mem.catalog.applied_lsn
         if at != self._shape_at:
             cat = self.mem.catalog
-            self._shape_cache = (cat.count(), cat.speakers())
+            self._shape_cache = (cat.count("tier != 'forgotten'"), cat.speakers())
             self._shape_at = at
         return self._shape_cache
 
@@ -152,7 +153,14 @@ class Retriever:
         # bounded number: the window boosts keyword and semantic candidates too).
         windows = timeexpr.find(query, datetime.fromtimestamp(now)) if w.time else []
         in_window = {i for win in windows for i in cat.in_time(win.start, win.end, w.candidates)}
-        cand = set(sem) | set(kw) | in_window
+        # Cold tier: sign codes by Hamming distance (sqlite-vec), as an estimated cosine.
+        code = tiers.binary_code(qv)
+        cold = {
+            i: tiers.hamming_to_cos(d, 8 * len(code))
+            for i, d in cat.cold_search(code, w.candidates)
+        }
+        cand = set(sem) | set(kw) | in_window | set(cold)
+        sem.update({i: c for i, c in cold.items() if i not in sem})
         # Cosine of the other candidates from the index's codes, for one scale.
         ids, vecs = store.index_vectors(sorted(cand - set(sem)))
         sem.update(zip(ids.tolist(), (vecs @ qv).tolist(), strict=True))
@@ -233,6 +241,18 @@ class Retriever:
                     why[id]["speaker"] = w.speaker
                     score[id] += w.speaker
 
+        # Retention: a faded memory must be more relevant to outrank a fresh one.
+        retention: dict[int, float] = {}
+        rows.update(cat.rows([i for i in score if i not in rows]))
+        for id in score:
+            row = rows.get(id)
+            if row is None:
+                continue
+            r = lc.retention(now, row[17], row[16], pinned=bool(row[9]))
+            retention[id] = r
+            if score[id] > 0:
+                score[id] *= lc.rank_weight(r)
+
         ranked = sorted(score.items(), key=lambda kv: -kv[1])
         out: list[Hit] = []
         for id, s in ranked:
@@ -246,7 +266,14 @@ class Retriever:
                 continue
             if session is not None and item.session != session:
                 continue
-            out.append(Hit(memory=item, score=float(s), why=dict(why.get(id, {}))))
+            out.append(
+                Hit(
+                    memory=item,
+                    score=float(s),
+                    why=dict(why.get(id, {})),
+                    retention=retention.get(id, 1.0),
+                )
+            )
             if len(out) == k:
                 break
         return out

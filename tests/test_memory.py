@@ -119,7 +119,13 @@ def test_remember_get_list_forget(fake):
     assert fake.get(m.id) == m
     assert [x.id for x in fake.list(tag="travel")] == [m.id]
     assert fake.stats()["by_kind"] == {"fact": 1}
-    fake.forget(m.id)
+    fake.forget(m.id)  # out of every index, restorable until the purge
+    assert fake.get(m.id).tier == "forgotten"
+    assert len(fake) == 0 and fake.list() == [] and fake.list(tier="forgotten")[0].id == m.id
+    assert fake.recall("Caroline Lisbon", floor=False) == []
+    assert fake.restore(m.id).tier == "hot"
+    assert fake.recall("Caroline Lisbon", k=1, floor=False)[0].memory.id == m.id
+    fake.forget(m.id, purge=True)
     with pytest.raises(errors.UnknownIdError):
         fake.get(m.id)
     with pytest.raises(errors.UnknownIdError):
@@ -241,7 +247,7 @@ def test_second_handle_sees_the_first_ones_writes(tmp_path):
         assert x.id != y.id
         assert a.get(y.id).text == "written by b"
         assert b.get(x.id).text == "written by a"
-        a.forget(y.id)
+        a.forget(y.id, purge=True)
         with pytest.raises(errors.UnknownIdError):
             b.get(y.id)
     finally:

@@ -155,7 +155,8 @@ def put_vector(payload: Payload) -> npt.NDArray[np.float32] | None:
             raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
         scale = np.frombuffer(payload, dtype="<f4", count=1, offset=start)[0]
         codes = np.frombuffer(payload, dtype=np.int8, count=dim, offset=start + 4)
-        return codes.astype(np.float32) * np.float32(scale)
+        out: npt.NDArray[np.float32] = codes.astype(np.float32) * np.float32(scale)
+        return out
     end = start + 4 * dim
     if end != len(payload):
         raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")

@@ -306,35 +306,42 @@ class Store(StoreViews):
         """Stores (or replaces) item ``id``; returns its LSN once it is durable.
         ``quantized=True`` keeps the vector as its INT8 code (a quarter of the bytes; search
         scores are unchanged, ``get().vector`` returns the dequantized values)."""
+        return self._write([(rec.PUT, self._encode_put(id, text, meta, vector, quantized))])
+
+    def _encode_put(
+        self, id: int, text: str, meta: dict[str, Any] | None, vector: Any, quantized: bool
+    ) -> bytes:
         v = _as_vector(vector)
         if quantized and v is not None and self._manifest.metric == "cos":
             # Quantize the unit vector, as the index does: the code then comes back as is.
             norm = float(np.linalg.norm(v))
             v = v / norm if norm > 0 else v
-        payload = rec.encode_put(id, text, meta, v, self._manifest.dim, quantized=quantized)
-        return self._write([(rec.PUT, payload)])
+        return rec.encode_put(id, text, meta, v, self._manifest.dim, quantized=quantized)
 
     def put_many(
         self,
-        items: Iterable[tuple[int, str] | tuple[int, str, dict[str, Any] | None, Any]],
+        items: Iterable[tuple[Any, ...]],
     ) -> int:
-        """Stores many items with one lock and one commit: ``(id, text)`` or
-        ``(id, text, meta, vector)`` tuples. Returns the last LSN (0 if ``items`` is empty).
-        Each item is its own log record: after a crash, a prefix of them may be present."""
+        """Stores many items with one lock and one commit: ``(id, text)``,
+        ``(id, text, meta, vector)`` or ``(id, text, meta, vector, quantized)`` tuples.
+        Returns the last LSN (0 if ``items`` is empty). Each item is its own log record:
+        after a crash, a prefix of them may be present."""
         payloads = []
         for item in items:
+            quantized = False
             if len(item) == 2:
                 id, text = item
                 meta, vector = None, None
             elif len(item) == 4:
                 id, text, meta, vector = item
+            elif len(item) == 5:
+                id, text, meta, vector, quantized = item
             else:
                 raise InvalidArgumentError(
-                    f"items must be (id, text) or (id, text, meta, vector), got {len(item)} fields"
+                    "items must be (id, text), (id, text, meta, vector) or "
+                    f"(id, text, meta, vector, quantized), got {len(item)} fields"
                 )
-            payloads.append(
-                (rec.PUT, rec.encode_put(id, text, meta, _as_vector(vector), self._manifest.dim))
-            )
+            payloads.append((rec.PUT, self._encode_put(id, text, meta, vector, bool(quantized))))
         if not payloads:
             return 0
         return self._write(payloads)

@@ -1,0 +1,114 @@
+"""Tiers on a virtual clock: demotion by retention, the cold tier's codes, forgetting with a
+grace period and restore (across a restart), reinforcement, promotion, pinning."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from localmem import Memory, errors
+from localmem.lifecycle import DAY
+from localmem.testing import HashEmbedder
+
+
+def open_mem(path):
+    return Memory.open(path, embedder=HashEmbedder(), sync="off")
+
+
+@pytest.fixture
+def mem(tmp_path):
+    with open_mem(tmp_path / "m") as m:
+        yield m
+
+
+def seed(mem):
+    chat = mem.remember_many(
+        [{"text": f"chat turn {i} about the weather {i}", "kind": "episodic"} for i in range(20)]
+    )
+    fact = mem.remember("Priya is allergic to peanuts", kind="fact", importance=0.9)
+    pinned = mem.remember("the wifi password is hunter2", kind="episodic", pinned=True)
+    return chat, fact, pinned
+
+
+def test_faded_memories_move_down_the_tiers_and_shrink(mem):
+    chat, fact, pinned = seed(mem)
+    t0 = time.time()
+    arena_before = sum(len(mem.store.get(m.id).vector.tobytes()) for m in chat)
+    assert mem.consolidate(now=t0 + 3 * DAY)["warm"] == 20
+    assert {mem.get(m.id).tier for m in chat} == {"warm"}
+    warm_bytes = sum(len(mem.store.get(m.id).vector.astype("int8").tobytes()) for m in chat)
+    assert warm_bytes * 4 == arena_before
+    assert mem.consolidate(now=t0 + 7 * DAY)["cold"] == 20
+    c = mem.get(chat[3].id)
+    assert c.tier == "cold" and mem.store.get(c.id).vector is None
+    # Cold memories are still found: by keyword and by their binary code.
+    hits = mem.recall("chat turn 3 about the weather 3", k=1, floor=False, now=t0 + 7 * DAY)
+    assert hits[0].memory.id == chat[3].id and hits[0].retention < 0.15
+    assert mem.consolidate(now=t0 + 13 * DAY)["forgotten"] == 19  # the cold hit came back
+    assert mem.get(fact.id).tier == "hot" and mem.get(pinned.id).tier == "hot"
+    assert len(mem) == 3  # the fact, the pinned turn and the one recalled
+    assert mem.consolidate(now=t0 + 50 * DAY)["purged"] == 19
+    with pytest.raises(errors.UnknownIdError):
+        mem.get(chat[0].id)
+    assert mem.get(pinned.id).tier == "hot"  # pinned memories never fade
+
+
+def test_restore_undoes_a_forget_across_a_restart(tmp_path):
+    with open_mem(tmp_path / "m") as mem:
+        m = mem.remember("the spare key is under the blue pot")
+        mem.forget(m.id)
+        assert mem.recall("spare key blue pot", floor=False) == []
+    with open_mem(tmp_path / "m") as mem:
+        assert mem.get(m.id).tier == "forgotten"
+        assert mem.restore(m.id).tier == "hot"
+    with open_mem(tmp_path / "m") as mem:
+        assert mem.recall("spare key blue pot", k=1, floor=False)[0].memory.id == m.id
+
+
+def test_reinforcement_grows_stability_and_promotes(mem):
+    chat, _, _ = seed(mem)
+    t0 = time.time()
+    mem.consolidate(now=t0 + 3 * DAY)
+    target = chat[5]
+    before = mem.get(target.id)
+    assert before.tier == "warm"
+    hits = mem.recall("chat turn 5 about the weather 5", k=1, reinforce=True, now=t0 + 3 * DAY)
+    assert hits[0].memory.id == target.id
+    after = mem.get(target.id)
+    assert after.tier == "hot" and after.recalls == 1
+    assert after.stability > before.stability * 1.5
+    assert after.retention(t0 + 3 * DAY) == pytest.approx(1.0)
+    assert mem.store.get(target.id).vector is not None
+
+
+def test_a_cold_hit_is_promoted(mem):
+    chat, _, _ = seed(mem)
+    t0 = time.time()
+    mem.consolidate(now=t0 + 7 * DAY)
+    assert mem.get(chat[2].id).tier == "cold"
+    mem.recall("chat turn 2 about the weather 2", k=1, floor=False, now=t0 + 7 * DAY)
+    assert mem.get(chat[2].id).tier == "warm"
+
+
+def test_retention_weighs_ranking(mem):
+    old = mem.remember("we talked about sailing boats", kind="episodic")
+    t0 = time.time()
+    new = mem.remember("we talked about sailing boats", kind="fact", importance=1.0)
+    hits = mem.recall("sailing boats", k=2, floor=False, now=t0 + 4 * DAY)
+    assert [h.memory.id for h in hits] == [new.id, old.id]
+    assert hits[0].retention > hits[1].retention
+
+
+def test_the_sweep_is_bounded_and_resumes(mem):
+    chat, _, _ = seed(mem)
+    t0 = time.time()
+    first = mem.consolidate(now=t0 + 3 * DAY, limit=8)
+    assert first["scanned"] == 8 and first["warm"] == 8
+    while True:
+        step = mem.consolidate(now=t0 + 3 * DAY, limit=8)
+        if step["scanned"] < 8:
+            break
+    assert {mem.get(m.id).tier for m in chat} == {"warm"}
+    with pytest.raises(errors.InvalidArgumentError):
+        mem.consolidate(limit=0)
