@@ -23,7 +23,7 @@ from localmem import entities as ents
 from localmem.errors import CorruptFileError, StorageError
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -50,7 +50,10 @@ CREATE TABLE IF NOT EXISTS memories (
     stability REAL NOT NULL DEFAULT 1.0,
     t_last REAL NOT NULL DEFAULT 0.0,
     recalls INTEGER NOT NULL DEFAULT 0,
-    forgotten_at REAL
+    forgotten_at REAL,
+    superseded_by INTEGER,  -- a newer fact that contradicts this one
+    merged_into INTEGER,    -- the memory this near-duplicate was merged into
+    sources TEXT NOT NULL DEFAULT '[]'  -- provenance of the duplicates merged into this one
 );
 CREATE INDEX IF NOT EXISTS memories_tier ON memories(tier, id);
 CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
@@ -68,7 +71,8 @@ CREATE INDEX IF NOT EXISTS entities_id ON entities(id);
 
 COLUMNS = (
     "id, text, kind, source, session, key, event_time, created_time, importance, pinned, "
-    "tags, entities, model, lsn, speaker, tier, stability, t_last, recalls, forgotten_at"
+    "tags, entities, model, lsn, speaker, tier, stability, t_last, recalls, forgotten_at, "
+    "superseded_by, merged_into, sources"
 )
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
 LIVE = "tier != 'forgotten'"  # forgotten memories are out of every index
@@ -193,7 +197,7 @@ class Catalog:
             names = [str(e) for e in m.get("entities", [])]
             tier = str(m.get("tier", "hot"))
             self.db.execute(
-                f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 20)})",
+                f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 23)})",
                 (
                     item.id,
                     item.text,
@@ -215,6 +219,9 @@ class Catalog:
                     float(m.get("t_last", m.get("created", 0.0))),
                     int(m.get("recalls", 0)),
                     m.get("forgotten_at"),
+                    m.get("superseded_by"),
+                    m.get("merged_into"),
+                    json.dumps(m.get("sources", []), ensure_ascii=False),
                 ),
             )
             if tier == "forgotten":

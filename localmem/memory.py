@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from localmem import consolidate, tiers
 from localmem import entities as ents
 from localmem import lifecycle as lc
-from localmem import tiers
 from localmem.catalog import Catalog
 from localmem.embed import Embedder, OnnxEmbedder
 from localmem.errors import (
@@ -70,6 +70,9 @@ class MemoryItem:
     stability: float = 1.0  # days
     last_used: datetime | None = None  # the last reinforcement (creation at first)
     recalls: int = 0
+    superseded_by: int | None = None  # a newer memory that contradicts this one
+    merged_into: int | None = None  # set on a near-duplicate folded into another memory
+    sources: tuple[dict[str, Any], ...] = ()  # provenance of duplicates merged into this one
 
     def retention(self, now: datetime | float | None = None) -> float:
         """R in [0, 1]: how much of this memory is left (Ebbinghaus; lifecycle.py)."""
@@ -80,6 +83,7 @@ class MemoryItem:
     def from_row(cls, r: Sequence[Any]) -> MemoryItem:
         (id, text, kind, source, session, key, et, ct, imp, pinned, tags, names, model) = r[:13]
         tier, stability, t_last, recalls = r[15:19]
+        superseded_by, merged_into, sources = r[20:23]
         return cls(
             id=int(id),
             text=text,
@@ -98,6 +102,9 @@ class MemoryItem:
             stability=float(stability),
             last_used=datetime.fromtimestamp(t_last, timezone.utc),
             recalls=int(recalls),
+            superseded_by=superseded_by,
+            merged_into=merged_into,
+            sources=tuple(json.loads(sources)),
         )
 
 
@@ -520,14 +527,18 @@ class Memory:
     def consolidate(
         self, *, now: datetime | float | str | None = None, limit: int = 10_000
     ) -> dict[str, int]:
-        """One bounded step of the forgetting sweep (at most ``limit`` memories looked at;
-        the next call goes on where it stopped): demotes faded memories a tier, purges the
-        forgotten past their grace period. Returns counts per target tier."""
+        """One bounded step of upkeep (at most ``limit`` memories looked at by each part; the
+        next call goes on where it stopped): demotes faded memories, purges the forgotten past
+        their grace period, folds near-duplicates together (keeping every source) and marks
+        facts a newer one contradicts as superseded. Returns what it did, by kind."""
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError("limit must be a positive int")
         self._sync()
-        return tiers.sweep(self, to_timestamp(now, "now"), limit)
+        t = to_timestamp(now, "now")
+        counts = tiers.sweep(self, t, limit)
+        counts.update(consolidate.step(self, t, limit))
+        return counts
 
     # ------------------------------------------------------------------ reading
 

@@ -72,6 +72,7 @@ class Weights:
 
 
 WEIGHTS = Weights()
+SUPERSEDED = 0.5  # score factor of a memory a newer one contradicts (it still shows, below)
 MIN_COS_SPREAD = 0.05
 
 
@@ -252,6 +253,9 @@ class Retriever:
             retention[id] = r
             if score[id] > 0:
                 score[id] *= lc.rank_weight(r)
+                if row[20] is not None:  # a newer memory contradicts this one
+                    score[id] *= SUPERSEDED
+                    why[id]["superseded_by"] = float(row[20])
 
         ranked = sorted(score.items(), key=lambda kv: -kv[1])
         out: list[Hit] = []

@@ -113,7 +113,11 @@ def restore(mem: Memory, id: int, now: float) -> None:
         )
     r = rows[id]
     s0 = lc.initial_stability(r[2], float(r[8]))
-    rewrite(mem, {id: ("hot", {"t_last": now, "stability": max(float(r[16]), s0)})}, now)
+    rewrite(
+        mem,
+        {id: ("hot", {"t_last": now, "stability": max(float(r[16]), s0), "merged_into": None})},
+        now,
+    )
     mem._sync()
 
 

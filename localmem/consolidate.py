@@ -1,0 +1,126 @@
+"""Consolidation: fold near-duplicates into one memory, and let a newer fact supersede an
+older one it contradicts. No LLM: the INT8 index finds each new memory's nearest older
+neighbours, and the words they do and do not share decide.
+
+- **Duplicate**: cosine ≥ ``SAME`` (a restatement), or ≥ ``ELABORATES`` when one text's
+  content words are a subset of the other's ("I work at Google" / "I work at Google as an
+  engineer"). The more informative text survives under the older id; the other becomes a
+  forgotten memory with ``merged_into`` (restorable), and the survivor keeps its provenance
+  in ``sources`` and the stronger lifecycle state of the two.
+- **Contradiction**: two facts or preferences with cosine ≥ ``SAME_SUBJECT`` that share a
+  content word and each say something the other does not ("Caroline lives in Lisbon" /
+  "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by`` and ranks
+  below (``retrieval``), and its hit's ``why`` names the newer one.
+
+Thresholds were set on MiniLM pairs (see tests/test_consolidate.py): restatements score
+0.93-1.0, elaborations 0.80-0.90, same-subject contradictions 0.75-0.86, different facts
+about one person ≤ 0.5.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from localmem import entities as ents
+from localmem import tiers
+from localmem.retrieval import STOPWORDS
+
+if TYPE_CHECKING:
+    from localmem.memory import Memory
+
+SAME = 0.95
+ELABORATES = 0.80
+SAME_SUBJECT = 0.70
+NEIGHBOURS = 5
+STATEMENTS = ("fact", "preference")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in (x.lower() for x in _WORD.findall(text)) if w not in STOPWORDS}
+
+
+def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
+    """Looks at up to ``limit`` memories added since the last step."""
+    cat, store = mem.catalog, mem.store
+    cursor = int(cat.state("consolidate_cursor") or 0)
+    with cat._lock:
+        new = list(
+            cat.db.execute(
+                "SELECT id FROM memories WHERE id > ? AND tier IN ('hot', 'warm') "
+                "AND merged_into IS NULL ORDER BY id LIMIT ?",
+                (cursor, limit),
+            )
+        )
+    merged = superseded = 0
+    for (id,) in new:
+        id = int(id)
+        rows = cat.rows([id])
+        if not rows or rows[id][15] not in ("hot", "warm") or rows[id][21] is not None:
+            continue  # merged or forgotten by an earlier step of this loop
+        v = store.get(id).vector
+        if v is None:
+            continue
+        older = [(j, s) for j, s in store.search(v, NEIGHBOURS + 1) if j < id]
+        near = cat.rows([j for j, _ in older])
+        me = rows[id]
+        mine = content_words(me[1])
+        for j, cos in older:
+            other = near.get(j)
+            if other is None or other[15] == "forgotten" or other[21] is not None:
+                continue
+            theirs = content_words(other[1])
+            if cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine)):
+                _merge(mem, keep=j, drop=id, rows={j: other, id: me}, now=now)
+                merged += 1
+                break
+            if (
+                cos >= SAME_SUBJECT
+                and me[2] in STATEMENTS
+                and other[2] in STATEMENTS
+                and mine & theirs
+                and mine - theirs
+                and theirs - mine
+                and other[20] is None
+            ):
+                tiers.rewrite(mem, {j: (other[15], {"superseded_by": id})}, now)
+                superseded += 1
+                break
+    if new:
+        cat.set_state("consolidate_cursor", int(new[-1][0]))
+    mem._sync()
+    return {"merged": merged, "superseded": superseded}
+
+
+def _merge(
+    mem: Memory, *, keep: int, drop: int, rows: dict[int, tuple[Any, ...]], now: float
+) -> None:
+    """Folds ``drop`` into ``keep`` (the older id): the longer text, both provenances, the
+    stronger lifecycle state. ``drop`` is forgotten (restorable), never deleted."""
+    k, d = rows[keep], rows[drop]
+    item = mem.store.get(keep)
+    meta = dict(item.meta)
+    sources = list(meta.get("sources", []))
+    for r in (k, d) if not sources else (d,):
+        sources.append(
+            {"id": int(r[0]), "text": r[1], "source": r[3], "session": r[4], "created": r[7]}
+        )
+    meta.update(
+        sources=sources,
+        importance=max(float(k[8]), float(d[8])),
+        pinned=bool(k[9]) or bool(d[9]),
+        stability=max(float(k[16]), float(d[16])),
+        t_last=max(float(k[17]), float(d[17])),
+        recalls=int(k[18]) + int(d[18]),
+    )
+    text = d[1] if len(d[1]) > len(k[1]) else k[1]
+    if text != item.text:  # the more informative statement becomes the memory's text
+        for key in ("code", "forgotten_at"):
+            meta.pop(key, None)
+        meta.update(tier="hot", entities=ents.extract(text))
+        mem.store.put(keep, text, meta=meta, vector=mem.embedder.embed([text])[0])
+    else:
+        meta.pop("tier", None)
+        tiers.rewrite(mem, {keep: ("hot", meta)}, now)
+    tiers.rewrite(mem, {drop: ("forgotten", {"merged_into": keep})}, now)
