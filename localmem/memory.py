@@ -202,7 +202,7 @@ def _check_item(
         "source": source,
         "session": session,
         "key": key,
-        "when": to_timestamp(when),
+        "when": None if when is None else to_timestamp(when),  # None: now, by the clock
         "importance": float(importance),
         "pinned": bool(pinned),
         "tags": [t.strip() for t in tag_list],
@@ -237,10 +237,21 @@ class Memory:
     """A memory store: ``Memory.open(path)`` (default: ``$LOCALMEM_STORE`` or the user data
     directory). Thread-safe; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, store: Store, catalog: Catalog, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        embedder: Embedder,
+        *,
+        forgetting: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store, self._catalog, self._embedder = store, catalog, embedder
+        self._forgetting, self._clock = forgetting, clock
         self._ids = threading.Lock()
         self._closed = False
+        self._upkeep_lock = threading.Lock()
+        self._last_upkeep = time.monotonic()
         from localmem.retrieval import Retriever
 
         self._retriever = Retriever(self)
@@ -255,6 +266,8 @@ class Memory:
         sync: str = "batch",
         reembed: bool = False,
         progress: Progress | None = None,
+        forgetting: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> Memory:
         """Opens (creating it if needed) the store at ``path``.
 
@@ -263,6 +276,10 @@ class Memory:
         remembers which model embedded its memories: opening it with another one raises
         ModelMismatchError unless ``reembed=True``, which re-embeds every memory (with
         ``progress``) — vectors of two models never mix.
+
+        ``forgetting=False`` turns the automatic upkeep off (no demotion, no purge, no
+        merging unless ``consolidate()`` is called); ``clock`` is the time source (unix
+        seconds) for creation times and retention, for simulations and tests.
         """
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
@@ -274,7 +291,7 @@ class Memory:
         except BaseException:
             store.close()
             raise
-        mem = cls(store, catalog, emb)
+        mem = cls(store, catalog, emb, forgetting=forgetting, clock=clock)
         store.retain(lambda: catalog.applied_lsn)
         try:
             mem._sync()
@@ -282,7 +299,33 @@ class Memory:
         except BaseException:
             mem.close()
             raise
+        if forgetting:
+            mem._upkeep(sweep_only=True)  # demotions due since the store was last open
         return mem
+
+    #: Automatic upkeep: at most one bounded step this often (seconds), after a write or a
+    #: recall; consolidate() runs a step on demand.
+    UPKEEP_INTERVAL = 300.0
+    UPKEEP_LIMIT = 500
+
+    def _upkeep(self, *, sweep_only: bool = False) -> None:
+        """A bounded upkeep step that must never fail the call that triggered it."""
+        if not self._upkeep_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_upkeep = time.monotonic()
+            now = self._clock()
+            tiers.sweep(self, now, 2 * self.UPKEEP_LIMIT)
+            if not sweep_only:
+                consolidate.step(self, now, self.UPKEEP_LIMIT)
+        except Exception as e:
+            log.warning("%s: automatic upkeep failed, will retry: %s", self.path, e)
+        finally:
+            self._upkeep_lock.release()
+
+    def _maybe_upkeep(self) -> None:
+        if self._forgetting and time.monotonic() - self._last_upkeep >= self.UPKEEP_INTERVAL:
+            self._upkeep()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -315,6 +358,9 @@ class Memory:
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    def _now(self, now: datetime | float | str | None) -> float:
+        return self._clock() if now is None else to_timestamp(now, "now")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -459,6 +505,7 @@ class Memory:
             out += self._write(chunk, self._embed_progress(progress, len(out), total))
             if progress is not None:
                 progress(len(out), total)
+        self._maybe_upkeep()
         return out
 
     @staticmethod
@@ -482,12 +529,14 @@ class Memory:
         self._check_open()
         vecs = self._embedder.embed([t for t, _ in chunk], progress=progress)
         ids = self._new_ids(len(chunk))
-        now = time.time()
+        now = self._clock()
         model = self._embedder.model_id
         items = []
         for id, (text, meta), v in zip(ids, chunk, vecs, strict=True):
             meta["created"] = now
             meta["t_last"] = now
+            if meta["when"] is None:
+                meta["when"] = now
             meta["model"] = model
             items.append((id, text, meta, v))
         self._store.put_many(items)
@@ -505,14 +554,14 @@ class Memory:
         if purge:
             self._store.delete(id)
         else:
-            tiers.rewrite(self, {id: ("forgotten", {})}, time.time())
+            tiers.rewrite(self, {id: ("forgotten", {})}, self._clock())
         self._sync()
 
     def restore(self, id: int) -> MemoryItem:
         """Undoes a demotion or a forget (until the purge): the memory is hot again."""
         self._check_open()
         self._sync()
-        tiers.restore(self, self._check_id(id), time.time())
+        tiers.restore(self, self._check_id(id), self._clock())
         return self.get(id)
 
     def reinforce(self, ids: Iterable[int], *, now: datetime | float | str | None = None) -> int:
@@ -522,7 +571,7 @@ class Memory:
         self._check_open()
         ids = [self._check_id(i) for i in ids]
         self._sync()
-        return tiers.reinforce(self, ids, to_timestamp(now, "now"))
+        return tiers.reinforce(self, ids, self._now(now))
 
     def consolidate(
         self, *, now: datetime | float | str | None = None, limit: int = 10_000
@@ -535,7 +584,7 @@ class Memory:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError("limit must be a positive int")
         self._sync()
-        t = to_timestamp(now, "now")
+        t = self._now(now)
         counts = tiers.sweep(self, t, limit)
         counts.update(consolidate.step(self, t, limit))
         return counts
@@ -622,7 +671,7 @@ class Memory:
             raise InvalidArgumentError(f"k must be an int in [1, 1000], got {k!r}")
         if kind is not None and kind not in KINDS:
             raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-        t_now = to_timestamp(now, "now")
+        t_now = self._now(now)
         self._sync()
         hits = self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
         used = [h.memory.id for h in hits] if reinforce else []
@@ -636,6 +685,7 @@ class Memory:
                 self._sync()
         except Exception as e:  # the answer stands even if the bookkeeping failed
             log.warning("recall: could not reinforce/promote %s: %s", used or cold, e)
+        self._maybe_upkeep()
         return hits
 
     def stats(self) -> dict[str, Any]:

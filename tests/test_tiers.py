@@ -112,3 +112,29 @@ def test_the_sweep_is_bounded_and_resumes(mem):
     assert {mem.get(m.id).tier for m in chat} == {"warm"}
     with pytest.raises(errors.InvalidArgumentError):
         mem.consolidate(limit=0)
+
+
+def test_upkeep_runs_by_itself_on_open_and_after_calls(tmp_path, monkeypatch):
+    with open_mem(tmp_path / "m") as m:
+        chat, _, _ = seed(m)
+    later = time.time() + 8 * DAY
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off", clock=lambda: later) as m:
+        # the sweep on open demoted what faded meanwhile
+        assert {m.get(c.id).tier for c in chat} == {"cold"}
+        m.remember("Tom lent me Dune", kind="fact")
+        m.remember("Tom lent me Dune.", kind="fact")
+        monkeypatch.setattr(Memory, "UPKEEP_INTERVAL", 0.0)
+        m.recall("anything", floor=False)  # ... and every UPKEEP_INTERVAL after a call
+        assert len(m.list(kind="fact")) == 2  # the duplicate folded into the first
+
+
+def test_forgetting_off_keeps_everything_hot(tmp_path):
+    with open_mem(tmp_path / "m") as m:
+        chat, _, _ = seed(m)
+    later = time.time() + 30 * DAY
+    with Memory.open(
+        tmp_path / "m", embedder=HashEmbedder(), sync="off", clock=lambda: later, forgetting=False
+    ) as m:
+        m.remember("one more", kind="episodic")
+        assert {m.get(c.id).tier for c in chat} == {"hot"}
+        assert m.get(chat[0].id).retention(later) < 0.01  # faded, but nothing moved
