@@ -7,8 +7,9 @@ neighbours, and the words they do and do not share decide.
   engineer"). The more informative text survives under the older id; the other becomes a
   forgotten memory with ``merged_into`` (restorable), and the survivor keeps its provenance
   in ``sources`` and the stronger lifecycle state of the two.
-- **Contradiction**: two facts or preferences with cosine ≥ ``SAME_SUBJECT`` that share a
-  content word and each say something the other does not ("Caroline lives in Lisbon" /
+- **Contradiction**: two facts or preferences with cosine ≥ ``SAME_SUBJECT`` about the
+  same subject (the first name each mentions), sharing a content word besides that name
+  (what about it: "lives") and each saying something the other does not ("Caroline lives in Lisbon" /
   "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by`` and ranks
   below (``retrieval``), and its hit's ``why`` names the newer one.
 
@@ -19,6 +20,7 @@ about one person ≤ 0.5.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +81,10 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
                 cos >= SAME_SUBJECT
                 and me[2] in STATEMENTS
                 and other[2] in STATEMENTS
-                and mine & theirs
+                and (subject := _subject(me)) is not None
+                and subject == _subject(other)  # about the same someone (named first)
+                and (mine & theirs) - set(subject.split())  # ... and the same thing about
+                # them ("lives"), not just their name
                 and mine - theirs
                 and theirs - mine
                 and other[20] is None
@@ -91,6 +96,13 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
         cat.set_state("consolidate_cursor", int(new[-1][0]))
     mem._sync()
     return {"merged": merged, "superseded": superseded}
+
+
+def _subject(row: tuple[Any, ...]) -> str | None:
+    """The first name a statement mentions: usually what it is about ("Chloe grew up in
+    Krakow" is about Chloe, not Krakow)."""
+    names = json.loads(row[11])
+    return str(names[0]).lower() if names else None
 
 
 def _merge(
