@@ -174,23 +174,23 @@ def make_stream(days: int, seed: int) -> Stream:
     return st
 
 
-def store_bytes(mem: Memory) -> int:
-    """Arena + index + the catalog's used pages + the log's records (not its preallocation)."""
+def store_parts(mem: Memory) -> dict[str, int]:
+    """Arena, index, the catalog's used pages and the log's records (not its preallocation)."""
     root = mem.path
-    n = sum(
-        f.stat().st_size
+    parts = {
+        sub: sum(f.stat().st_size for f in (root / sub).glob("*") if f.is_file())
         for sub in ("arena", "index")
-        for f in (root / sub).glob("*")
-        if f.is_file()
-    )
+    }
     db = mem.catalog.db
-    pages = (
-        db.execute("PRAGMA page_count").fetchone()[0]
-        - db.execute("PRAGMA freelist_count").fetchone()[0]
-    )
-    n += pages * db.execute("PRAGMA page_size").fetchone()[0]
-    n += int(mem.store.stats()["wal"]["bytes"])
-    return n
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    parts["catalog"] = (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
+    parts["log"] = int(mem.store.stats()["wal"]["bytes"])
+    return parts
+
+
+def store_bytes(mem: Memory) -> int:
+    return sum(store_parts(mem).values())
 
 
 def rss_mb() -> float:
@@ -323,6 +323,7 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
         "by_tier": mem.stats()["by_tier"],
         "samples": samples,
         "rss_mb": rss_mb(),
+        "parts": store_parts(mem),
     }
     mem.close()
     return out
@@ -404,6 +405,7 @@ def main() -> int:
         ("rss_mb", "{:.0f}"),
     ):
         print(f"{key:28}{fmt.format(f[key]):>12}{fmt.format(k[key]):>12}")
+    print(f"parts (forgetting): {f['parts']}\nparts (keep-all):   {k['parts']}")
     print("\nmonthly store bytes (forgetting / keep-all):")
     for a, b in zip(f["samples"], k["samples"], strict=False):
         print(
