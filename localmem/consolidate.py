@@ -9,9 +9,9 @@ neighbours, and the words they do and do not share decide.
   in ``sources`` and the stronger lifecycle state of the two.
 - **Contradiction**: two facts or preferences with cosine ≥ ``SAME_SUBJECT`` about the
   same subject (the first name each mentions), sharing a content word besides that name
-  (what about it: "lives") and each saying something the other does not ("Caroline lives in Lisbon" /
-  "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by`` and ranks
-  below (``retrieval``), and its hit's ``why`` names the newer one.
+  (what about it: "lives") and each saying something the other does not ("Caroline lives
+  in Lisbon" / "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by``
+  and ranks below (``retrieval``), and its hit's ``why`` names the newer one.
 
 Thresholds were set on MiniLM pairs (see tests/test_consolidate.py): restatements score
 0.93-1.0, elaborations 0.80-0.90, same-subject contradictions 0.75-0.86, different facts

@@ -130,6 +130,26 @@ def check_store(rng: np.random.Generator) -> tuple[bool, str]:
     )
 
 
+def check_embeddings(rng: np.random.Generator) -> tuple[bool, str]:
+    """The embedded model: its files verified against the registry, loaded, and a paraphrase
+    scored above an unrelated sentence."""
+    from localmem.embed import OnnxEmbedder
+
+    e = OnnxEmbedder()
+    v = e.embed(["Caroline moved to Lisbon last May", "Where does Caroline live now?",
+                 "The printer is out of toner"])  # fmt: skip
+    related, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
+    texts = [f"sentence number {i} about the weather and the garden" for i in range(64)]
+    t0 = time.perf_counter()
+    e.embed(texts)
+    rate = len(texts) / (time.perf_counter() - t0)
+    ok = related > unrelated + 0.2 and v.shape[1] == e.dim
+    return ok, (
+        f"{e.model_id} (sha256 verified), dim {e.dim}: paraphrase {related:.2f} vs unrelated "
+        f"{unrelated:.2f}; {rate:.0f} short texts/s"
+    )
+
+
 def _disk_dir() -> str | None:
     """A temporary directory on the disk that holds the store (fsync on tmpfs is free)."""
     parent = default_store_path().parent
@@ -160,6 +180,7 @@ CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
     ("index file", check_file),
     ("crc32c", check_crc),
     ("store", check_store),
+    ("embeddings", check_embeddings),
 ]
 
 
