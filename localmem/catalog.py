@@ -309,20 +309,34 @@ class Catalog:
             row = self.db.execute(q, params).fetchone()
         return int(row[0]) if row else 0
 
-    def keyword(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]]:
-        """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better)."""
+    def keyword(
+        self, terms: Sequence[str], limit: int, *, where: str = "", params: Sequence[Any] = ()
+    ) -> list[tuple[int, float]]:
+        """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better).
+        ``where`` filters on the memories' columns (e.g. ``"m.kind = ?"``)."""
         words = [w for t in terms for w in _WORD.findall(t)]
         if not words:
             return []
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        if where:
+            q = (
+                "SELECT f.rowid, bm25(memories_fts) AS s FROM memories_fts f "
+                f"JOIN memories m ON m.id = f.rowid WHERE memories_fts MATCH ? AND {where} "
+                "ORDER BY s LIMIT ?"
+            )
+        else:
+            q = (
+                "SELECT rowid, bm25(memories_fts) AS s FROM memories_fts "
+                "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?"
+            )
+        with self._lock:
+            return [(int(r[0]), -float(r[1])) for r in self.db.execute(q, (match, *params, limit))]
+
+    def ids_where(self, where: str, params: Sequence[Any]) -> list[int]:
         with self._lock:
             return [
-                (int(r[0]), -float(r[1]))
-                for r in self.db.execute(
-                    "SELECT rowid, bm25(memories_fts) AS s FROM memories_fts "
-                    "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?",
-                    (match, limit),
-                )
+                int(r[0])
+                for r in self.db.execute(f"SELECT id FROM memories m WHERE {where}", params)
             ]
 
     def session_neighbours(self, id: int, session: str, width: int) -> list[int]:

@@ -2,7 +2,8 @@
 older one it contradicts. No LLM: the INT8 index finds each new memory's nearest older
 neighbours, and the words they do and do not share decide.
 
-- **Duplicate**: cosine ≥ ``SAME`` (a restatement), or ≥ ``ELABORATES`` when one text's
+- **Duplicate** (two memories of the same kind, not chat turns — those are moments, not
+  statements): cosine ≥ ``SAME`` (a restatement), or ≥ ``ELABORATES`` when one text's
   content words are a subset of the other's ("I work at Google" / "I work at Google as an
   engineer"). The more informative text survives under the older id; the other becomes a
   forgotten memory with ``merged_into`` (restorable), and the survivor keeps its provenance
@@ -73,7 +74,12 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
             if other is None or other[15] == "forgotten" or other[21] is not None:
                 continue
             theirs = content_words(other[1])
-            if cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine)):
+            # Turns of conversation are events, not statements: "Thanks, sounds great!" said
+            # in two sessions is two moments, and merging would tear a session's context.
+            mergeable = me[2] == other[2] and me[2] != "episodic"
+            if mergeable and (
+                cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
+            ):
                 _merge(mem, keep=j, drop=id, rows={j: other, id: me}, now=now)
                 merged += 1
                 break

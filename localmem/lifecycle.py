@@ -71,10 +71,11 @@ def retention(now: float, t_last: float, stability_days: float, *, pinned: bool 
 def reinforce(
     now: float, t_last: float, stability_days: float, p: Params = PARAMS
 ) -> tuple[float, float]:
-    """A recall the caller used: the new (stability in days, t_last)."""
+    """A recall the caller used: the new (stability in days, t_last). A ``now`` before the
+    last reinforcement (a question dated in the past) never moves the clock back."""
     r = retention(now, t_last, stability_days)
     s = stability_days * (1.0 + p.growth_min + p.growth_spacing * (1.0 - r))
-    return min(p.s_max_days, s), now
+    return min(p.s_max_days, s), max(now, t_last)
 
 
 def tier_for(r: float, p: Params = PARAMS) -> str:

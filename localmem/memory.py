@@ -9,6 +9,7 @@ the TUI) is visible on the next call.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import logging
 import math
@@ -131,17 +132,24 @@ def to_timestamp(when: Any, what: str = "when") -> float:
     if isinstance(when, bool):
         raise InvalidArgumentError(f"{what} must be a datetime, a timestamp or an ISO string")
     if isinstance(when, datetime):
-        t = when.timestamp()
+        try:
+            t = when.timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise InvalidArgumentError(f"{what}={when!r} is out of range") from None
     elif isinstance(when, (int, float)):
         t = float(when)
     elif isinstance(when, str):
         try:
-            t = datetime.fromisoformat(when.strip().replace("Z", "+00:00")).timestamp()
+            parsed = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidArgumentError(
                 f"{what}={when!r} is not an ISO 8601 date or time (e.g. 2023-05-08 or "
                 "2023-05-08T13:56:00)"
             ) from None
+        try:
+            t = parsed.timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise InvalidArgumentError(f"{what}={when!r} is out of range") from None
     else:
         raise InvalidArgumentError(
             f"{what} must be a datetime, a unix timestamp or an ISO string, got "
@@ -184,7 +192,9 @@ def _check_item(
         raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if source not in SOURCES:
         raise InvalidArgumentError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
-    if isinstance(importance, bool) or not isinstance(importance, (int, float)):
+    if isinstance(importance, bool) or not isinstance(
+        importance, (int, float, np.integer, np.floating)
+    ):
         raise InvalidArgumentError("importance must be a number in [0, 1]")
     if not 0.0 <= float(importance) <= 1.0:
         raise InvalidArgumentError(f"importance must be in [0, 1], got {importance}")
@@ -251,6 +261,7 @@ class Memory:
         self._ids = threading.Lock()
         self._closed = False
         self._upkeep_lock = threading.Lock()
+        self._catalog_lsn = catalog.applied_lsn  # what the log must keep for the catalog
         self._last_upkeep = time.monotonic()
         from localmem.retrieval import Retriever
 
@@ -292,7 +303,9 @@ class Memory:
             store.close()
             raise
         mem = cls(store, catalog, emb, forgetting=forgetting, clock=clock)
-        store.retain(lambda: catalog.applied_lsn)
+        # The retention point is a cached number: a checkpoint asks for it under the store's
+        # lock, and reading the catalog there would invert the lock order of _sync.
+        store.retain(lambda: mem._catalog_lsn)
         try:
             mem._sync()
             mem._check_model(reembed, progress)
@@ -371,12 +384,20 @@ class Memory:
         self._store.refresh()
         last = self._store.last_lsn
         done = self._catalog.applied_lsn
+        self._catalog_lsn = done
         if done >= last:
             return
         try:
-            self._catalog.apply(self._store.changes(done), upto=last)
+            # Read from the store, then apply under the catalog's lock: never both locks
+            # at once (a checkpoint holds the store's and asks for _catalog_lsn).
+            changes = self._store.changes(done)
+            while batch := list(itertools.islice(changes, 4096)):
+                self._catalog.apply(batch, upto=batch[-1][0])
+                self._catalog_lsn = batch[-1][0]
+            self._catalog.apply([], upto=last)
         except LogTruncatedError:
             self._rebuild_catalog(last)
+        self._catalog_lsn = self._catalog.applied_lsn
 
     def _rebuild_catalog(self, last: int) -> None:
         def items() -> Iterable[tuple[int, bytes]]:
@@ -389,6 +410,13 @@ class Memory:
 
     def _check_model(self, reembed: bool, progress: Progress | None) -> None:
         stored = self._catalog.state("model")
+        if stored is None:  # a rebuilt catalog: the items say which model embedded them
+            with self._catalog._lock:
+                row = self._catalog.db.execute(
+                    "SELECT model FROM memories WHERE model IS NOT NULL "
+                    "AND tier != 'forgotten' LIMIT 1"
+                ).fetchone()
+            stored = row[0] if row else None
         mine = self._embedder.model_id
         if stored is None or self._catalog.count() == 0:
             self._catalog.set_state("model", mine)
@@ -405,16 +433,34 @@ class Memory:
         self._catalog.set_state("model", mine)
 
     def _reembed(self, progress: Progress | None) -> None:
+        """Every memory again with the new model, each in its own tier's form (a forgotten
+        one keeps no vector; a cold one gets a new sign code)."""
         rows = self._catalog.select()
         total = len(rows)
+        model = self._embedder.model_id
         for start in range(0, total, 256):
             chunk = rows[start : start + 256]
-            vecs = self._embedder.embed([r[1] for r in chunk])
-            items = []
-            for r, v in zip(chunk, vecs, strict=True):
-                it = self._store.get(int(r[0]))
-                meta = dict(it.meta, model=self._embedder.model_id)
-                items.append((int(r[0]), it.text, meta, v))
+            live = [r for r in chunk if r[15] != "forgotten"]
+            vecs = dict(
+                zip(
+                    [int(r[0]) for r in live],
+                    self._embedder.embed([r[1] for r in live]),
+                    strict=True,
+                )
+            )
+            items: list[tuple[int, str, dict[str, Any], Any, bool]] = []
+            for r in chunk:
+                id = int(r[0])
+                it = self._store.get(id)
+                meta = dict(it.meta, model=model)
+                tier = r[15]
+                if tier == "cold":
+                    meta["code"] = tiers.binary_code(vecs[id]).hex()
+                    items.append((id, it.text, meta, None, False))
+                elif tier == "forgotten":
+                    items.append((id, it.text, meta, None, False))
+                else:
+                    items.append((id, it.text, meta, vecs[id], tier == "warm"))
             self._store.put_many(items)
             if progress is not None:
                 progress(start + len(chunk), total)
@@ -581,7 +627,7 @@ class Memory:
         their grace period, folds near-duplicates together (keeping every source) and marks
         facts a newer one contradicts as superseded. Returns what it did, by kind."""
         self._check_open()
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31:
             raise InvalidArgumentError("limit must be a positive int")
         self._sync()
         t = self._now(now)
@@ -593,8 +639,12 @@ class Memory:
 
     @staticmethod
     def _check_id(id: Any) -> int:
-        if isinstance(id, bool) or not isinstance(id, (int, np.integer)) or id <= 0:
-            raise InvalidArgumentError(f"a memory id is a positive int, got {id!r}")
+        if (
+            isinstance(id, bool)
+            or not isinstance(id, (int, np.integer))
+            or not 0 < id <= rec.MAX_ID
+        ):
+            raise InvalidArgumentError(f"a memory id is an int in [1, 2**63 - 1], got {id!r}")
         return int(id)
 
     def get(self, id: int) -> MemoryItem:
@@ -622,8 +672,15 @@ class Memory:
         self._check_open()
         if kind is not None and kind not in KINDS:
             raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgumentError("limit and offset must be non-negative ints")
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 0 <= limit <= 2**31
+            or isinstance(offset, bool)
+            or not isinstance(offset, int)
+            or not 0 <= offset <= 2**62
+        ):
+            raise InvalidArgumentError("limit must be an int in [0, 2**31], offset in [0, 2**62]")
         if tier is not None and tier not in lc.TIERS:
             raise InvalidArgumentError(f"tier must be one of {', '.join(lc.TIERS)}; got {tier!r}")
         self._sync()
@@ -671,6 +728,8 @@ class Memory:
             raise InvalidArgumentError(f"k must be an int in [1, 1000], got {k!r}")
         if kind is not None and kind not in KINDS:
             raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if session is not None and not isinstance(session, str):
+            raise InvalidArgumentError(f"session must be a str, got {type(session).__name__}")
         t_now = self._now(now)
         self._sync()
         hits = self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
@@ -681,7 +740,12 @@ class Memory:
                 tiers.reinforce(self, used, t_now)
             if cold:  # a cold memory that answers a question is worth its vector again,
                 # and its forgetting clock restarts (stability grows only when used)
-                tiers.rewrite(self, {i: ("warm", {"t_last": t_now}) for i in cold}, t_now)
+                rows = self._catalog.rows(cold)
+                tiers.rewrite(
+                    self,
+                    {i: ("warm", {"t_last": max(t_now, float(rows[i][17]))}) for i in rows},
+                    t_now,
+                )
                 self._sync()
         except Exception as e:  # the answer stands even if the bookkeeping failed
             log.warning("recall: could not reinforce/promote %s: %s", used or cold, e)

@@ -72,7 +72,10 @@ class Weights:
 
 
 WEIGHTS = Weights()
-SUPERSEDED = 0.5  # score factor of a memory a newer one contradicts (it still shows, below)
+# Taken off the score of a memory a newer, live one contradicts: it still shows, below (a
+# fused score is ~1-3 for a good match; half a keyword match's worth moves it under its
+# replacement without burying it).
+SUPERSEDED = 0.5
 MIN_COS_SPREAD = 0.05
 
 
@@ -140,8 +143,24 @@ class Retriever:
         qv = mem.embedder.embed([query])[0]
         why: dict[int, dict[str, float]] = {}
 
+        # A kind or session filter narrows every channel (filtering the fused candidates
+        # afterwards would miss whatever other kinds or sessions crowded out).
+        conds, params = [], []
+        if kind is not None:
+            conds.append("m.kind = ?")
+            params.append(kind)
+        if session is not None:
+            conds.append("m.session = ?")
+            params.append(session)
+        where = " AND ".join(conds)
+        allow = cat.ids_where(where + " AND m.tier != 'forgotten'", params) if where else None
+        if allow is not None and not allow:
+            return []
         # Semantic channel: the INT8 index.
-        sem = dict(store.search(qv, min(w.candidates, n)))
+        if allow is None:
+            sem = dict(store.search(qv, min(w.candidates, n)))
+        else:
+            sem = dict(store.search(qv, min(w.candidates, len(allow)), allow=allow))
         # Keyword channel: FTS5 BM25. Speakers' names stay out of it: every turn starts
         # with one, so such a term matches half the store (the costliest FTS5 term at 100k
         # memories) and says nothing the speaker channel does not say better.
@@ -149,10 +168,13 @@ class Retriever:
         low = {s.lower() for s in speakers}
         terms = query_terms(query)
         terms = [t for t in terms if t not in low] or terms
-        kw = dict(cat.keyword(terms, w.candidates))
+        kw = dict(cat.keyword(terms, w.candidates, where=where, params=params))
         # Temporal channel, candidates: the memories inside a window the query names (a
         # bounded number: the window boosts keyword and semantic candidates too).
-        windows = timeexpr.find(query, datetime.fromtimestamp(now)) if w.time else []
+        try:
+            windows = timeexpr.find(query, datetime.fromtimestamp(now)) if w.time else []
+        except (ValueError, OverflowError, OSError):
+            windows = []  # a "now" at the edge of the calendar: no relative dates
         in_window = {i for win in windows for i in cat.in_time(win.start, win.end, w.candidates)}
         # Cold tier: sign codes by Hamming distance (sqlite-vec), as an estimated cosine.
         code = tiers.binary_code(qv)
@@ -242,24 +264,31 @@ class Retriever:
                     why[id]["speaker"] = w.speaker
                     score[id] += w.speaker
 
-        # Retention: a faded memory must be more relevant to outrank a fresh one.
+        # Retention: a faded memory must be more relevant to outrank a fresh one. And a
+        # memory a newer, still live one contradicts ranks below. (Both scale a positive
+        # score down and a negative one further down.)
         retention: dict[int, float] = {}
         rows.update(cat.rows([i for i in score if i not in rows]))
+        newer = cat.rows([int(r[20]) for r in rows.values() if r[20] is not None])
         for id in score:
             row = rows.get(id)
-            if row is None:
+            if row is None or row[15] == "forgotten":
+                score[id] = float("-inf")  # never returned (a safety net: no index has it)
                 continue
             r = lc.retention(now, row[17], row[16], pinned=bool(row[9]))
             retention[id] = r
-            if score[id] > 0:
-                score[id] *= lc.rank_weight(r)
-                if row[20] is not None:  # a newer memory contradicts this one
-                    score[id] *= SUPERSEDED
-                    why[id]["superseded_by"] = float(row[20])
+            factor = lc.rank_weight(r)
+            score[id] = score[id] * factor if score[id] > 0 else score[id] / factor
+            sup = row[20]
+            if sup is not None and sup in newer and newer[sup][15] != "forgotten":
+                score[id] -= SUPERSEDED
+                why[id]["superseded_by"] = float(sup)
 
         ranked = sorted(score.items(), key=lambda kv: -kv[1])
         out: list[Hit] = []
         for id, s in ranked:
+            if s == float("-inf"):
+                break
             if floor and not (relevant(id) or id in anchors):
                 continue
             row = rows.get(id)

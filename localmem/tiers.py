@@ -121,6 +121,23 @@ def restore(mem: Memory, id: int, now: float) -> None:
     mem._sync()
 
 
+def _decide(rows: Iterable[tuple[Any, ...]], now: float) -> dict[int, str]:
+    """id -> the tier to demote to, or "purge", for (id, tier, S, t_last, pinned,
+    forgotten_at) rows."""
+    out = {}
+    for id, tier, s, t_last, pinned, forgotten_at in rows:
+        if tier == "forgotten":
+            if not pinned and now - (forgotten_at or now) > lc.PARAMS.purge_after_days * lc.DAY:
+                out[int(id)] = "purge"
+            continue
+        if pinned:
+            continue
+        target = lc.tier_for(lc.retention(now, t_last, s))
+        if RANK[target] > RANK[tier]:
+            out[int(id)] = target
+    return out
+
+
 def sweep(mem: Memory, now: float, limit: int) -> dict[str, int]:
     """One bounded step of the forgetting sweep: demotes the memories whose retention fell
     below their tier, purges forgotten ones past the grace period, and remembers where it
@@ -135,22 +152,30 @@ def sweep(mem: Memory, now: float, limit: int) -> dict[str, int]:
                 (cursor, limit),
             )
         )
+    decide = _decide(rows, now)
+    if decide:
+        # Decided on a snapshot: another handle may have restored or reinforced one of
+        # these meanwhile. Look again at what is current now, just before writing.
+        # (The window left is one catalog read to one write; closing it entirely needs a
+        # compare-and-put in the store.)
+        mem._sync()
+        fresh = mem.catalog.rows(list(decide))
+        current = [(id, r[15], r[16], r[17], r[9], r[19]) for id, r in fresh.items()]
+        decide = {id: t for id, t in _decide(current, now).items() if decide.get(id) == t}
     by_tier: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
-    purge = []
-    for id, tier, s, t_last, pinned, forgotten_at in rows:
-        if tier == "forgotten":
-            if not pinned and now - (forgotten_at or now) > lc.PARAMS.purge_after_days * lc.DAY:
-                purge.append(int(id))
-            continue
-        if pinned:
-            continue
-        target = lc.tier_for(lc.retention(now, t_last, s))
-        if RANK[target] > RANK[tier]:
-            by_tier.setdefault(target, {})[int(id)] = (target, {})
+    purge = [id for id, t in decide.items() if t == "purge"]
+    for id, t in decide.items():
+        if t != "purge":
+            by_tier.setdefault(t, {})[id] = (t, {})
     counts = {t: rewrite(mem, ch, now) for t, ch in by_tier.items()}
-    for id in purge:
-        mem.store.delete(id)
-    counts["purged"] = len(purge)
+    purged = 0
+    for id in purge:  # each checked once more right before it goes: a delete is final
+        mem._sync()
+        r = mem.catalog.rows([id]).get(id)
+        if r is not None and _decide([(id, r[15], r[16], r[17], r[9], r[19])], now):
+            mem.store.delete(id)
+            purged += 1
+    counts["purged"] = purged
     counts["scanned"] = len(rows)
     cat.set_state("sweep_cursor", int(rows[-1][0]) if len(rows) == limit else 0)
     mem._sync()

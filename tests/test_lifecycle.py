@@ -50,3 +50,8 @@ def test_tiers_follow_retention():
 def test_rank_weight_keeps_some_relevance_for_faded_memories():
     assert lc.rank_weight(1.0) == 1.0
     assert lc.rank_weight(0.0) == lc.PARAMS.rank_floor
+
+
+def test_a_question_dated_in_the_past_never_moves_the_clock_back():
+    s, t = lc.reinforce(100 * DAY, 200 * DAY, 5.0)
+    assert t == 200 * DAY and s > 5.0

@@ -4,6 +4,7 @@ view of the log, and model mismatch. Channel tests run on the real ONNX model.""
 from __future__ import annotations
 
 import sqlite3  # noqa: F401  (the catalog is apsw; sqlite3 only checks the file below)
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -285,3 +286,37 @@ def test_automatic_checkpoints_keep_the_log_the_catalog_still_needs(tmp_path, mo
         assert rebuilt == []
         assert len(mem) == 3000
         assert mem.store.stats()["wal"]["first_lsn"] > 1000  # and the log was cut
+
+
+def test_checkpoints_and_readers_in_other_threads_do_not_deadlock(tmp_path):
+    import threading
+
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        mem.store._opt["checkpoint_bytes"] = 1 << 16  # a checkpoint every few writes
+        stop = time.monotonic() + 2.0
+        errors_seen: list[BaseException] = []
+
+        def writer() -> None:
+            i = 0
+            try:
+                while time.monotonic() < stop:
+                    mem.remember_many([{"text": f"note {i} {j} " + "x" * 300} for j in range(20)])
+                    i += 1
+            except BaseException as e:
+                errors_seen.append(e)
+
+        def reader() -> None:
+            try:
+                while time.monotonic() < stop:
+                    mem.recall("note 3", floor=False)
+                    mem.list(limit=5)
+            except BaseException as e:
+                errors_seen.append(e)
+
+        threads = [threading.Thread(target=f) for f in (writer, reader, reader)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "deadlock"
+        assert errors_seen == []

@@ -138,3 +138,33 @@ def test_forgetting_off_keeps_everything_hot(tmp_path):
         m.remember("one more", kind="episodic")
         assert {m.get(c.id).tier for c in chat} == {"hot"}
         assert m.get(chat[0].id).retention(later) < 0.01  # faded, but nothing moved
+
+
+def test_filters_reach_every_channel_and_tiers(mem):
+    _, fact, _ = seed(mem)
+    mem.remember_many([{"text": f"another fact number {i}", "kind": "fact"} for i in range(150)])
+    t0 = time.time()
+    mem.consolidate(now=t0 + 7 * DAY)  # the chat goes cold; facts stay hot
+    hits = mem.recall("chat turn 4 about the weather", k=3, kind="episodic", floor=False,
+                      now=t0 + 7 * DAY)  # fmt: skip
+    assert hits and all(h.memory.kind == "episodic" for h in hits)
+    assert mem.recall("allergic to peanuts", k=1, kind="fact", floor=False)[0].memory.id == fact.id
+
+
+def test_reembedding_keeps_each_tier_and_forgotten_stay_out(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(model_id="a"), sync="off") as m:
+        gone = m.remember("the old door code is 4711")
+        m.forget(gone.id)
+        chat = m.remember("we talked about sailing boats", kind="episodic")
+        m.consolidate(now=time.time() + 7 * DAY)
+        assert m.get(chat.id).tier == "cold"
+    for f in (tmp_path / "m").glob("catalog.sqlite*"):
+        f.unlink()  # a lost catalog must not hide which model embedded the store
+    with pytest.raises(errors.ModelMismatchError):
+        Memory.open(tmp_path / "m", embedder=HashEmbedder(model_id="b"), sync="off")
+    with Memory.open(
+        tmp_path / "m", embedder=HashEmbedder(model_id="b"), sync="off", reembed=True
+    ) as m:
+        assert m.store.get(gone.id).vector is None and m.get(gone.id).tier == "forgotten"
+        assert m.store.get(chat.id).vector is None and "code" in m.store.get(chat.id).meta
+        assert all(h.memory.id != gone.id for h in m.recall("door code", floor=False))
