@@ -474,7 +474,13 @@ class Memory:
             with cat._lock:
                 cat.db.execute("BEGIN IMMEDIATE")
                 try:
-                    nxt = max(int(cat._state("next_id") or 1), cat.max_id() + 1)
+                    counter = cat._state("next_id")
+                    if counter is None:
+                        # A rebuilt catalog lost the counter, and a purged id may have been
+                        # the largest. Every id ever issued had its own PUT, so none is
+                        # above the log's last LSN: start past it.
+                        counter = self._store.last_lsn + 1
+                    nxt = max(int(counter), cat.max_id() + 1)
                     cat._set_state("next_id", nxt + n)
                     cat.db.execute("COMMIT")
                 except BaseException:
