@@ -158,6 +158,20 @@ bool all_zero(int fd, const std::string& path, uint64_t from, uint64_t to) {
     return true;
 }
 
+// One past the last non-zero byte of [from, to) (from if all zero), read backwards in chunks.
+uint64_t end_of_data(int fd, const std::string& path, uint64_t from, uint64_t to) {
+    std::vector<uint8_t> buf(size_t{1} << 16);
+    while (to > from) {
+        const uint64_t start = to - std::min<uint64_t>(buf.size(), to - from);
+        const size_t n = pread_some(fd, buf.data(), to - start, start, path);
+        for (size_t i = n; i > 0; --i)
+            if (buf[i - 1] != 0) return start + i;
+        if (n == 0) return start;
+        to = start;
+    }
+    return from;
+}
+
 bool path_exists(const std::string& path) {
     struct stat st{};
     return ::stat(path.c_str(), &st) == 0;
@@ -389,14 +403,18 @@ WalDamage Wal::recover() {
                     throw_errno("cannot truncate log segment", tail_->path);
                 alloc_end_ = end_;
             } else if (size > end_) {
+                // Keep what was written; the zeros after it are the preallocation (a torn
+                // record in preallocated space would otherwise copy a megabyte of them).
+                const uint64_t used = end_of_data(tail_->fd.get(), tail_->path, end_, size);
+                report.dropped_bytes -= std::min(report.dropped_bytes, size - used);
                 const std::string q =
                     qdir + "/" + base_name(tail_->path) + "." + std::to_string(end_) + "." + stamp;
                 UniqueFd out = open_file(q, O_WRONLY | O_CREAT | O_EXCL);
                 std::vector<uint8_t> buf(size_t{1} << 20);
-                for (uint64_t off = end_; off < size;) {
+                for (uint64_t off = end_; off < used;) {
                     const size_t n =
                         pread_some(tail_->fd.get(), buf.data(),
-                                   std::min<uint64_t>(buf.size(), size - off), off, tail_->path);
+                                   std::min<uint64_t>(buf.size(), used - off), off, tail_->path);
                     if (n == 0) break;
                     pwrite_all(out.get(), buf.data(), n, off - end_, q);
                     off += n;
