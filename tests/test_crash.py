@@ -107,7 +107,7 @@ def writer_body(path: Path, sync: str, threads: int, base: int, compact: bool):
 
 def verify(path: Path, acks: list[int], all_ids: set[int]) -> Store:
     """Reopens the store and checks the acknowledged operations against it."""
-    s = Store.open(path)
+    s = Store.open(path, dim=DIM)  # as the app does: a store killed before it existed is made now
     put = {a for a in acks if 0 <= a < INTENT}
     deleted = {-a - 1 for a in acks if a < 0}
     may_be_deleted = {a & ~INTENT for a in acks if a >= INTENT}
