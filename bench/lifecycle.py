@@ -250,7 +250,11 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
         clock[0] = T0 + e.day * DAY
         if e.kind == "ask":
             flush()
-            mem.recall(e.text, k=5, reinforce=True)
+            # The assistant puts the best few in the prompt and the answer uses the first:
+            # that one is marked used (recall(..., reinforce=True) would mark all five).
+            hits = mem.recall(e.text, k=5)
+            if hits:
+                mem.reinforce([hits[0].memory.id])
         else:
             pending.append(e)
     flush()
@@ -324,6 +328,12 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
         "samples": samples,
         "rss_mb": rss_mb(),
         "parts": store_parts(mem),
+        "kind_tier": {
+            f"{k}/{t}": n
+            for k, t, n in mem.catalog.db.execute(
+                "SELECT kind, tier, count(*) FROM memories GROUP BY kind, tier"
+            )
+        },
     }
     mem.close()
     return out
@@ -406,6 +416,7 @@ def main() -> int:
     ):
         print(f"{key:28}{fmt.format(f[key]):>12}{fmt.format(k[key]):>12}")
     print(f"parts (forgetting): {f['parts']}\nparts (keep-all):   {k['parts']}")
+    print(f"kind/tier (forgetting): {f['kind_tier']}")
     print("\nmonthly store bytes (forgetting / keep-all):")
     for a, b in zip(f["samples"], k["samples"], strict=False):
         print(
