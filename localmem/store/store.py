@@ -306,7 +306,16 @@ class Store(StoreViews):
         """Stores (or replaces) item ``id``; returns its LSN once it is durable.
         ``quantized=True`` keeps the vector as its INT8 code (a quarter of the bytes; search
         scores are unchanged, ``get().vector`` returns the dequantized values)."""
-        return self._write([(rec.PUT, self._encode_put(id, text, meta, vector, quantized))])
+        payload = self._encode_put(id, text, meta, vector, quantized)
+        self._check_open()
+        lsn = int(
+            self._writer.put_one(rec.PUT, rec.put_id(payload), 0, payload, self._lock.timeout)
+        )
+        if lsn == 0:
+            return self._submit([(rec.PUT, payload)])
+        self._log_bytes += len(payload) + _RECORD_OVERHEAD
+        self._maybe_checkpoint()
+        return lsn
 
     def _encode_put(
         self, id: int, text: str, meta: dict[str, Any] | None, vector: Any, quantized: bool
