@@ -343,3 +343,26 @@ def test_quantized_vectors_take_a_quarter_of_the_bytes_and_search_the_same(tmp_p
     p_int8 = rec.encode_put(1, "x", None, vec(1), DIM, quantized=True)
     assert len(p_fp32) - len(p_int8) == 3 * DIM - 4
     assert rec.put_quantized(p_int8) and not rec.put_quantized(p_fp32)
+
+
+def test_exiting_with_daemon_threads_inside_native_calls_is_clean(tmp_path):
+    """A daemon thread returning from a GIL-free call while the interpreter shuts down used
+    to abort the process ("terminate called without an active exception")."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading, time
+from localmem import Store
+s = Store.open({str(tmp_path / "s")!r}, dim=4)
+def w():
+    i = 0
+    while True:
+        s.put(i, "x"); i += 1
+for _ in range(4):
+    threading.Thread(target=w, daemon=True).start()
+time.sleep(0.3)
+"""
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-500:]

@@ -17,6 +17,22 @@ namespace py = pybind11;
 
 [[noreturn]] inline void invalid(const std::string& msg) { throw lm::InvalidArgument(msg); }
 
+// py::gil_scoped_release, but safe for a daemon thread that comes back from native work
+// while the interpreter shuts down: CPython < 3.14 then pthread_exit()s it inside
+// PyEval_RestoreThread, a forced unwind. Through an (implicitly noexcept) destructor such
+// as py::gil_scoped_release's, that unwind aborts the whole process ("terminate called
+// without an active exception"); this destructor lets it pass, and pybind11 rethrows it.
+class ReleaseGil {
+public:
+    ReleaseGil() : state_(PyEval_SaveThread()) {}
+    ~ReleaseGil() noexcept(false) { PyEval_RestoreThread(state_); }
+    ReleaseGil(const ReleaseGil&) = delete;
+    ReleaseGil& operator=(const ReleaseGil&) = delete;
+
+private:
+    PyThreadState* state_;
+};
+
 inline std::string shape_str(const py::array& a) {
     std::string s = "(";
     for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));

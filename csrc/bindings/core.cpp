@@ -19,6 +19,7 @@
 namespace py = pybind11;
 using lm_py::copy_out;
 using lm_py::invalid;
+using lm_py::ReleaseGil;
 using lm_py::require;
 
 #ifndef LOCALMEM_VERSION
@@ -128,7 +129,7 @@ PYBIND11_MODULE(_core, m) {
             {
                 const size_t stride = lm::code_stride(dim);
                 std::vector<int8_t> padded(n * stride);
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 lm::quantize_rows(in, n, dim, padded.data(), stride, out_scales);
                 for (size_t i = 0; i < n; ++i)
                     std::memcpy(out + i * dim, padded.data() + i * stride, dim);
@@ -159,7 +160,7 @@ PYBIND11_MODULE(_core, m) {
             py::array_t<float> out({nq, n});
             float* dst = out.mutable_data();
             {
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 auto s = lm::score_matrix(k, q.data(), qs.data(), nq, c.data(), cs.data(), n, dim);
                 if (!s.empty()) std::memcpy(dst, s.data(), s.size() * sizeof(float));
             }
@@ -180,7 +181,7 @@ PYBIND11_MODULE(_core, m) {
             py::buffer_info info = data.request();
             if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
             const size_t n = static_cast<size_t>(info.size * info.itemsize);
-            py::gil_scoped_release release;
+            ReleaseGil release;
             return portable ? lm::crc32c_portable(info.ptr, n, crc) : lm::crc32c(info.ptr, n, crc);
         },
         py::arg("data"), py::arg("crc") = 0, py::arg("portable") = false);
@@ -190,7 +191,7 @@ PYBIND11_MODULE(_core, m) {
         [](const py::handle& buffer, size_t repeats) {
             auto b = require<uint8_t>(buffer, "buffer", "uint8", 1);
             if (repeats == 0) invalid("repeats must be at least 1");
-            py::gil_scoped_release release;
+            ReleaseGil release;
             return lm::measure_read_bandwidth(b.data(), b.size(), repeats);
         },
         py::arg("buffer"), py::arg("repeats") = 5,
@@ -229,7 +230,7 @@ PYBIND11_MODULE(_core, m) {
                 if (i.shape(0) != v.shape(0))
                     invalid("got " + std::to_string(i.shape(0)) + " ids for " +
                             std::to_string(v.shape(0)) + " vectors; pass one id per row");
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 ix.add(i.data(), v.data(), i.shape(0), keep_fp32);
             },
             py::arg("ids"), py::arg("vectors"), py::arg("keep_fp32") = false)
@@ -237,13 +238,13 @@ PYBIND11_MODULE(_core, m) {
             "remove",
             [](lm::Int8Index& ix, const py::handle& ids, bool missing_ok) {
                 auto i = require<int64_t>(ids, "ids", "int64", 1);
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return ix.remove(i.data(), i.shape(0), missing_ok);
             },
             py::arg("ids"), py::arg("missing_ok") = false)
         .def("compact",
              [](lm::Int8Index& ix) {
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return ix.compact();
              })
         .def(
@@ -275,7 +276,7 @@ PYBIND11_MODULE(_core, m) {
                 const size_t nq = q.shape(0);
                 lm::SearchResult r;
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     r = ix.search(q.data(), nq, opt);
                 }
                 py::array_t<int64_t> out_ids({nq, r.k});
@@ -297,7 +298,7 @@ PYBIND11_MODULE(_core, m) {
                 int8_t* codes_out = codes.mutable_data();
                 float* scales_out = scales.mutable_data();
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     ix.get_codes(i.data(), n, codes_out, scales_out);
                 }
                 return py::make_tuple(codes, scales);
@@ -306,14 +307,14 @@ PYBIND11_MODULE(_core, m) {
         .def(
             "save",
             [](lm::Int8Index& ix, const std::string& path) {
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 ix.save(path);
             },
             py::arg("path"))
         .def_static(
             "load",
             [](const std::string& path, bool mmap, bool verify) {
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return lm::Int8Index::load(path, mmap, verify);
             },
             py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true);

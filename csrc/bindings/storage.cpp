@@ -86,7 +86,7 @@ void bind_storage(py::module_& m) {
                  o.group_commit_us = group_commit_us;
                  o.start_lsn = start_lsn;
                  o.prealloc_bytes = prealloc_bytes;
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return std::make_unique<lm::Wal>(dir, o);
              }),
              py::arg("dir"), py::arg("sync") = "batch", py::arg("segment_bytes") = 64u << 20,
@@ -96,20 +96,20 @@ void bind_storage(py::module_& m) {
              [](lm::Wal& w) {
                  lm::WalDamage d;
                  {
-                     py::gil_scoped_release release;
+                     ReleaseGil release;
                      d = w.recover();
                  }
                  return damage_dict(d);
              })
         .def_property_readonly("pending_damage",
                                [](const lm::Wal& w) { return damage_dict(w.pending_damage()); })
-        .def("refresh", &lm::Wal::refresh, py::call_guard<py::gil_scoped_release>())
+        .def("refresh", &lm::Wal::refresh, py::call_guard<ReleaseGil>())
         .def(
             "read",
             [](lm::Wal& w, uint64_t after_lsn, size_t max_records, size_t max_bytes) {
                 std::vector<lm::WalRecord> recs;
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     recs = w.read(after_lsn, max_records, max_bytes);
                 }
                 py::list out;
@@ -124,7 +124,7 @@ void bind_storage(py::module_& m) {
             [](lm::Wal& w, int64_t type, const py::handle& payload) {
                 const uint32_t t = record_type_from(type);
                 const py::buffer_info b = bytes_of(payload, "payload");
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return w.append(t, b.ptr, nbytes(b));
             },
             py::arg("type"), py::arg("payload"))
@@ -147,15 +147,15 @@ void bind_storage(py::module_& m) {
                     data.push_back(held.back().ptr);
                     sizes.push_back(nbytes(held.back()));
                 }
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return w.append_batch(t.data(), data.data(), sizes.data(), t.size());
             },
             py::arg("types"), py::arg("payloads"))
-        .def("commit", &lm::Wal::commit, py::arg("lsn"), py::call_guard<py::gil_scoped_release>())
-        .def("sync", &lm::Wal::sync, py::call_guard<py::gil_scoped_release>())
-        .def("rotate", &lm::Wal::rotate, py::call_guard<py::gil_scoped_release>())
+        .def("commit", &lm::Wal::commit, py::arg("lsn"), py::call_guard<ReleaseGil>())
+        .def("sync", &lm::Wal::sync, py::call_guard<ReleaseGil>())
+        .def("rotate", &lm::Wal::rotate, py::call_guard<ReleaseGil>())
         .def("truncate_before", &lm::Wal::truncate_before, py::arg("lsn"),
-             py::call_guard<py::gil_scoped_release>())
+             py::call_guard<ReleaseGil>())
         .def_property_readonly("first_lsn", &lm::Wal::first_lsn)
         .def_property_readonly("last_lsn", &lm::Wal::last_lsn)
         .def_property_readonly("durable_lsn", &lm::Wal::durable_lsn)
@@ -182,9 +182,9 @@ void bind_storage(py::module_& m) {
 
     py::class_<lm::BlobArena, std::shared_ptr<lm::BlobArena>>(m, "BlobArena")
         .def_static("create", &lm::BlobArena::create, py::arg("path"), py::arg("generation"),
-                    py::call_guard<py::gil_scoped_release>())
+                    py::call_guard<ReleaseGil>())
         .def(py::init([](const std::string& path, uint64_t generation) {
-                 py::gil_scoped_release release;
+                 ReleaseGil release;
                  return std::make_unique<lm::BlobArena>(path, generation);
              }),
              py::arg("path"), py::arg("generation"))
@@ -193,7 +193,7 @@ void bind_storage(py::module_& m) {
             [](lm::BlobArena& a, uint64_t max_lsn) {
                 lm::BlobScan s;
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     s = a.refresh(max_lsn);
                 }
                 return scan_dict(s);
@@ -205,7 +205,7 @@ void bind_storage(py::module_& m) {
                 lm::BlobScan s;
                 lm::ArenaRepair r;
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     s = a.recover(max_lsn, &r);
                 }
                 py::dict rep;
@@ -221,7 +221,7 @@ void bind_storage(py::module_& m) {
             [](lm::BlobArena& a, int64_t key, uint64_t lsn, uint32_t flags,
                const py::handle& payload) {
                 const py::buffer_info b = bytes_of(payload, "payload");
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return a.append(key, lsn, flags, b.ptr, nbytes(b));
             },
             py::arg("key"), py::arg("lsn"), py::arg("flags"), py::arg("payload"))
@@ -245,7 +245,7 @@ void bind_storage(py::module_& m) {
                 }
                 std::vector<uint64_t> offsets(n);
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     a.append_batch(keys.data(), lsns.data(), flags.data(), data.data(),
                                    sizes.data(), n, offsets.data());
                 }
@@ -267,7 +267,7 @@ void bind_storage(py::module_& m) {
             },
             py::arg("offset"), py::arg("length"),
             "A read-only zero-copy uint8 array over a blob's payload.")
-        .def("sync", &lm::BlobArena::sync, py::call_guard<py::gil_scoped_release>())
+        .def("sync", &lm::BlobArena::sync, py::call_guard<ReleaseGil>())
         .def(
             "copy_to",
             [](lm::BlobArena& a, const std::string& path, uint64_t generation,
@@ -275,7 +275,7 @@ void bind_storage(py::module_& m) {
                 auto o = require<uint64_t>(offsets, "offsets", "uint64", 1);
                 std::vector<uint64_t> placed;
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGil release;
                     placed = a.copy_to(path, generation, o.data(), o.shape(0));
                 }
                 return to_array(placed);
@@ -288,8 +288,7 @@ void bind_storage(py::module_& m) {
 
     py::class_<lm::FileLock, std::shared_ptr<lm::FileLock>>(m, "FileLock")
         .def(py::init<std::string>(), py::arg("path"))
-        .def("acquire", &lm::FileLock::acquire, py::arg("timeout"),
-             py::call_guard<py::gil_scoped_release>())
+        .def("acquire", &lm::FileLock::acquire, py::arg("timeout"), py::call_guard<ReleaseGil>())
         .def("release", &lm::FileLock::release)
         .def_property_readonly("path", &lm::FileLock::path);
 
@@ -316,7 +315,7 @@ void bind_storage(py::module_& m) {
                     data.push_back(held.back().ptr);
                     sizes.push_back(nbytes(held.back()));
                 }
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return w.put(t.data(), keys.data(), flags.data(), blob_mask.data(), data.data(),
                              sizes.data(), n, lock_timeout);
             },
@@ -333,7 +332,7 @@ void bind_storage(py::module_& m) {
                 const void* data = b.ptr;
                 const size_t size = nbytes(b);
                 const uint8_t mask = 1;
-                py::gil_scoped_release release;
+                ReleaseGil release;
                 return w.put(&t, &key, &flag, &mask, &data, &size, 1, lock_timeout);
             },
             py::arg("type"), py::arg("key"), py::arg("flag"), py::arg("payload"),
