@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
@@ -907,18 +908,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
         ("store on disk MB", d["total"] / mb, "", None),
         ("remember_many / embed throughput", g["ratio"], ">=", TARGETS["ingest_ratio"]),
     ]
-    print(f"\n{'figure':<42}{'measured':>10}  target")
-    miss = []
-    for name, v, op, target in figures:
-        if target is None:
-            print(f"{name:<42}{v:>10.3f}  (reported)")
-            continue
-        ok = v <= target if op == "<=" else v >= target
-        print(f"{name:<42}{v:>10.3f}  {op} {target:<6} {'ok' if ok else 'MISS'}")
-        if not ok:
-            miss.append(name)
-    print("PASS" if not miss else "FAIL: " + "; ".join(miss))
-    return miss
+    return print_checks(figures, 42)
 
 
 def main() -> int:

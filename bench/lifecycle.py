@@ -43,6 +43,7 @@ from localmem import Memory, lifecycle
 from localmem.embed import OnnxEmbedder
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _checks import print_checks
 from e2e import PrecomputedEmbedder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev.json"
@@ -441,14 +442,7 @@ def main() -> int:
         ("pinned memories lost", f["pinned_lost"], "<=", 0),
         ("retention reinforced / never used", ratio_r, ">=", 1.0),
     ]
-    print(f"\n{'figure':<48}{'measured':>10}  target")
-    miss = []
-    for name, v, op, target in checks:
-        ok = v >= target if op == ">=" else v <= target
-        print(f"{name:<48}{v:>10.3f}  {op} {target:<6} {'ok' if ok else 'MISS'}")
-        if not ok:
-            miss.append(name)
-    print("PASS" if not miss else "FAIL: " + "; ".join(miss))
+    miss = print_checks(checks, 48)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 1 if (args.check and miss) else 0

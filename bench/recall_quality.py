@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
 
 from localmem import Memory
 from localmem.retrieval import query_terms
@@ -165,14 +166,7 @@ def main() -> int:
         ],
         ("query p95 ms", res["latency_ms"]["p95"], "<=", 30.0),
     ]
-    print(f"\n{'figure':<36}{'measured':>10}  target")
-    miss = []
-    for name, v, op, target in checks:
-        ok = v >= target if op == ">=" else v <= target
-        print(f"{name:<36}{v:>10.3f}  {op} {target:<6} {'ok' if ok else 'MISS'}")
-        if not ok:
-            miss.append(name)
-    print("PASS" if not miss else "FAIL: " + "; ".join(miss))
+    miss = print_checks(checks, 36)
     return 1 if (args.check and miss) else 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +385,20 @@ class Catalog:
                 )
             ]
 
+    def after(
+        self, cursor: int, limit: int, columns: str = "id", where: str = ""
+    ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows with id > ``cursor``, in id order: the resumable scans of
+        the upkeep (sweep, consolidation)."""
+        cond = f" AND {where}" if where else ""
+        with self._lock:
+            return list(
+                self.db.execute(
+                    f"SELECT {columns} FROM memories WHERE id > ?{cond} ORDER BY id LIMIT ?",
+                    (cursor, limit),
+                )
+            )
+
     def sample_ids(self, n: int) -> list[int]:
         """Up to ``n`` ids drawn at random."""
         with self._lock:
@@ -401,14 +415,3 @@ class Catalog:
         with self._lock:
             r = self.db.execute("SELECT max(id) FROM memories").fetchone()
         return int(r[0] or 0) if r else 0
-
-
-def iter_chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    buf: list[Any] = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

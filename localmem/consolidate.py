@@ -48,14 +48,7 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
     """Looks at up to ``limit`` memories added since the last step."""
     cat, store = mem.catalog, mem.store
     cursor = int(cat.state("consolidate_cursor") or 0)
-    with cat._lock:
-        new = list(
-            cat.db.execute(
-                "SELECT id FROM memories WHERE id > ? AND tier IN ('hot', 'warm') "
-                "AND merged_into IS NULL ORDER BY id LIMIT ?",
-                (cursor, limit),
-            )
-        )
+    new = cat.after(cursor, limit, where="tier IN ('hot', 'warm') AND merged_into IS NULL")
     merged = superseded = 0
     for (id,) in new:
         id = int(id)

@@ -403,8 +403,8 @@ class Memory:
         def items() -> Iterable[tuple[int, bytes]]:
             for id in self._store.ids():
                 it = self._store.get(id)
-                payload = rec.encode_put(id, it.text, it.meta, it.vector, self._store.dim)
-                yield last, payload
+                # The catalog reads text and metadata only: no vector to re-encode.
+                yield last, rec.encode_put(id, it.text, it.meta, None, None)
 
         self._catalog.rebuild(items(), lsn=last)
 

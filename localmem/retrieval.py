@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -310,7 +310,3 @@ class Retriever:
             if len(out) == k:
                 break
         return out
-
-
-def describe(weights: Weights = WEIGHTS) -> dict[str, Any]:
-    return dict(weights.__dict__)

@@ -144,14 +144,7 @@ def sweep(mem: Memory, now: float, limit: int) -> dict[str, int]:
     stopped (the next call goes on from there, wrapping around)."""
     cat = mem.catalog
     cursor = int(cat.state("sweep_cursor") or 0)
-    with cat._lock:
-        rows = list(
-            cat.db.execute(
-                "SELECT id, tier, stability, t_last, pinned, forgotten_at FROM memories "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (cursor, limit),
-            )
-        )
+    rows = cat.after(cursor, limit, "id, tier, stability, t_last, pinned, forgotten_at")
     decide = _decide(rows, now)
     if decide:
         # Decided on a snapshot: another handle may have restored or reinforced one of

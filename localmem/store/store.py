@@ -236,6 +236,11 @@ class Store(StoreViews):
                 self._lock.timeout,
             )
         )
+        return self._written(lsn, records)
+
+    def _written(self, lsn: int, records: Sequence[tuple[int, bytes]]) -> int:
+        """After the native write path: 0 means this process's view was stale and nothing
+        was written, so the Python path catches up and writes."""
         if lsn == 0:
             return self._submit(records)
         self._log_bytes += sum(len(p) + _RECORD_OVERHEAD for _, p in records)
@@ -311,11 +316,7 @@ class Store(StoreViews):
         lsn = int(
             self._writer.put_one(rec.PUT, rec.put_id(payload), 0, payload, self._lock.timeout)
         )
-        if lsn == 0:
-            return self._submit([(rec.PUT, payload)])
-        self._log_bytes += len(payload) + _RECORD_OVERHEAD
-        self._maybe_checkpoint()
-        return lsn
+        return self._written(lsn, [(rec.PUT, payload)])
 
     def _encode_put(
         self, id: int, text: str, meta: dict[str, Any] | None, vector: Any, quantized: bool
