@@ -8,7 +8,7 @@ intervals (``recall(..., reinforce=True)``: the assistant used them). The forget
 ``consolidate()`` once a simulated day (what the automatic upkeep does every few minutes of
 a real day) and checkpoints weekly; the other run opens the store with ``forgetting=False``.
 
-At the end (both checkpointed with compaction): store bytes (arena + index + the catalog's
+At the end (both compacted: ``Memory.compact()``): store bytes (arena + index + the catalog's
 used pages + the log's records) per memory the store still holds (purged ones are gone),
 per live memory (not forgotten) and per memory told; recall@10 on questions about the
 reinforced facts (the current value's statement in the top 10); the share of never-touched
@@ -262,8 +262,12 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
     clock[0] = T0 + days * DAY
     if forgetting:
         mem.consolidate(limit=100_000)
-    mem.store.checkpoint(compact=True)
+    mem.compact()
     end = clock[0]
+    # The year's end state, before the questions below (recalls promote and reinforce).
+    parts = store_parts(mem)
+    b = sum(parts.values())
+    held, live, by_tier = len(mem.store), len(mem), mem.stats()["by_tier"]
     # Recall on the reinforced facts: the statement of the current value in the top 10.
     hits = []
     for p in sorted(st.asked):
@@ -294,8 +298,6 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
                     f"   {h.score:.3f} R={h.retention:.2f} {m.tier} {m.text[:50]} {h.why}",
                     file=sys.stderr,
                 )
-    held = len(mem.store)
-    live = len(mem)
     asked_ids = {i for p in st.asked for i, _ in ids.get(p, [])}
     never = [i for i in chat_ids] + [i for i in fact_ids if i not in asked_ids]
     tiers = {}
@@ -308,7 +310,6 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
     r_asked = np.mean([ret(i) for i in asked_ids]) if asked_ids else 0.0
     r_never = np.mean([ret(i) for i in never]) if never else 0.0
     pinned_lost = sum(not _exists(mem, i) or mem.get(i).tier != "hot" for i in pinned_ids)
-    b = store_bytes(mem)
     told = len(chat_ids) + len(fact_ids) + len(pinned_ids)
     out = {
         "variant": variant,
@@ -325,10 +326,10 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
         "retention_reinforced": float(r_asked),
         "retention_never_used": float(r_never),
         "pinned_lost": pinned_lost,
-        "by_tier": mem.stats()["by_tier"],
+        "by_tier": by_tier,
         "samples": samples,
         "rss_mb": rss_mb(),
-        "parts": store_parts(mem),
+        "parts": parts,
         "kind_tier": {
             f"{k}/{t}": n
             for k, t, n in mem.catalog.db.execute(
@@ -416,6 +417,13 @@ def main() -> int:
         ("rss_mb", "{:.0f}"),
     ):
         print(f"{key:28}{fmt.format(f[key]):>12}{fmt.format(k[key]):>12}")
+    print(
+        "keep-all / forgetting, bytes per memory: "
+        + ", ".join(
+            f"{w} {k['bytes_per_' + w] / f['bytes_per_' + w]:.2f}x"
+            for w in ("held", "live", "told")
+        )
+    )
     print(f"parts (forgetting): {f['parts']}\nparts (keep-all):   {k['parts']}")
     print(f"kind/tier (forgetting): {f['kind_tier']}")
     print("\nmonthly store bytes (forgetting / keep-all):")

@@ -20,10 +20,11 @@ import apsw
 import sqlite_vec  # type: ignore[import-untyped]
 
 from localmem import entities as ents
+from localmem import memmeta
 from localmem.errors import CorruptFileError, StorageError
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -58,8 +59,8 @@ CREATE TABLE IF NOT EXISTS memories (
 CREATE INDEX IF NOT EXISTS memories_tier ON memories(tier, id);
 CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
 CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time);
-CREATE INDEX IF NOT EXISTS memories_key ON memories(key);
-CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker);
+CREATE INDEX IF NOT EXISTS memories_key ON memories(key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker) WHERE speaker IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
 );
@@ -120,6 +121,27 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    def vacuum(self) -> dict[str, int]:
+        """Rewrites the database without its free pages and half-empty pages (what deletes
+        and demotions leave behind) and truncates its WAL file; returns the bytes before and
+        after. Takes a while on a large catalog: an explicit step, never automatic."""
+        with self._lock:
+            before = self.file_bytes()
+            try:
+                self.db.execute("VACUUM")
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except apsw.Error as e:
+                raise StorageError(f"cannot vacuum the catalog {self.path}: {e}") from e
+            return {"before": before, "after": self.file_bytes()}
+
+    def file_bytes(self) -> int:
+        """The database file and its WAL file, in bytes."""
+        return sum(
+            f.stat().st_size
+            for f in (self.path, self.path.with_name(self.path.name + "-wal"))
+            if f.exists()
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -190,38 +212,38 @@ class Catalog:
     def _apply_one(self, lsn: int, rtype: int, payload: bytes) -> None:
         if rtype == rec.PUT:
             item = rec.decode_put(payload)
-            m = item.meta
-            if m.get("type") != "memory":
+            if item.meta.get("type") != "memory":
                 return  # an item some other layer stored
+            m = memmeta.unpack(item.meta, item.text)
             self._delete(item.id)
-            names = [str(e) for e in m.get("entities", [])]
-            tier = str(m.get("tier", "hot"))
+            names = [str(e) for e in m["entities"]]
+            tier = str(m["tier"])
             self.db.execute(
                 f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 23)})",
                 (
                     item.id,
                     item.text,
-                    m.get("kind", "note"),
-                    m.get("source", "api"),
-                    m.get("session"),
-                    m.get("key"),
-                    float(m.get("when", 0.0)),
-                    float(m.get("created", 0.0)),
-                    float(m.get("importance", 0.5)),
-                    int(bool(m.get("pinned", False))),
-                    json.dumps(m.get("tags", []), ensure_ascii=False),
+                    m["kind"],
+                    m["source"],
+                    m["session"],
+                    m["key"],
+                    float(m["when"]),
+                    float(m["created"]),
+                    float(m["importance"]),
+                    int(bool(m["pinned"])),
+                    json.dumps(m["tags"], ensure_ascii=False),
                     json.dumps(names, ensure_ascii=False),
                     m.get("model"),
                     lsn,
                     ents.speaker(item.text),
                     tier,
-                    float(m.get("stability", 1.0)),
-                    float(m.get("t_last", m.get("created", 0.0))),
-                    int(m.get("recalls", 0)),
-                    m.get("forgotten_at"),
-                    m.get("superseded_by"),
-                    m.get("merged_into"),
-                    json.dumps(m.get("sources", []), ensure_ascii=False),
+                    float(m["stability"]),
+                    float(m["t_last"]),
+                    int(m["recalls"]),
+                    m["forgotten_at"],
+                    m["superseded_by"],
+                    m["merged_into"],
+                    json.dumps(m["sources"], ensure_ascii=False),
                 ),
             )
             if tier == "forgotten":
@@ -233,7 +255,7 @@ class Catalog:
                 "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
                 [(e.lower(), item.id) for e in names],
             )
-            code = m.get("code")
+            code = m["code"]
             if tier == "cold" and isinstance(code, str):
                 self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
@@ -254,7 +276,9 @@ class Catalog:
         if have is None:
             self.db.execute(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS cold_codes "
-                f"USING vec0(id INTEGER PRIMARY KEY, code bit[{bits}])"
+                # Chunks of 128 codes (6 KiB at 384 bits), not vec0's default 1,024: the
+                # cold tier starts small and a chunk is allocated whole.
+                f"USING vec0(id INTEGER PRIMARY KEY, code bit[{bits}], chunk_size=128)"
             )
             self._set_state("cold_bits", bits)
         elif int(have) != bits:

@@ -25,8 +25,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from localmem import entities as ents
-from localmem import tiers
+from localmem import memmeta, tiers
 from localmem.retrieval import STOPWORDS
 
 if TYPE_CHECKING:
@@ -129,8 +128,9 @@ def _merge(
     if text != item.text:  # the more informative statement becomes the memory's text
         for key in ("code", "forgotten_at"):
             meta.pop(key, None)
-        meta.update(tier="hot", entities=ents.extract(text))
-        mem.store.put(keep, text, meta=meta, vector=mem.embedder.embed([text])[0])
+        meta.update(tier="hot")
+        meta.pop("entities", None)  # derived from the new text by the catalog
+        mem.store.put(keep, text, meta=memmeta.pack(meta), vector=mem.embedder.embed([text])[0])
     else:
         meta.pop("tier", None)
         tiers.rewrite(mem, {keep: ("hot", meta)}, now)

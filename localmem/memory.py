@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from localmem import consolidate, tiers
+from localmem import consolidate, memmeta, tiers
 from localmem import entities as ents
 from localmem import lifecycle as lc
 from localmem.catalog import Catalog
@@ -452,7 +452,7 @@ class Memory:
             for r in chunk:
                 id = int(r[0])
                 it = self._store.get(id)
-                meta = dict(it.meta, model=model)
+                meta = memmeta.pack(dict(it.meta, model=model))
                 tier = r[15]
                 if tier == "cold":
                     meta["code"] = tiers.binary_code(vecs[id]).hex()
@@ -590,7 +590,7 @@ class Memory:
             if meta["when"] is None:
                 meta["when"] = now
             meta["model"] = model
-            items.append((id, text, meta, v))
+            items.append((id, text, memmeta.pack(meta), v))
         self._store.put_many(items)
         self._sync()
         rows = self._catalog.rows(ids)
@@ -640,6 +640,17 @@ class Memory:
         counts = tiers.sweep(self, t, limit)
         counts.update(consolidate.step(self, t, limit))
         return counts
+
+    def compact(self) -> dict[str, Any]:
+        """Gives back the bytes that forgetting freed: brings the catalog up to the log,
+        checkpoints the store with compaction (live blobs copied into a new arena, the log
+        dropped) and vacuums the catalog. Runs in time proportional to the store's size;
+        returns the store's checkpoint figures and the catalog's bytes before and after."""
+        self._check_open()
+        self._sync()
+        out = self._store.checkpoint(compact=True)
+        out["catalog"] = self._catalog.vacuum()
+        return out
 
     # ------------------------------------------------------------------ reading
 

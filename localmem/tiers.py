@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from localmem import lifecycle as lc
+from localmem import memmeta
 from localmem.errors import UnknownIdError
 
 if TYPE_CHECKING:
@@ -60,7 +61,10 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
         for id, (tier, _) in changes.items()
         if id in items
         and tier != "forgotten"
-        and (items[id].vector is None or (tier == "hot" and items[id].meta.get("tier") != "hot"))
+        and (
+            items[id].vector is None
+            or (tier == "hot" and items[id].meta.get("tier", "hot") != "hot")
+        )
     ]
     fresh = dict(zip(need, mem.embedder.embed([items[i].text for i in need]), strict=True))
     out: list[tuple[int, str, dict[str, Any], Any, bool]] = []
@@ -71,6 +75,7 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
         meta = dict(it.meta, **updates, tier=tier)
         vec = fresh.get(id, it.vector)
         meta.pop("code", None)
+        meta.pop("entities", None)
         if tier != "forgotten":
             meta.pop("forgotten_at", None)
         if tier == "hot":
@@ -83,7 +88,7 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
         else:
             meta.setdefault("forgotten_at", now)
             out.append((id, it.text, meta, None, False))
-    store.put_many(out)
+    store.put_many([(id, text, memmeta.pack(m), v, q) for id, text, m, v, q in out])
     return len(out)
 
 

@@ -168,3 +168,29 @@ def test_reembedding_keeps_each_tier_and_forgotten_stay_out(tmp_path):
         assert m.store.get(gone.id).vector is None and m.get(gone.id).tier == "forgotten"
         assert m.store.get(chat.id).vector is None and "code" in m.store.get(chat.id).meta
         assert all(h.memory.id != gone.id for h in m.recall("door code", floor=False))
+
+
+def test_compact_gives_back_what_forgetting_freed_and_keeps_every_memory(tmp_path):
+    mem = open_mem(tmp_path / "m")
+    t0 = time.time()
+    chat = mem.remember_many(
+        [
+            {"text": f"chit-chat {i} about lunch and the bus {i}", "kind": "episodic"}
+            for i in range(400)
+        ]
+    )
+    keep = mem.remember("Priya is allergic to peanuts", kind="fact", pinned=True)
+    mem.consolidate(now=t0 + 50 * DAY)  # forgotten: 400 turns
+    mem.consolidate(now=t0 + 90 * DAY)  # and purged after the grace period
+    root = mem.path
+    arena = lambda: sum(f.stat().st_size for f in (root / "arena").iterdir())  # noqa: E731
+    before_arena, before_catalog = arena(), mem.catalog.file_bytes()
+    out = mem.compact()
+    assert out["compacted"] and out["arena_bytes"] < before_arena / 10
+    assert arena() < before_arena / 10
+    assert out["catalog"]["after"] < before_catalog / 2 and mem.store.stats()["wal"]["bytes"] <= 64
+    mem.close()
+    with open_mem(root) as mem:  # nothing lost, and the store reopens from the compacted files
+        assert len(mem.store) == 1 and mem.get(keep.id).text == "Priya is allergic to peanuts"
+        assert mem.recall("who is allergic to peanuts", k=1)[0].memory.id == keep.id
+        assert all(m.id not in mem.store for m in chat)

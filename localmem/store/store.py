@@ -510,7 +510,10 @@ class Store(StoreViews):
         end = int(self._arena.end)
         live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
         if compact is None:
-            compact = end > (4 << 20) and live < end // 2
+            # Compaction copies only the live bytes, so doing it when garbage outweighs them
+            # costs at most one copy per byte written; the 1 MiB floor keeps small arenas
+            # from being rewritten for a few forgotten memories.
+            compact = end - live > (1 << 20) and live < end // 2
         arena, handles, gen = self._arena, self._handles, m.generation
         if compact:
             gen += 1
