@@ -150,6 +150,21 @@ def check_embeddings(rng: np.random.Generator) -> tuple[bool, str]:
     )
 
 
+def check_chat_model(rng: np.random.Generator) -> tuple[bool, str]:
+    """The embedded chat model: verified against the registry, loaded, a short reply."""
+    from localmem.llm import LlamaCppEngine
+
+    with LlamaCppEngine(n_ctx=512) as e:
+        reply = "".join(
+            e.generate([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+        )
+        st, ls = e.last_stats, e.load_stats
+    return bool(reply.strip()), (
+        f"{e.name} (sha256 verified), loaded in {ls.seconds:.2f} s; {st.generated_tokens} "
+        f"tokens at {st.generation_tokens_per_s:.0f} tok/s"
+    )
+
+
 def _disk_dir() -> str | None:
     """A temporary directory on the disk that holds the store (fsync on tmpfs is free)."""
     parent = default_store_path().parent
@@ -181,6 +196,7 @@ CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
     ("crc32c", check_crc),
     ("store", check_store),
     ("embeddings", check_embeddings),
+    ("chat model", check_chat_model),
 ]
 
 

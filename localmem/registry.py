@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from localmem.errors import CorruptFileError, InvalidArgumentError, ModelNotFoundError
 
@@ -105,8 +108,29 @@ class Asset:
             )
 
 
+CACHE_ENV = "LOCALMEM_CACHE"
+
+
+def _stamps_path() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    base = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("localmem"))
+    return base / "verified.json"
+
+
 @cache
 def _verified(p: Path, asset: Asset) -> Path:
+    # Hashing a 100 MB model costs a few tenths of a second and reads every page of it, so a
+    # file that hashed right once is remembered by (size, mtime, inode): a changed or
+    # replaced file is hashed again.
+    st = p.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino, asset.sha256]
+    stamps_file = _stamps_path()
+    try:
+        stamps = json.loads(stamps_file.read_text())
+        if isinstance(stamps, dict) and stamps.get(str(p)) == stamp:
+            return p
+    except (OSError, ValueError):
+        stamps = {}
     h = hashlib.sha256()
     size = 0
     with open(p, "rb") as f:
@@ -114,6 +138,15 @@ def _verified(p: Path, asset: Asset) -> Path:
             h.update(chunk)
             size += len(chunk)
     asset._verify(h.hexdigest(), size, p)
+    try:
+        stamps = stamps if isinstance(stamps, dict) else {}
+        stamps[str(p)] = stamp
+        stamps_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamps_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stamps))
+        os.replace(tmp, stamps_file)
+    except OSError:
+        pass  # a read-only cache dir: hash again next time
     return p
 
 

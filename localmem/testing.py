@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 
@@ -89,3 +92,53 @@ class HashEmbedder:
         if progress is not None:
             progress(len(texts), len(texts))
         return out
+
+
+class EchoEngine:
+    """A fake chat engine for fast unit tests: replies "echo: <the last user message>" word
+    by word, counts a token per word. Records every prompt it was sent. Never the only test
+    of a feature: tests/test_llm.py and tests/test_assistant_model.py run the real model."""
+
+    name = "echo"
+
+    def __init__(self, n_ctx: int = 4096) -> None:
+        from localmem.llm.engine import GenerationStats, LoadStats
+
+        self.n_ctx = n_ctx
+        self.load_stats = LoadStats("echo", 0.0, 0, 0, 0, 0, n_ctx, 1)
+        self.last_stats = GenerationStats()
+        self.prompts: list[list[dict[str, str]]] = []
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def count_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return sum(4 + self.count_text_tokens(m["content"]) for m in messages) + 3
+
+    def generate(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        from localmem.llm.engine import GenerationStats
+
+        self.prompts.append([dict(m) for m in messages])
+        self.last_stats = st = GenerationStats(prompt_tokens=self.count_tokens(messages))
+        last = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+        def stream() -> Iterator[str]:
+            for i, w in enumerate(["echo:", *last.split()][:max_tokens]):
+                if cancel is not None and cancel.is_set():
+                    st.cancelled, st.stop_reason = True, "cancelled"
+                    return
+                st.generated_tokens += 1
+                yield w if i == 0 else " " + w
+            st.stop_reason = "stop"
+
+        return stream()
+
+    def close(self) -> None:
+        pass

@@ -11,8 +11,9 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch):
-    """No test touches the user's real store."""
+    """No test touches the user's real store or cache."""
     monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("LOCALMEM_CACHE", str(tmp_path / "cache"))
 
 
 def pytest_terminal_summary(terminalreporter):

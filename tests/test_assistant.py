@@ -1,0 +1,133 @@
+"""The chat loop with a fake engine (fast): recall into the prompt, reinforcement,
+write-back, extraction, context limits, cancellation. The real model runs the same loop in
+tests/test_assistant_model.py."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from localmem import Memory, errors
+from localmem.assistant import NOTE_HEAD, Assistant
+from localmem.testing import EchoEngine, HashEmbedder
+
+
+@pytest.fixture
+def mem(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as m:
+        yield m
+
+
+def test_recalled_memories_go_in_the_prompt_dated_and_are_reinforced(mem):
+    fact = mem.remember("Priya is allergic to peanuts", kind="fact", when="2026-03-01")
+    mem.remember("the bus to work was late again", kind="episodic")
+    eng = EchoEngine()
+    bot = Assistant(mem, eng)
+    turn = bot.chat("is Priya allergic to peanuts?")
+    assert turn.text() == "echo: is Priya allergic to peanuts?"
+    sent = eng.prompts[-1]
+    assert sent[-2] == {"role": "user", "content": "is Priya allergic to peanuts?"}
+    assert sent[-1]["role"] == "system" and sent[-1]["content"].startswith(NOTE_HEAD)
+    assert "- 2026-03-01: Priya is allergic to peanuts" in turn.note
+    assert turn.memories[0].memory.id == fact.id
+    assert mem.get(fact.id).recalls == 1  # used, so reinforced
+
+
+def test_the_turn_is_written_back_with_the_facts_it_states(mem):
+    bot = Assistant(mem, EchoEngine(), session="s1")
+    turn = bot.chat("Hello! My sister is called Ana and I prefer short answers.")
+    turn.text()
+    got = {m.text: m for m in (mem.get(i) for i in turn.stored)}
+    user = got["Hello! My sister is called Ana and I prefer short answers."]
+    assert user.kind == "episodic" and user.source == "chat" and "user" in user.tags
+    reply = got["echo: Hello! My sister is called Ana and I prefer short answers."]
+    assert "assistant" in reply.tags and reply.session == "s1"
+    assert got["My sister is called Ana."].kind == "fact"
+    assert got["I prefer short answers."].kind == "preference"
+    assert {f.text for f in turn.facts} == {"My sister is called Ana.", "I prefer short answers."}
+    # The next turn finds the fact, and not the assistant's own reply as if the user said it.
+    nxt = bot.chat("what is my sister called?")
+    assert "My sister is called Ana." in nxt.note and "echo:" not in nxt.note
+    nxt.text()
+
+
+def test_each_prompt_extends_the_last_up_to_its_memory_note(mem):
+    mem.remember("Marco plays the cello", kind="fact")
+    eng = EchoEngine()
+    bot = Assistant(mem, eng)
+    for q in ("who plays the cello?", "does Marco play anything?", "tell me about Marco"):
+        assert bot.chat(q).text()
+    p1, p2, p3 = eng.prompts
+    assert all(p[-1]["content"].startswith(NOTE_HEAD) for p in (p1, p2, p3))
+    # Everything before a turn's note starts the next prompt: the KV cache is reused.
+    assert p2[: len(p1) - 1] == p1[:-1] and p3[: len(p2) - 1] == p2[:-1]
+    assert p2[len(p1) - 1] == {"role": "assistant", "content": "echo: who plays the cello?"}
+    assert sum(m["content"].startswith(NOTE_HEAD) for m in p3) == 1  # old notes are dropped
+
+
+def test_oldest_turns_go_first_when_the_context_fills(mem):
+    eng = EchoEngine(n_ctx=200)
+    bot = Assistant(mem, eng, max_tokens=40, remember=False)
+    for i in range(30):
+        bot.chat(f"message number {i} with a few more words in it").text()
+        assert eng.count_tokens(eng.prompts[-1]) + 40 <= 200
+    assert eng.prompts[-1][0]["content"] == bot.system  # the system prompt always stays
+    assert "message number 29" in eng.prompts[-1][-1]["content"]
+    assert not any("number 0 " in m["content"] for m in eng.prompts[-1])
+    with pytest.raises(errors.InvalidArgumentError, match="does not fit"):
+        bot.chat("word " * 500)
+
+
+def test_memory_budget_limits_what_is_placed(mem):
+    for i in range(30):
+        mem.remember(f"fact {i}: the garden gnome number {i} is painted red", kind="fact")
+    eng = EchoEngine()
+    bot = Assistant(mem, eng, memory_tokens=40, recall_k=30)
+    turn = bot.chat("which garden gnome is painted red?")
+    lines = turn.note.splitlines()[1:]
+    assert len(lines) >= 1 and sum(eng.count_text_tokens(x) + 1 for x in lines) <= 40
+    turn.text()
+    assert Assistant(mem, eng, recall_k=0).chat("which gnome?").note == ""
+
+
+def test_cancel_stops_the_reply_and_keeps_what_was_said(mem):
+    stop = threading.Event()
+    bot = Assistant(mem, EchoEngine(), session="c")
+    turn = bot.chat("one two three four five six seven", cancel=stop)
+    got = []
+    for piece in turn:
+        got.append(piece)
+        if len(got) == 3:
+            stop.set()
+    assert "".join(got) == "echo: one two"
+    texts = {mem.get(i).text: mem.get(i) for i in turn.stored}
+    assert "cancelled" in texts["echo: one two"].tags
+    # Closing the stream early also ends the turn and frees the conversation.
+    t2 = bot.chat("alpha beta gamma")
+    it = iter(t2)
+    next(it)
+    it.close()  # type: ignore[attr-defined]
+    assert bot.chat("again").text() == "echo: again"
+
+
+def test_one_reply_at_a_time_and_bad_input(mem):
+    bot = Assistant(mem, EchoEngine())
+    turn = bot.chat("first")
+    with pytest.raises(errors.InvalidArgumentError, match="still streaming"):
+        bot.chat("second")
+    turn.text()
+    for bad in ("", "   ", None, 3, "x" * 40_000):
+        with pytest.raises(errors.InvalidArgumentError):
+            bot.chat(bad)  # type: ignore[arg-type]
+    for kw in ({"memory_tokens": -1}, {"recall_k": 1.5}, {"max_tokens": 0}):
+        with pytest.raises(errors.InvalidArgumentError):
+            Assistant(mem, EchoEngine(), **kw)  # type: ignore[arg-type]
+    assert bot.chat("still works").text() == "echo: still works"
+
+
+def test_remember_false_leaves_memory_unchanged(mem):
+    m = mem.remember("Lena collects stamps", kind="fact")
+    bot = Assistant(mem, EchoEngine(), remember=False)
+    bot.chat("My sister is called Ana. Does Lena collect stamps?").text()
+    assert len(mem) == 1 and mem.get(m.id).recalls == 0
