@@ -80,7 +80,9 @@ class Assistant:
     """Chats with ``engine`` over ``memory``. ``session``: this conversation's id (a new
     one by default); ``memory_tokens``: the budget for recalled memories per turn;
     ``recall_k``: how many memories to consider; ``remember=False`` leaves memory
-    unchanged (no write-back, no reinforcement)."""
+    unchanged (no write-back, no reinforcement); ``llm_extract=True`` also asks the model
+    for the facts in each message (``extract.extract_with_llm``: a second generation a
+    turn), beside the rules, which always run."""
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Assistant:
         max_tokens: int = 256,
         temperature: float = 0.7,
         remember: bool = True,
+        llm_extract: bool = False,
         clock: Any = time.time,
     ) -> None:
         for name, v, lo in (
@@ -112,6 +115,7 @@ class Assistant:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.remember = remember
+        self.llm_extract = llm_extract
         self.clock = clock
         self.history: list[Message] = []  # earlier messages and replies, oldest first
         self._busy = threading.Lock()
@@ -229,7 +233,11 @@ class Assistant:
                     {"text": reply, "kind": "episodic", "source": "chat",
                      "session": self.session, "tags": tags, "importance": 0.3, "when": now}
                 )  # fmt: skip
-            turn.facts = extract.extract(turn.message)
+            turn.facts = (
+                extract.extract_with_llm(self.engine, turn.message)
+                if self.llm_extract
+                else extract.extract(turn.message)
+            )
             for f in turn.facts:
                 items.append(
                     {"text": f.text, "kind": f.kind, "source": "chat", "session": self.session,

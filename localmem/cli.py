@@ -27,8 +27,8 @@ def doctor() -> None:
 @click.option("--show-memories", is_flag=True, help="Print the memories placed in the prompt.")
 @click.option(
     "--model", default=None, metavar="NAME|PATH",
-    help="A GGUF chat model: a registry name or a file path (default: the embedded "
-    "SmolLM2-135M-Instruct).",
+    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
+    "the embedded SmolLM2-135M-Instruct).",
 )  # fmt: skip
 @click.option(
     "--store", default=None, metavar="PATH",

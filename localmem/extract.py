@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,56 @@ def extract(message: str) -> list[Extracted]:
             out.setdefault(e.text.lower(), e)
             break
     return list(out.values())
+
+
+LLM_PROMPT = (
+    "Below is a message a user wrote. List every lasting fact or preference the user states "
+    "about themselves or their life, each as a short sentence in the user's own words "
+    'starting with "I" or "My", one per line. If there is none, write NONE.\n\n'
+    "Message: {message}"
+)
+_WORD = re.compile(r"[a-z0-9']+")
+_COMMON = frozenset(
+    re.findall(
+        r"\S+",
+        "i my me a an the is are am was were be to of and or in on at for with that this it "
+        "have has had do does did not no so very really just also called named",
+    )
+)
+
+
+def _content(text: str) -> list[str]:
+    return [w[:5] for w in _WORD.findall(text.lower()) if w not in _COMMON and len(w) > 1]
+
+
+def grounded(statement: str, message: str) -> bool:
+    """Whether a model's restatement says only what the message says: first person, not a
+    question, and nearly every content word (compared by its first five letters, so
+    "allergic" matches "allergy") found in the message."""
+    s = statement.strip()
+    if not s or len(s) > 300 or s.endswith("?") or not re.match(r"^(?:i|my|i'm)\b", s, re.I):
+        return False
+    words, have = _content(s), set(_content(message))
+    return len(words) >= 1 and sum(w in have for w in words) >= max(1, round(0.8 * len(words)))
+
+
+def extract_with_llm(engine: Any, message: str, *, max_tokens: int = 96) -> list[Extracted]:
+    """The rules' statements plus the model's restatements of what the rules missed ("Ana,
+    my sister, turns 30 in May" → "My sister Ana turns 30 in May."), each kept only if
+    ``grounded`` in the message: a small model's inventions are dropped, never stored.
+    Costs one more generation, and the conversation's KV cache (the next turn re-reads it)."""
+    found = extract(message)
+    if not isinstance(message, str) or not message.strip() or message.strip().endswith("?"):
+        return found
+    prompt = [{"role": "user", "content": LLM_PROMPT.format(message=message[:4000])}]
+    reply = "".join(engine.generate(prompt, max_tokens=max_tokens, temperature=0.0))
+    seen = {e.text.lower().rstrip(".") for e in found}
+    for line in reply.splitlines():
+        s = line.strip().lstrip("-*•0123456789.) \t").strip()
+        if s.upper().startswith("NONE") or not grounded(s, message):
+            continue
+        e = Extracted(_tidy(s), "fact", 0.7, " ".join(_content(s)[:3]) or "llm")
+        if e.text.lower().rstrip(".") not in seen:
+            seen.add(e.text.lower().rstrip("."))
+            found.append(e)
+    return found

@@ -131,3 +131,12 @@ def test_remember_false_leaves_memory_unchanged(mem):
     bot = Assistant(mem, EchoEngine(), remember=False)
     bot.chat("My sister is called Ana. Does Lena collect stamps?").text()
     assert len(mem) == 1 and mem.get(m.id).recalls == 0
+
+
+def test_llm_extraction_asks_the_model_after_the_reply(mem):
+    eng = EchoEngine()
+    bot = Assistant(mem, eng, llm_extract=True)
+    turn = bot.chat("My sister is called Ana.")
+    turn.text()
+    assert len(eng.prompts) == 2 and "lasting fact" in eng.prompts[1][0]["content"]
+    assert [f.text for f in turn.facts] == ["My sister is called Ana."]  # echo adds nothing

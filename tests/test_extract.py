@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localmem.extract import extract
+from localmem.extract import extract, extract_with_llm, grounded
 
 KEPT = [
     ("My sister is called Ana.", "My sister is called Ana.", "fact", "my sister"),
@@ -59,3 +59,42 @@ def test_several_statements_in_one_message_each_once():
 def test_garbage_never_raises():
     for junk in (None, 3, b"bytes", "\x00\ud800", "?" * 10_000, "my " * 5000, "I " * 5000):
         assert isinstance(extract(junk), list)  # type: ignore[arg-type]
+
+
+class Scripted:
+    """An engine whose reply is fixed: to test what extract_with_llm keeps of it."""
+
+    def __init__(self, reply):
+        self.reply, self.prompts = reply, []
+
+    def generate(self, messages, **kw):
+        self.prompts.append(messages)
+        return iter([self.reply])
+
+
+def test_model_restatements_are_kept_only_when_grounded_in_the_message():
+    msg = "Ana, my sister, turns 30 in May. Work was fine."
+    eng = Scripted(
+        "1. My sister Ana turns 30 in May.\n"
+        "- I love pizza.\n"  # invented: not in the message
+        "- My sister is a doctor.\n"  # invented detail
+        "Is my sister 30?\n"
+        "NONE"
+    )
+    got = extract_with_llm(eng, msg)
+    assert [e.text for e in got] == ["My sister Ana turns 30 in May."]
+    assert msg in eng.prompts[0][0]["content"]
+    # The rules' findings stay and are not repeated; questions never reach the model.
+    eng2 = Scripted("I am allergic to nuts.\nMy cat is called Tom.")
+    got = extract_with_llm(eng2, "I am allergic to nuts and my cat is called Tom")
+    assert [e.text for e in got] == ["I am allergic to nuts.", "My cat is called Tom."]
+    assert extract_with_llm(Scripted("I love it."), "do I love it?") == []
+
+
+def test_the_real_model_only_adds_grounded_facts():
+    from localmem.llm import open_engine
+
+    eng = open_engine()
+    for msg in ("We adopted a beagle called Max last week.", "the weather is nice today"):
+        for e in extract_with_llm(eng, msg):
+            assert grounded(e.text, msg), e

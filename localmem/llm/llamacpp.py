@@ -9,6 +9,7 @@ tokens it last evaluated and, given a prompt that starts with them, evaluates on
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from localmem.llm.engine import (
     rss_bytes,
 )
 
+MODEL_ENV = "LOCALMEM_LLM"  # the chat model when none is named: a registry name or a path
 DEFAULT_N_CTX = 8192
 # A cut is worth making when at least this many cached tokens after it are kept.
 SPLICE_MIN_TOKENS = 16
@@ -38,10 +40,10 @@ GGUF_MAGIC = b"GGUF"
 
 
 def resolve(model: str | Path | None) -> tuple[str, Path]:
-    """A model's name and verified file: ``None`` for the embedded default, a registry
-    name, or the path of a local GGUF file."""
+    """A model's name and verified file: ``None`` for ``$LOCALMEM_LLM`` or else the
+    embedded default, a registry name, or the path of a local GGUF file."""
     if model is None:
-        model = registry.default_name("llm")
+        model = os.environ.get(MODEL_ENV) or registry.default_name("llm")
     s = str(model)
     models = registry.registry()["models"]
     if s in models and models[s].get("kind") == "llm":
