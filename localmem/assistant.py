@@ -36,7 +36,7 @@ SYSTEM = (
     "earlier conversations: before a message you may get notes from your memory, each with "
     "its date. Use them when they help answer; never invent memories. Answer briefly."
 )
-NOTE_HEAD = "Notes from your memory (date: note):"
+NOTE_HEAD = "Notes from your memory, under their dates:"
 MAX_MESSAGE_CHARS = 32_000
 
 
@@ -168,11 +168,14 @@ class Assistant:
 
     def _budget(self, hits: list[Hit]) -> list[Hit]:
         """The best hits whose lines fit in ``memory_tokens``."""
-        out, used = [], 0
+        out, used, days = [], 0, set()
         for h in hits:
-            n = self._count(_line(h)) + 1
+            day = _day(h)
+            n = self._count(f"- {h.memory.text}") + 1
+            n += 0 if day in days else self._count(f"{day}:") + 1
             if used + n > self.memory_tokens:
                 continue  # a shorter one further down may still fit
+            days.add(day)
             out.append(h)
             used += n
         return out
@@ -185,7 +188,7 @@ class Assistant:
         msgs: list[Message] = [{"role": "system", "content": self.system}, *self.history]
         msgs.append({"role": "user", "content": message})
         if placed:
-            note = f"{NOTE_HEAD}\n" + "\n".join(_line(h) for h in placed)
+            note = f"{NOTE_HEAD}\n" + _note(placed)
             msgs.append({"role": "system", "content": note})
         return msgs
 
@@ -265,6 +268,15 @@ def _distinct(hits: list[Hit]) -> list[Hit]:
     return out
 
 
-def _line(h: Hit) -> str:
-    m = h.memory
-    return f"- {m.when:%Y-%m-%d}: {m.text}"
+def _day(h: Hit) -> str:
+    return f"{h.memory.when:%Y-%m-%d}"
+
+
+def _note(placed: list[Hit]) -> str:
+    """The memories under their dates, each date once (a date is ~10 tokens: twenty
+    memories from one day would spend 200 tokens repeating it); dates in the order of
+    their best memory, memories best first."""
+    by_day: dict[str, list[str]] = {}
+    for h in placed:
+        by_day.setdefault(_day(h), []).append(f"- {h.memory.text}")
+    return "\n".join(f"{day}:\n" + "\n".join(lines) for day, lines in by_day.items())

@@ -29,7 +29,7 @@ def test_recalled_memories_go_in_the_prompt_dated_and_are_reinforced(mem):
     sent = eng.prompts[-1]
     assert sent[-2] == {"role": "user", "content": "is Priya allergic to peanuts?"}
     assert sent[-1]["role"] == "system" and sent[-1]["content"].startswith(NOTE_HEAD)
-    assert "- 2026-03-01: Priya is allergic to peanuts" in turn.note
+    assert "2026-03-01:\n- Priya is allergic to peanuts" in turn.note
     assert turn.memories[0].memory.id == fact.id
     assert mem.get(fact.id).recalls == 1  # used, so reinforced
 
@@ -86,7 +86,8 @@ def test_memory_budget_limits_what_is_placed(mem):
     bot = Assistant(mem, eng, memory_tokens=40, recall_k=30)
     turn = bot.chat("which garden gnome is painted red?")
     lines = turn.note.splitlines()[1:]
-    assert len(lines) >= 1 and sum(eng.count_text_tokens(x) + 1 for x in lines) <= 40
+    assert len(lines) >= 2 and sum(eng.count_text_tokens(x) + 1 for x in lines) <= 40
+    assert sum(x.endswith(":") for x in lines) == 1  # one date, said once
     turn.text()
     assert Assistant(mem, eng, recall_k=0).chat("which gnome?").note == ""
 
@@ -140,3 +141,16 @@ def test_llm_extraction_asks_the_model_after_the_reply(mem):
     turn.text()
     assert len(eng.prompts) == 2 and "lasting fact" in eng.prompts[1][0]["content"]
     assert [f.text for f in turn.facts] == ["My sister is called Ana."]  # echo adds nothing
+
+
+def test_the_note_groups_memories_under_their_dates(mem):
+    mem.remember("Priya is allergic to peanuts", kind="fact", when="2026-03-01")
+    mem.remember("Priya avoids peanut butter too", kind="fact", when="2026-03-01")
+    mem.remember("Priya carries an epipen for peanuts", kind="fact", when="2025-07-14")
+    note = Assistant(mem, EchoEngine()).chat("what about Priya and peanuts?").note
+    lines = note.splitlines()
+    assert lines[0] == NOTE_HEAD
+    assert sorted(x for x in lines[1:] if x.endswith(":")) == ["2025-07-14:", "2026-03-01:"]
+    day = lines.index("2026-03-01:")
+    got = lines[day + 1 : day + 3]
+    assert sorted(got) == ["- Priya avoids peanut butter too", "- Priya is allergic to peanuts"]

@@ -89,7 +89,11 @@ def test_missing_foreign_and_damaged_model_files_are_clear_errors(tmp_path):
     _, real = resolve(None)
     cut = tmp_path / "cut.gguf"
     with open(real, "rb") as f:
-        cut.write_bytes(f.read(1 << 20))
+        cut.write_bytes(f.read(1 << 20))  # inside the header: our reader refuses it
+    with pytest.raises(errors.CorruptFileError, match=r"damaged GGUF header .*download"):
+        LlamaCppEngine(cut)
+    with open(real, "rb") as f:
+        cut.write_bytes(f.read(40 << 20))  # whole header, half the weights: llama.cpp refuses
     with pytest.raises(errors.CorruptFileError, match=r"could not load .* damaged, truncated"):
         LlamaCppEngine(cut)
 
@@ -179,3 +183,50 @@ def test_a_dropped_memory_note_is_cut_out_of_the_cache_not_re_read(engine):
     engine.reset()
     "".join(engine.generate(turn2, max_tokens=8, temperature=0))
     assert engine.last_stats.reused_tokens == 0 and engine.last_stats.spliced == 0
+
+
+def test_the_context_fits_the_model_and_the_machine(engine):
+    from localmem.llm.llamacpp import context_size
+
+    meta = {  # SmolLM2-135M's: 23,040 bytes of f16 KV cache a token
+        "general.architecture": "llama", "llama.context_length": "8192",
+        "llama.block_count": "30", "llama.attention.head_count": "9",
+        "llama.attention.head_count_kv": "3", "llama.embedding_length": "576",
+    }  # fmt: skip
+    gib = 1 << 30
+    assert context_size(meta, None, 24 * gib) == 8192
+    assert context_size(meta, None, 100 << 20) == 1024  # a quarter of 100 MiB
+    assert context_size(meta, None, 1 << 20) == 512  # never below 512
+    assert context_size(meta, 2048, 1 << 20) == 2048  # asked for: honoured
+    assert context_size(meta, 32768, 24 * gib) == 8192  # not past the training length
+    assert context_size({"general.architecture": "x", "x.block_count": "junk"}, None, 0) == 8192
+    assert engine.n_ctx == context_size(engine._llm.metadata, None, 24 * gib)
+
+
+def test_the_gguf_header_reader_refuses_damage_and_never_crashes(tmp_path):
+    from localmem.llm import gguf
+
+    _, real = resolve(None)
+    meta = gguf.read_metadata(real)
+    assert meta["general.architecture"] == "llama" and meta["llama.context_length"] == 8192
+    assert meta["tokenizer.ggml.tokens"] == 49152  # arrays: their length
+    with open(real, "rb") as f:
+        head = f.read(2_000_000)  # the whole header and then some
+    rng = random.Random(3)
+    f = tmp_path / "h.gguf"
+    outcomes = {"ok": 0, "refused": 0}
+    for i in range(400):
+        b = bytearray(head)
+        if i % 4 == 0:
+            b = b[: rng.randrange(0, len(b))]  # cut anywhere
+        else:
+            for _ in range(rng.randrange(1, 6)):  # flip bytes in the first 64 KiB: lengths, types
+                b[rng.randrange(0, 65536)] = rng.randrange(256)
+        f.write_bytes(bytes(b))
+        try:
+            gguf.read_metadata(f)
+            outcomes["ok"] += 1
+        except errors.CorruptFileError as e:
+            assert str(f) in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] >= 100 and outcomes["ok"] >= 10, outcomes

@@ -23,6 +23,7 @@ from localmem.errors import (
     LocalmemError,
     ModelNotFoundError,
 )
+from localmem.llm import gguf
 from localmem.llm.engine import (
     GenerationStats,
     LoadStats,
@@ -60,6 +61,41 @@ def resolve(model: str | Path | None) -> tuple[str, Path]:
     return p.stem, p.resolve()
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or 0 if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def context_size(meta: dict[str, Any], requested: int | None, available: int) -> int:
+    """The context to open: ``requested`` (default 8,192) but never past the model's
+    training length (attention degrades beyond it), and, by default, no more tokens than a
+    KV cache in a quarter of the available memory holds (f16 keys and values:
+    2 x layers x KV heads x head size x 2 bytes a token)."""
+    arch = meta.get("general.architecture", "")
+
+    def num(key: str) -> int:
+        try:
+            return int(meta.get(f"{arch}.{key}", 0) or 0)
+        except ValueError:
+            return 0
+
+    n = requested or DEFAULT_N_CTX
+    if num("context_length") > 0:
+        n = min(n, num("context_length"))
+    heads = num("attention.head_count")
+    per_token = 2 * num("block_count") * (num("attention.head_count_kv") or heads) * 2
+    per_token *= num("embedding_length") // heads if heads else 0
+    if requested is None and per_token > 0 and available > 0:
+        n = min(n, max(512, available // 4 // per_token // 256 * 256))
+    return n
+
+
 def check_gguf(p: Path) -> None:
     """Raises CorruptFileError unless ``p`` starts like a GGUF file."""
     try:
@@ -78,18 +114,21 @@ def check_gguf(p: Path) -> None:
 class LlamaCppEngine:
     """One GGUF chat model in this process. ``model``: None (the embedded
     SmolLM2-135M-Instruct), a registry name or a .gguf path; ``n_ctx``: context tokens
-    (capped at the model's training context); ``threads``: default, the CPUs this process
-    may use. Calls are serialized by a lock."""
+    (default: ``context_size``, from the model and this machine's memory; always capped at
+    the model's training context); ``threads``: default, the CPUs this process may use.
+    Calls are serialized by a lock."""
 
     def __init__(
         self,
         model: str | Path | None = None,
         *,
-        n_ctx: int = DEFAULT_N_CTX,
+        n_ctx: int | None = None,
         threads: int | None = None,
         seed: int = 0,
     ) -> None:
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 256 <= n_ctx <= 1 << 20:
+        if n_ctx is not None and (
+            isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 256 <= n_ctx <= 1 << 20
+        ):
             raise InvalidArgumentError(f"n_ctx must be an int in [256, 1048576], got {n_ctx!r}")
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -105,13 +144,8 @@ class LlamaCppEngine:
             ) from e
         threads = threads or default_threads()
         io0, t0 = io_read_bytes(), time.perf_counter()
+        n_ctx = context_size(gguf.read_metadata(self.path), n_ctx, available_memory())
         llm = self._load(llama_cpp, n_ctx, threads, seed)
-        train = int(
-            llm.metadata.get(f"{llm.metadata.get('general.architecture')}.context_length", 0)
-        )
-        if 0 < train < n_ctx:  # past its training length a model's attention degrades
-            llm.close()
-            llm = self._load(llama_cpp, train, threads, seed)
         self._llm = llm
         self.n_ctx = int(llm.n_ctx())
         template = llm.metadata.get("tokenizer.chat_template")
