@@ -7,10 +7,35 @@ import click
 from localmem import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="localmem")
-def main() -> None:
-    """localmem: on-device memory for LLM assistants."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """localmem: on-device memory for LLM assistants. With no command: the chat."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(chat)
+
+
+@main.command()
+@click.option(
+    "--model", default=None, metavar="NAME|PATH",
+    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
+    "the embedded SmolLM2-135M-Instruct).",
+)  # fmt: skip
+@click.option(
+    "--store", default=None, metavar="PATH",
+    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
+)  # fmt: skip
+@click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
+def chat(model: str | None = None, store: str | None = None, max_tokens: int = 256) -> None:
+    """Chat in the terminal with the local model and your memory (F1: help, F2: memory)."""
+    from localmem.tui import ChatApp
+
+    app = ChatApp(model=model, store=store, max_tokens=max_tokens)
+    try:
+        app.run()
+    finally:
+        app.close()
 
 
 @main.command()

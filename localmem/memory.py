@@ -616,6 +616,25 @@ class Memory:
         tiers.restore(self, self._check_id(id), self._clock())
         return self.get(id)
 
+    def pin(self, id: int, pinned: bool = True) -> MemoryItem:
+        """Pins memory ``id`` (it never fades; a demoted one comes back to hot) or, with
+        ``pinned=False``, lets it fade again from now on. A forgotten memory must be
+        restored first."""
+        self._check_open()
+        self._sync()
+        m = self.get(self._check_id(id))
+        if m.tier == "forgotten":
+            raise InvalidArgumentError(f"memory {id} is forgotten: restore({id}) it first")
+        if m.pinned != bool(pinned):
+            now = self._clock()
+            tiers.rewrite(
+                self,
+                {m.id: ("hot" if pinned else m.tier, {"pinned": bool(pinned), "t_last": now})},
+                now,
+            )
+            self._sync()
+        return self.get(m.id)
+
     def reinforce(self, ids: Iterable[int], *, now: datetime | float | str | None = None) -> int:
         """Marks recalled memories as used (the assistant does this for what it put in the
         prompt): their stability grows, their forgetting clock restarts, and a demoted one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -101,10 +102,10 @@ class EchoEngine:
 
     name = "echo"
 
-    def __init__(self, n_ctx: int = 4096) -> None:
+    def __init__(self, n_ctx: int = 4096, *, delay: float = 0.0) -> None:
         from localmem.llm.engine import GenerationStats, LoadStats
 
-        self.n_ctx = n_ctx
+        self.n_ctx, self.delay = n_ctx, delay
         self.load_stats = LoadStats("echo", 0.0, 0, 0, 0, 0, n_ctx, 1)
         self.last_stats = GenerationStats()
         self.prompts: list[list[dict[str, str]]] = []
@@ -135,6 +136,8 @@ class EchoEngine:
                     st.cancelled, st.stop_reason = True, "cancelled"
                     return
                 st.generated_tokens += 1
+                if self.delay:
+                    time.sleep(self.delay)  # a slow model, to cancel mid-reply
                 yield w if i == 0 else " " + w
             st.stop_reason = "stop"
 

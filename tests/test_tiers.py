@@ -194,3 +194,22 @@ def test_compact_gives_back_what_forgetting_freed_and_keeps_every_memory(tmp_pat
         assert len(mem.store) == 1 and mem.get(keep.id).text == "Priya is allergic to peanuts"
         assert mem.recall("who is allergic to peanuts", k=1)[0].memory.id == keep.id
         assert all(m.id not in mem.store for m in chat)
+
+
+def test_pin_keeps_a_memory_hot_and_unpin_lets_it_fade(mem):
+    t0 = time.time()
+    m = mem.remember("the boiler code is 4471", kind="episodic")
+    mem.consolidate(now=t0 + 5 * DAY)
+    assert mem.get(m.id).tier != "hot"
+    p = mem.pin(m.id)
+    assert p.pinned and p.tier == "hot"
+    mem.consolidate(now=t0 + 400 * DAY)
+    assert mem.get(m.id).tier == "hot"
+    assert not mem.pin(m.id, False).pinned
+    mem.consolidate(now=time.time() + 60 * DAY)
+    assert mem.get(m.id).tier != "hot"
+    mem.forget(m.id)
+    with pytest.raises(errors.InvalidArgumentError, match="restore"):
+        mem.pin(m.id)
+    with pytest.raises(errors.UnknownIdError):
+        mem.pin(999_999)

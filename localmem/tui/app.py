@@ -1,0 +1,371 @@
+"""``ChatApp``: the terminal chat.
+
+The window paints at once; the memory store and the model load in a worker thread behind a
+loading state (messages typed meanwhile wait for them). Each reply runs in a worker thread:
+recall, prompt, stream (tokens batched onto the UI every few tens of milliseconds, so typing
+stays responsive), write-back. Esc or Ctrl+C stops a reply; F2 opens the memory inspector.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Footer, Input
+
+from localmem.errors import LocalmemError
+from localmem.tui.screens import HelpScreen
+from localmem.tui.widgets import ChatMessage, Inspector, PromptBox, StatusBar, why_text
+
+if TYPE_CHECKING:
+    from localmem.assistant import Assistant, Turn
+    from localmem.llm.engine import Engine
+    from localmem.memory import Memory
+
+FLUSH_SECONDS = 0.04  # how often streamed tokens reach the screen
+
+
+class ChatApp(App[None]):
+    TITLE = "localmem"
+    CSS_PATH = "app.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Stop reply"),
+        Binding("ctrl+c", "cancel", "Stop reply", show=False, priority=True),
+        Binding("f2", "toggle_inspector", "Memory"),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        *,
+        memory: Memory | None = None,
+        engine: Engine | None = None,
+        store: str | Path | None = None,
+        model: str | None = None,
+        max_tokens: int = 256,
+    ) -> None:
+        super().__init__()
+        self._memory, self._engine = memory, engine
+        self._own_memory = memory is None
+        self._store, self._model, self._max_tokens = store, model, max_tokens
+        self.assistant: Assistant | None = None
+        self._pending: list[str] = []
+        self._cancel = threading.Event()
+        self._streaming = False
+        self._last_forgotten: int | None = None
+        self._view: tuple[str, list[tuple[int, float | None, str]]] = ("", [])
+        self._search_timer: Any = None
+        self.last_turn: Turn | None = None
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> Any:
+        with Horizontal(id="main"):
+            yield VerticalScroll(id="chat")
+            yield Inspector()
+        yield PromptBox(id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(PromptBox).focus()
+        self.status.set(
+            model=f"loading {self._model or 'the embedded model'}…", speed="", store="", rss=""
+        )
+        self._say("system", "Loading the memory store and the model… type away meanwhile.")
+        self.load()
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    # ------------------------------------------------------------------ loading
+
+    @work(thread=True, exclusive=True, group="load")
+    def load(self) -> None:
+        try:
+            from localmem.assistant import Assistant
+
+            if self._memory is None:
+                from localmem.memory import Memory
+
+                self._memory = Memory.open(self._store)
+            if self._engine is None:
+                from localmem.llm import open_engine
+
+                self._engine = open_engine(self._model)
+            self.assistant = Assistant(self._memory, self._engine, max_tokens=self._max_tokens)
+        except LocalmemError as e:
+            self.call_from_thread(self._say, "system", f"**Cannot start:** {e}")
+            self.call_from_thread(self.status.set, model="not loaded")
+            return
+        self.call_from_thread(self._loaded)
+
+    def _loaded(self) -> None:
+        assert self._engine is not None
+        self.status.set(model=f"{self._engine.name} (ctx {self._engine.n_ctx:,})")
+        msgs = list(self.query(ChatMessage))
+        if msgs and msgs[0].role == "system":
+            msgs[0].remove()
+        self.ready.set()
+        self.refresh_stats()
+        pending, self._pending = self._pending, []
+        for text in pending:
+            self.send(text, shown=True)
+
+    # ------------------------------------------------------------------ chat
+
+    def on_prompt_box_submitted(self, event: PromptBox.Submitted) -> None:
+        self.send(event.text)
+
+    def send(self, text: str, *, shown: bool = False) -> None:
+        if text.startswith("/"):
+            self.command(text)
+            return
+        if self.assistant is None:
+            self._pending.append(text)
+            self._say("user", text)
+            return
+        if self._streaming:
+            self.notify("A reply is still being written: Esc stops it.", severity="warning")
+            return
+        if not shown:
+            self._say("user", text)
+        reply = self._say("assistant", "")
+        self._streaming = True
+        self._cancel.clear()
+        self.reply(text, reply)
+
+    def _say(self, role: str, text: str) -> ChatMessage:
+        m = ChatMessage(text, role=role)
+        chat = self.query_one("#chat", VerticalScroll)
+        chat.mount(m)
+        chat.scroll_end(animate=False)
+        return m
+
+    @work(thread=True, group="reply")
+    def reply(self, text: str, widget: ChatMessage) -> None:
+        assert self.assistant is not None
+        try:
+            turn = self.assistant.chat(text, cancel=self._cancel)
+            self.call_from_thread(self._show_recalled, turn)
+            buf, last = "", time.monotonic()
+            for piece in turn:
+                buf += piece
+                if time.monotonic() - last >= FLUSH_SECONDS:
+                    self.call_from_thread(self._append, widget, buf)
+                    buf, last = "", time.monotonic()
+            if buf:
+                self.call_from_thread(self._append, widget, buf)
+        except LocalmemError as e:
+            self.call_from_thread(self._append, widget, f"\n\n*error: {e}*")
+            turn = None
+        finally:
+            self.call_from_thread(self._done, turn, widget)
+
+    def _append(self, widget: ChatMessage, text: str) -> Any:
+        self.query_one("#chat", VerticalScroll).scroll_end(animate=False)
+        return widget.append(text)  # awaited by call_from_thread: tokens arrive in order
+
+    def _done(self, turn: Turn | None, widget: ChatMessage) -> None:
+        self._streaming = False
+        self.last_turn = turn
+        if turn is not None and turn.stats is not None:
+            st = turn.stats
+            if st.cancelled:
+                widget.border_subtitle = "stopped"
+            self.status.set(
+                speed=f"{st.generation_tokens_per_s:.0f} tok/s, first in {st.ttft * 1000:.0f} ms"
+            )
+        self.refresh_stats()
+
+    def action_cancel(self) -> None:
+        if self._streaming:
+            self._cancel.set()
+
+    # ------------------------------------------------------------------ inspector
+
+    def action_toggle_inspector(self) -> None:
+        ins = self.query_one(Inspector)
+        ins.toggle_class("-visible")
+        if ins.has_class("-visible"):
+            ins.query_one(DataTable).focus()
+        else:
+            self.query_one(PromptBox).focus()
+
+    def _show_recalled(self, turn: Turn) -> None:
+        rows: list[tuple[int, float | None, str]] = [
+            (h.memory.id, h.score, _why(h)) for h in turn.memories
+        ]
+        self._view = (f"recalled for “{turn.message[:40]}”: {len(rows)}", rows)
+        self.query_one(Inspector).show_hits(self._view[0], turn.memories)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "search":
+            return
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        query = event.value.strip()
+        self._search_timer = self.set_timer(0.25, lambda: self.search(query))
+
+    @work(thread=True, exclusive=True, group="search")
+    def search(self, query: str) -> None:
+        mem = self._memory
+        if mem is None:
+            return
+        rows: list[tuple[int, float | None, str]]
+        if query:
+            hits = mem.recall(query, k=20, floor=False)
+            rows = [(h.memory.id, h.score, _why(h)) for h in hits]
+            title = f"recall “{query[:40]}”: {len(rows)}"
+        else:
+            rows = [(m.id, None, "") for m in mem.list(limit=50)]
+            title = "newest memories"
+        self._view = (title, rows)
+        self._redraw_view()
+
+    def _redraw_view(self) -> None:
+        """Re-reads the memories on show (from a worker thread) and redraws the table."""
+        mem = self._memory
+        if mem is None:
+            return
+        title, rows = self._view
+        items = []
+        for id, score, why in rows:
+            try:
+                items.append((mem.get(id), score, why))
+            except LocalmemError:
+                continue  # purged meanwhile
+        self.call_from_thread(self.query_one(Inspector).show, title, items)
+
+    def on_key(self, event: Any) -> None:
+        ins = self.query_one(Inspector)
+        if not ins.has_class("-visible") or self.focused is not ins.query_one(DataTable):
+            return
+        if event.key in ("p", "f", "u"):
+            event.stop()
+            self.memory_action(event.key, ins.selected_id())
+
+    @work(thread=True, group="memory")
+    def memory_action(self, key: str, id: int | None) -> None:
+        mem = self._memory
+        if mem is None:
+            return
+        try:
+            if key == "u":
+                if self._last_forgotten is None:
+                    self.call_from_thread(self.notify, "Nothing to undo.")
+                    return
+                id, self._last_forgotten = self._last_forgotten, None
+                mem.restore(id)
+                msg = f"Restored memory {id}."
+            elif id is None:
+                return
+            elif key == "f":
+                mem.forget(id)
+                self._last_forgotten = id
+                msg = f"Forgot memory {id} (u undoes it)."
+            else:
+                m = mem.pin(id, not mem.get(id).pinned)
+                msg = f"{'Pinned' if m.pinned else 'Unpinned'} memory {id}."
+        except LocalmemError as e:
+            msg = str(e)
+        self.call_from_thread(self.notify, msg)
+        self._redraw_view()
+        self.refresh_stats()
+
+    # ------------------------------------------------------------------ commands
+
+    def command(self, line: str) -> None:
+        name, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        if name == "help":
+            self.action_help()
+            return
+        self._say("user", line)
+        self.run_command(name, arg)
+
+    @work(thread=True, group="memory")
+    def run_command(self, name: str, arg: str) -> None:
+        mem, eng = self._memory, self._engine
+        out: str
+        try:
+            if mem is None:
+                out = "The store is still loading."
+            elif name == "remember" and arg:
+                m = mem.remember(arg, kind="note", source="chat")
+                out = f"Remembered as memory {m.id}."
+            elif name in ("forget", "restore", "pin", "unpin") and arg.isdigit():
+                id = int(arg)
+                if name == "forget":
+                    mem.forget(id)
+                    self._last_forgotten = id
+                    out = f"Forgot memory {id} (`/restore {id}` undoes it)."
+                elif name == "restore":
+                    out = f"Restored memory {id}: {mem.restore(id).text}"
+                else:
+                    m = mem.pin(id, name == "pin")
+                    out = f"Memory {id} is {'pinned' if m.pinned else 'no longer pinned'}."
+            elif name == "stats":
+                st = mem.stats()
+                tiers = ", ".join(f"{k} {v}" for k, v in sorted(st["by_tier"].items()))
+                kinds = ", ".join(f"{k} {v}" for k, v in sorted(st["by_kind"].items()))
+                out = (
+                    f"{st['memories']} memories ({kinds}); by tier: {tiers}; "
+                    f"embedding model {st['model']}; store {st['path']}"
+                )
+            elif name == "model" and eng is not None:
+                ls = eng.load_stats
+                out = (
+                    f"{eng.name}: {ls.path}, context {eng.n_ctx:,} tokens, {ls.threads} "
+                    f"threads, loaded in {ls.seconds:.2f} s"
+                )
+            else:
+                out = (
+                    f"Unknown or incomplete command `/{name} {arg}`: try /remember TEXT, "
+                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model, /help."
+                )
+        except LocalmemError as e:
+            out = f"**{type(e).__name__}:** {e}"
+        self.call_from_thread(self._say, "system", out)
+        self.refresh_stats()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # ------------------------------------------------------------------ status
+
+    @work(thread=True, exclusive=True, group="stats")
+    def refresh_stats(self) -> None:
+        from localmem.llm.engine import rss_bytes
+
+        mem = self._memory
+        if mem is None:
+            return
+        n = len(mem)
+        size = sum(f.stat().st_size for f in Path(mem.path).rglob("*") if f.is_file())
+        self.call_from_thread(
+            self.status.set,
+            store=f"{n:,} memories, {size / 1e6:.1f} MB",
+            rss=f"RSS {rss_bytes() / 2**20:.0f} MiB",
+        )
+
+    def on_unmount(self) -> None:
+        self._cancel.set()  # a reply being written stops at its next token
+
+    def close(self) -> None:
+        """Closes the store this app opened (after ``run()`` returns)."""
+        if self._own_memory and self._memory is not None:
+            self._memory.close()
+
+
+def _why(h: Any) -> str:
+    return why_text(h.why)

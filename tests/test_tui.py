@@ -1,0 +1,143 @@
+"""The terminal chat driven by Textual's Pilot: a fake engine for speed, and one test with
+the real embedded model and embedder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from localmem import Memory
+from localmem.testing import EchoEngine, HashEmbedder
+from localmem.tui import ChatApp
+from localmem.tui.widgets import ChatMessage, Inspector, StatusBar
+
+
+@pytest.fixture
+def mem(tmp_path):
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as m:
+        yield m
+
+
+async def wait_for(pilot, cond, timeout=20.0):
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("timed out")
+
+
+def texts(app, role):
+    return [m.source for m in app.query(ChatMessage) if m.role == role]
+
+
+async def send(pilot, text):
+    await pilot.click("#prompt")
+    for ch in text:
+        await pilot.press("space" if ch == " " else ch)
+    await pilot.press("enter")
+
+
+def test_a_message_streams_a_reply_and_the_inspector_shows_what_was_recalled(mem):
+    fact = mem.remember("Priya is allergic to peanuts", kind="fact")
+
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, "is Priya allergic?")
+            await wait_for(pilot, lambda: app.last_turn is not None)
+            assert texts(app, "user") == ["is Priya allergic?"]
+            assert texts(app, "assistant") == ["echo: is Priya allergic?"]
+            assert "tok/s" in str(app.query_one(StatusBar).render())
+            await pilot.press("f2")
+            ins = app.query_one(Inspector)
+            assert ins.has_class("-visible")
+            table = ins.query_one("#memories")
+            assert table.row_count >= 1
+            assert table.get_row(str(fact.id))[0] == "Priya is allergic to peanuts"
+            # Forget it from the inspector, then undo.
+            table.move_cursor(row=table.get_row_index(str(fact.id)))
+            await pilot.press("f")
+            await wait_for(pilot, lambda: mem.get(fact.id).tier == "forgotten")
+            await pilot.press("u")
+            await wait_for(pilot, lambda: mem.get(fact.id).tier == "hot")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: mem.get(fact.id).pinned)
+
+    asyncio.run(go())
+
+
+def test_escape_stops_a_reply_mid_stream(mem):
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine(delay=0.05))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, "one two three four five six seven eight nine ten eleven")
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.last_turn is not None)
+            st = app.last_turn.stats
+            assert st.cancelled and st.generated_tokens < 12
+            reply = texts(app, "assistant")[0]
+            assert reply.startswith("echo:") and not reply.endswith("eleven")
+
+    asyncio.run(go())
+
+
+def test_slash_commands_and_typing_before_the_model_is_ready(mem):
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await send(pilot, "/remember the spare key is under the blue pot")
+            await wait_for(pilot, lambda: len(mem) == 1)
+            m = mem.list()[0]
+            await send(pilot, f"/pin {m.id}")
+            await wait_for(pilot, lambda: mem.get(m.id).pinned)
+            await send(pilot, "/stats")
+            await wait_for(pilot, lambda: any("memories (" in t for t in texts(app, "system")))
+            await send(pilot, "/frobnicate")
+            await wait_for(pilot, lambda: any("Unknown" in t for t in texts(app, "system")))
+            await pilot.press("f1")
+            assert app.screen.__class__.__name__ == "HelpScreen"
+            await pilot.press("escape")
+            assert app.screen.__class__.__name__ != "HelpScreen"
+
+    asyncio.run(go())
+
+
+def test_the_screens_render_at_80x24(mem, tmp_path):
+    mem.remember("Marco plays the cello", kind="fact")
+
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, "who plays the cello?")
+            await wait_for(pilot, lambda: app.last_turn is not None)
+            chat = app.save_screenshot(path=str(tmp_path), filename="chat.svg")
+            await pilot.press("f2")
+            await pilot.pause(0.1)
+            ins = app.save_screenshot(path=str(tmp_path), filename="inspector.svg")
+            return open(chat).read(), open(ins).read()
+
+    chat, ins = asyncio.run(go())
+    assert "echo:" in chat and "cello" in chat
+    assert "retention" in ins and "Marco" in ins
+
+
+def test_the_real_model_answers_in_the_chat(tmp_path):
+    from localmem.llm import open_engine
+
+    async def go():
+        with Memory.open(tmp_path / "real") as m:
+            m.remember("My sister is called Ana.", kind="fact")
+            app = ChatApp(memory=m, engine=open_engine(), max_tokens=24)
+            async with app.run_test(size=(100, 30)) as pilot:
+                await wait_for(pilot, app.ready.is_set, timeout=60)
+                await send(pilot, "What is my sister called?")
+                await wait_for(pilot, lambda: app.last_turn is not None, timeout=120)
+                assert "My sister is called Ana." in app.last_turn.note
+                assert texts(app, "assistant")[0].strip()
+
+    asyncio.run(go())
