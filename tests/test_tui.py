@@ -4,6 +4,7 @@ the real embedded model and embedder."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -68,19 +69,38 @@ def test_a_message_streams_a_reply_and_the_inspector_shows_what_was_recalled(mem
     asyncio.run(go())
 
 
-def test_escape_stops_a_reply_mid_stream(mem):
+@pytest.mark.parametrize("key", ["escape", "ctrl+c"])
+def test_escape_or_ctrl_c_stops_a_reply_mid_stream(mem, key):
     async def go():
         app = ChatApp(memory=mem, engine=EchoEngine(delay=0.05))
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, app.ready.is_set)
             await send(pilot, "one two three four five six seven eight nine ten eleven")
             await pilot.pause(0.3)
-            await pilot.press("escape")
+            await pilot.press(key)
             await wait_for(pilot, lambda: app.last_turn is not None)
             st = app.last_turn.stats
             assert st.cancelled and st.generated_tokens < 12
             reply = texts(app, "assistant")[0]
             assert reply.startswith("echo:") and not reply.endswith("eleven")
+
+    asyncio.run(go())
+
+
+def test_the_inspector_lists_the_newest_memories_before_any_reply(mem):
+    mem.remember_many([{"text": f"note number {i}"} for i in range(5)])
+
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await pilot.press("f2")
+            table = app.query_one("#memories")
+            await wait_for(pilot, lambda: table.row_count == 5)
+            await pilot.click("#search")
+            for ch in "number 3":
+                await pilot.press("space" if ch == " " else ch)
+            await wait_for(pilot, lambda: table.get_row_at(0)[0] == "note number 3")
 
     asyncio.run(go())
 
@@ -139,5 +159,41 @@ def test_the_real_model_answers_in_the_chat(tmp_path):
                 await wait_for(pilot, lambda: app.last_turn is not None, timeout=120)
                 assert "My sister is called Ana." in app.last_turn.note
                 assert texts(app, "assistant")[0].strip()
+
+    asyncio.run(go())
+
+
+def test_resizing_to_80x24_and_a_light_theme_keep_everything_on_screen(mem, tmp_path):
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, "hello there")
+            await wait_for(pilot, lambda: app.last_turn is not None)
+            await pilot.resize_terminal(80, 24)
+            app.theme = "textual-light"
+            await pilot.press("f2")
+            await pilot.pause(0.2)
+            for w in ("#prompt", "#status", "#memories"):
+                r = app.query_one(w).region
+                assert r.width > 0 and r.height > 0 and r.right <= 80 and r.bottom <= 24, w
+            shot = app.save_screenshot(path=str(tmp_path), filename="light.svg")
+            svg = Path(shot).read_text()
+            return svg
+
+    svg = asyncio.run(go())
+    assert "echo:" in svg and "hello" in svg
+
+
+def test_model_command_switches_to_another_gguf(mem, tmp_path):
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, f"/model {tmp_path / 'missing.gguf'}")
+            await wait_for(pilot, lambda: any("no model file" in t for t in texts(app, "system")))
+            await send(pilot, "/model")
+            await wait_for(pilot, lambda: any("echo:" in t for t in texts(app, "system")))
+            assert app.assistant.engine.name == "echo"
 
     asyncio.run(go())

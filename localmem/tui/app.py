@@ -198,6 +198,8 @@ class ChatApp(App[None]):
         ins.toggle_class("-visible")
         if ins.has_class("-visible"):
             ins.query_one(DataTable).focus()
+            if not self._view[1]:  # no reply yet: the newest memories
+                self.search("")
         else:
             self.query_one(PromptBox).focus()
 
@@ -322,6 +324,19 @@ class ChatApp(App[None]):
                     f"{st['memories']} memories ({kinds}); by tier: {tiers}; "
                     f"embedding model {st['model']}; store {st['path']}"
                 )
+            elif name == "model" and arg:
+                if self._streaming:
+                    out = "A reply is being written: stop it (Esc) before changing the model."
+                else:
+                    from localmem.llm import open_engine
+
+                    self.call_from_thread(self.status.set, model=f"loading {arg}…")
+                    new = open_engine(arg)
+                    self._engine = new
+                    if self.assistant is not None:
+                        self.assistant.engine = new
+                    self.call_from_thread(self.status.set, model=f"{new.name} (ctx {new.n_ctx:,})")
+                    out = f"Now chatting with {new.name} ({new.path})."
             elif name == "model" and eng is not None:
                 ls = eng.load_stats
                 out = (
@@ -331,7 +346,7 @@ class ChatApp(App[None]):
             else:
                 out = (
                     f"Unknown or incomplete command `/{name} {arg}`: try /remember TEXT, "
-                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model, /help."
+                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model [PATH], /help."
                 )
         except LocalmemError as e:
             out = f"**{type(e).__name__}:** {e}"

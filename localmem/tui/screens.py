@@ -32,6 +32,7 @@ Talk with the local model; it recalls what you told it before, and remembers thi
 | `/pin ID`, `/unpin ID` | keep a memory from fading; let it fade again |
 | `/stats` | what the store holds |
 | `/model` | the model, its context and load figures |
+| `/model PATH` | chat with another GGUF model (or a registry name) |
 | `/help` | this help |
 
 The inspector shows, for the last reply, each memory recalled: its score and the channels
