@@ -107,3 +107,15 @@ def ask(
                 )
     except LocalmemError as e:
         raise click.ClickException(str(e)) from e
+
+
+@main.command()
+@click.option(
+    "--store", default=None, metavar="PATH",
+    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
+)  # fmt: skip
+def mcp(store: str | None) -> None:
+    """Serve the memory to MCP clients (editors, agents) over stdio."""
+    from localmem.mcp_server import serve
+
+    serve(store)

@@ -616,6 +616,36 @@ class Memory:
         tiers.restore(self, self._check_id(id), self._clock())
         return self.get(id)
 
+    def update(
+        self, id: int, *, text: str | None = None, tags: Iterable[str] | None = None
+    ) -> MemoryItem:
+        """Corrects memory ``id``: new ``text`` (embedded again, back in the hot tier) and/or
+        new ``tags``; its kind, times, provenance and lifecycle state stay."""
+        self._check_open()
+        id = self._check_id(id)
+        if text is None and tags is None:
+            raise InvalidArgumentError("give text=, tags= or both")
+        checked, meta_new = _check_item(
+            self.get(id).text if text is None else text, tags=() if tags is None else tags
+        )
+        self._sync()
+        item = self._store.get(id)
+        meta = dict(item.meta)
+        if tags is not None:
+            meta["tags"] = meta_new["tags"]
+        vector = item.vector
+        quantized = False
+        if text is not None and checked != item.text:
+            for key in ("code", "forgotten_at", "entities"):
+                meta.pop(key, None)
+            meta["tier"] = "hot"
+            vector = self._embedder.embed([checked])[0]
+        elif meta.get("tier") == "warm":
+            quantized = True
+        self._store.put(id, checked, meta=memmeta.pack(meta), vector=vector, quantized=quantized)
+        self._sync()
+        return self.get(id)
+
     def pin(self, id: int, pinned: bool = True) -> MemoryItem:
         """Pins memory ``id`` (it never fades; a demoted one comes back to hot) or, with
         ``pinned=False``, lets it fade again from now on. A forgotten memory must be

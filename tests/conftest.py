@@ -23,3 +23,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("durability tally")
         for name, n in sorted(tally.counts.items()):
             terminalreporter.write_line(f"{name}: {n:,}")
+
+
+# Tests that fork the test process run first: a fork copies only the calling thread, and
+# after the LLM, ONNX or Textual tests the process holds their worker threads (OpenMP,
+# onnxruntime), whose locks a child can inherit held. localmem itself never forks.
+_FORKING = ("test_crash.py", "test_store.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda it: 0 if it.path.name in _FORKING else 1)  # stable: order kept

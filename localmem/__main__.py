@@ -1,0 +1,5 @@
+"""``python -m localmem``: the CLI."""
+
+from localmem.cli import main
+
+main()

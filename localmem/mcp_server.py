@@ -1,0 +1,204 @@
+"""``localmem mcp``: the memory as an MCP server for editors and coding agents.
+
+One ``MCPServer`` whose lifespan opens the store once and closes it on exit (or when the
+client goes away); typed tools whose docstrings are their descriptions. Every localmem
+error comes back as a tool error with its message, never a crashed server. The store may
+be open in the chat at the same time: writes from both are serialized by the store's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from localmem.errors import LocalmemError
+from localmem.memory import Hit, Memory, MemoryItem
+
+Kind = Literal["episodic", "fact", "preference", "note"]
+
+INSTRUCTIONS = (
+    "localmem is the user's long-term memory, kept on their own machine. Call `recall` "
+    "before answering anything that may depend on what the user told you earlier "
+    "(preferences, people, projects, decisions). Call `remember` for durable facts and "
+    "preferences the user states, one memory each. `forget` is undoable with `restore`."
+)
+
+
+@dataclass
+class State:
+    memory: Memory
+
+
+def _item(m: MemoryItem) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "text": m.text,
+        "kind": m.kind,
+        "when": m.when.isoformat(),
+        "created": m.created.isoformat(),
+        "tags": list(m.tags),
+        "tier": m.tier,
+        "pinned": m.pinned,
+        "retention": round(m.retention(), 3),
+        **({"superseded_by": m.superseded_by} if m.superseded_by else {}),
+    }
+
+
+def _hit(h: Hit) -> dict[str, Any]:
+    return {
+        **_item(h.memory),
+        "score": round(h.score, 4),
+        "why": {k: round(v, 3) for k, v in h.why.items()},
+    }
+
+
+def build_server(store: str | Path | None = None, **open_options: Any) -> MCPServer[State]:
+    """The server over the store at ``store`` (default: ``$LOCALMEM_STORE`` or the user
+    data dir); ``open_options`` go to ``Memory.open`` (tests pass a fake embedder)."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[State]) -> AsyncIterator[State]:
+        mem = Memory.open(store, **open_options)
+        try:
+            yield State(mem)
+        finally:
+            mem.close()
+
+    server: MCPServer[State] = MCPServer(
+        "localmem",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        version=_version(),
+        log_level="WARNING",
+    )
+
+    def memory(ctx: Context) -> Memory:
+        state: Any = ctx.request_context.lifespan_context
+        m: Memory = state.memory
+        return m
+
+    def call(fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except LocalmemError as e:
+            raise ToolError(str(e)) from None
+        except (TypeError, ValueError) as e:
+            raise ToolError(f"bad arguments: {e}") from None
+
+    @server.tool()
+    def remember(
+        text: str,
+        ctx: Context,
+        kind: Kind = "note",
+        tags: list[str] | None = None,
+        importance: float = 0.5,
+        when: str | None = None,
+    ) -> dict[str, Any]:
+        """Stores one memory: a fact, preference, note or conversation turn, in the user's
+        words. kind: fact / preference / note / episodic; tags: labels to filter by later;
+        importance: 0-1 (how long it should last); when: ISO date or time the event happened
+        (default now). Returns the stored memory with its id."""
+        m = call(
+            memory(ctx).remember, text, kind=kind, tags=tags or (), importance=importance,
+            when=when, source="mcp",
+        )  # fmt: skip
+        return _item(m)
+
+    @server.tool()
+    def recall(
+        query: str,
+        ctx: Context,
+        k: int = 5,
+        kind: Kind | None = None,
+        session: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The memories that best answer query, best first (at most k, none when nothing is
+        relevant), each with its id, dates, score and why (the retrieval channels that found
+        it: keyword, semantic, entity, temporal, session). Time words in the query ("last
+        May", "two weeks ago") narrow by date."""
+        if not isinstance(k, int) or not 1 <= k <= 100:
+            raise ToolError("k must be an integer from 1 to 100")
+        hits = call(memory(ctx).recall, query, k=k, kind=kind, session=session)
+        return [_hit(h) for h in hits]
+
+    @server.tool()
+    def forget(id: int, ctx: Context) -> str:
+        """Forgets memory id: it leaves every index at once; `restore` brings it back
+        during a 30-day grace period, after which its text is purged."""
+        call(memory(ctx).forget, id)
+        return f"forgot memory {id}; restore({id}) undoes it within 30 days"
+
+    @server.tool()
+    def restore(id: int, ctx: Context) -> dict[str, Any]:
+        """Undoes a forget (or a demotion) of memory id."""
+        return _item(call(memory(ctx).restore, id))
+
+    @server.tool()
+    def update(
+        id: int, ctx: Context, text: str | None = None, tags: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Corrects memory id: new text and/or new tags (its dates and history stay)."""
+        return _item(call(memory(ctx).update, id, text=text, tags=tags))
+
+    @server.tool()
+    def list_memories(
+        ctx: Context,
+        limit: int = 20,
+        kind: Kind | None = None,
+        tag: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Recent memories, newest first: filtered by kind, tag, and a time range (since /
+        until: ISO dates) of when they happened."""
+        if not isinstance(limit, int) or not 1 <= limit <= 500:
+            raise ToolError("limit must be an integer from 1 to 500")
+        mem = memory(ctx)
+        lo = call(_stamp, since, "since") if since else None
+        hi = call(_stamp, until, "until") if until else None
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while len(out) < limit:
+            page = call(mem.list, kind=kind, tag=tag, limit=200, offset=offset)
+            if not page:
+                break
+            offset += len(page)
+            for m in page:
+                t = m.when.timestamp()
+                if (lo is None or t >= lo) and (hi is None or t <= hi):
+                    out.append(_item(m))
+            if lo is not None and page[-1].when.timestamp() < lo:
+                break  # newest first: the rest are older still
+        return out[:limit]
+
+    @server.tool()
+    def memory_stats(ctx: Context) -> dict[str, Any]:
+        """What the store holds: memories by kind and by tier, the embedding model, where
+        it lives on disk."""
+        st = call(memory(ctx).stats)
+        return {k: st[k] for k in ("path", "memories", "by_kind", "by_tier", "model")}
+
+    return server
+
+
+def _stamp(s: str, what: str) -> float:
+    from localmem.memory import to_timestamp
+
+    return float(to_timestamp(s, what))
+
+
+def _version() -> str:
+    from localmem import __version__
+
+    return __version__
+
+
+def serve(store: str | Path | None = None) -> None:
+    """Runs the server on stdio until the client disconnects."""
+    build_server(store).run("stdio")

@@ -1,0 +1,109 @@
+"""``localmem mcp`` through the official SDK's client over stdio: the server runs as a
+subprocess with the real embedder and a store on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+
+def params(store):
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "localmem", "mcp", "--store", str(store)]
+    )
+
+
+async def call(c, tool, **args):
+    r = await c.call_tool(tool, args)
+    if r.is_error:
+        return "ERROR: " + r.content[0].text
+    return (
+        r.structured_content.get("result", r.structured_content)
+        if r.structured_content
+        else r.content[0].text
+    )
+
+
+def test_tools_over_stdio(tmp_path):
+    async def go():
+        async with Client(params(tmp_path / "s")) as c:
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert set(tools) == {
+                "remember", "recall", "forget", "restore", "update", "list_memories",
+                "memory_stats",
+            }  # fmt: skip
+            assert all(len(t.description or "") > 40 for t in tools.values())  # docstrings
+            assert "query" in tools["recall"].input_schema["properties"]
+            a = await call(c, "remember", text="Priya is allergic to peanuts", kind="fact",
+                           tags=["health"], when="2026-03-01")  # fmt: skip
+            b = await call(c, "remember", text="The team offsite is in Lisbon in June")
+            assert a["kind"] == "fact" and a["when"].startswith("2026-03-01")
+            hits = await call(c, "recall", query="who is allergic to peanuts?", k=3)
+            assert hits[0]["id"] == a["id"] and hits[0]["why"]["keyword"] > 0
+            assert await call(c, "recall", query="quantum chromodynamics lecture") == []
+            assert "forgot" in await call(c, "forget", id=a["id"])
+            assert all(h["id"] != a["id"] for h in await call(c, "recall", query="peanuts"))
+            assert (await call(c, "restore", id=a["id"]))["tier"] == "hot"
+            u = await call(c, "update", id=b["id"], text="The team offsite is in Porto in June")
+            assert u["text"].endswith("Porto in June")
+            hits = await call(c, "recall", query="where is the offsite?")
+            assert hits[0]["text"] == "The team offsite is in Porto in June"
+            assert [m["id"] for m in await call(c, "list_memories", tag="health")] == [a["id"]]
+            in_march = await call(c, "list_memories", since="2026-02-01", until="2026-03-31")
+            assert [m["id"] for m in in_march] == [a["id"]]
+            st = await call(c, "memory_stats")
+            assert st["memories"] == 2 and st["by_kind"] == {"fact": 1, "note": 1}
+            # Errors are tool errors with a message; the server keeps answering.
+            assert "empty" in await call(c, "remember", text="   ")
+            assert "no memory with id" in await call(c, "forget", id=424242)
+            assert "split it" in await call(c, "remember", text="x" * 20_000)
+            assert "kind" in await call(c, "remember", text="hi", kind="gossip")
+            assert "k must be" in await call(c, "recall", query="x", k=0)
+            assert (await call(c, "memory_stats"))["memories"] == 2
+
+    asyncio.run(go())
+
+
+def test_a_malformed_request_does_not_stop_the_server(tmp_path):
+    p = subprocess.Popen(
+        [sys.executable, "-m", "localmem", "mcp", "--store", str(tmp_path / "s")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def send(obj):
+            p.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
+            p.stdin.flush()
+
+        send("this is not json {")
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}})  # fmt: skip
+        replies = []
+        while True:
+            line = p.stdout.readline()
+            assert line, p.stderr.read()
+            msg = json.loads(line)
+            replies.append(msg)
+            if msg.get("id") == 1:
+                break
+        assert replies[-1]["result"]["serverInfo"]["name"] == "localmem"
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+              "params": {"name": "forget", "arguments": {"id": "not a number"}}})  # fmt: skip
+        send({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+        got = {}
+        while 3 not in got:
+            msg = json.loads(p.stdout.readline())
+            if "id" in msg:
+                got[msg["id"]] = msg
+        assert got[2].get("error") or got[2]["result"]["isError"]
+        assert len(got[3]["result"]["tools"]) == 7
+    finally:
+        p.stdin.close()  # EOF: the server closes the store and exits
+        assert p.wait(timeout=30) == 0
