@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import click
 
 from localmem import __version__
@@ -119,3 +126,211 @@ def mcp(store: str | None) -> None:
     from localmem.mcp_server import serve
 
     serve(store)
+
+
+# ---------------------------------------------------------------------- memory commands
+
+store_option = click.option(
+    "--store", default=None, metavar="PATH",
+    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
+)  # fmt: skip
+
+
+@contextmanager
+def _memory(store: str | None, **kw: Any) -> Iterator[Any]:
+    """The store, with localmem errors turned into messages (exit 1), not tracebacks."""
+    from localmem.errors import LocalmemError
+    from localmem.memory import Memory
+
+    try:
+        with Memory.open(store, **kw) as mem:
+            yield mem
+    except LocalmemError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _item_line(m: Any) -> str:
+    tags = f" [{', '.join(m.tags)}]" if m.tags else ""
+    return f"#{m.id}  {m.when:%Y-%m-%d}  {m.kind:<10} {m.tier:<9}{tags}  {m.text}"
+
+
+def _item_dict(m: Any) -> dict[str, Any]:
+    return {
+        "id": m.id, "text": m.text, "kind": m.kind, "when": m.when.isoformat(),
+        "created": m.created.isoformat(), "tags": list(m.tags), "tier": m.tier,
+        "pinned": m.pinned, "retention": round(m.retention(), 4),
+    }  # fmt: skip
+
+
+@main.command()
+@click.argument("text")
+@click.option("--kind", type=click.Choice(["note", "fact", "preference", "episodic"]),
+              default="note", show_default=True)  # fmt: skip
+@click.option("--tag", "tags", multiple=True, help="A label (repeatable).")
+@click.option("--importance", type=float, default=0.5, show_default=True, help="0 to 1.")
+@click.option("--when", default=None, help="When it happened (ISO date or time; default now).")
+@click.option("--pin", is_flag=True, help="Never let it fade.")
+@store_option
+def remember(
+    text: str, kind: str, tags: tuple[str, ...], importance: float, when: str | None,
+    pin: bool, store: str | None,
+) -> None:  # fmt: skip
+    """Store TEXT as a memory; prints its id."""
+    with _memory(store) as mem:
+        m = mem.remember(text, kind=kind, tags=tags, importance=importance, when=when,
+                         pinned=pin, source="api")  # fmt: skip
+        click.echo(f"remembered #{m.id}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("-k", default=5, show_default=True, help="How many at most.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list, for scripts.")
+@click.option("--all", "no_floor", is_flag=True, help="Always k results, relevant or not.")
+@store_option
+def recall(query: str, k: int, as_json: bool, no_floor: bool, store: str | None) -> None:
+    """The memories that best answer QUERY, best first, with why each was found."""
+    with _memory(store) as mem:
+        hits = mem.recall(query, k=k, floor=not no_floor)
+        if as_json:
+            out = [dict(_item_dict(h.memory), score=round(h.score, 4), why=h.why) for h in hits]
+            click.echo(json.dumps(out, ensure_ascii=False, indent=1))
+            return
+        if not hits:
+            click.echo("nothing relevant")
+        for h in hits:
+            click.echo(f"{h.score:6.3f}  {_item_line(h.memory)}\n        {h.explain()}")
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--restore", is_flag=True, help="Undo: bring forgotten memories back.")
+@store_option
+def forget(ids: tuple[int, ...], restore: bool, store: str | None) -> None:
+    """Forget memories by id (undo with --restore within 30 days)."""
+    with _memory(store) as mem:
+        for id in ids:
+            if restore:
+                mem.restore(id)
+                click.echo(f"restored #{id}")
+            else:
+                mem.forget(id)
+                click.echo(f"forgot #{id} (localmem forget --restore {id} undoes it)")
+
+
+@main.command(name="list")
+@click.option("--kind", default=None, help="Only this kind.")
+@click.option("--tag", default=None, help="Only memories with this tag.")
+@click.option("--tier", default=None, help="hot, warm, cold or forgotten.")
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@store_option
+def list_(
+    kind: str | None, tag: str | None, tier: str | None, limit: int, as_json: bool,
+    store: str | None,
+) -> None:  # fmt: skip
+    """The newest memories."""
+    with _memory(store) as mem:
+        items = mem.list(kind=kind, tag=tag, tier=tier, limit=limit)
+        if as_json:
+            click.echo(json.dumps([_item_dict(m) for m in items], ensure_ascii=False, indent=1))
+        for m in [] if as_json else items:
+            click.echo(_item_line(m))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@store_option
+def stats(as_json: bool, store: str | None) -> None:
+    """What the store holds."""
+    with _memory(store) as mem:
+        st = mem.stats()
+        if as_json:
+            click.echo(json.dumps(st, indent=1, default=str))
+            return
+        click.echo(f"store      {st['path']}")
+        click.echo(f"memories   {st['memories']:,}  {st['by_kind']}")
+        click.echo(f"tiers      {st['by_tier']}")
+        click.echo(f"model      {st['model']}")
+        click.echo(
+            f"log        {st['store']['wal']['bytes']:,} B; arena {st['store']['arena_bytes']:,} B"
+        )
+
+
+@main.command()
+@click.option("--compact", is_flag=True, help="Also give back freed disk space.")
+@store_option
+def consolidate(compact: bool, store: str | None) -> None:
+    """Run upkeep now: demote faded memories, purge expired ones, merge duplicates, mark
+    superseded facts."""
+    with _memory(store) as mem:
+        total: dict[str, int] = {}
+        n = max(1, len(mem.store))
+        # Each step looks at up to `limit` memories and the next goes on where it stopped:
+        # enough steps to pass over the whole store once.
+        with click.progressbar(length=n, label="consolidating", file=sys.stderr) as bar:
+            seen = 0
+            while seen < n:
+                step = mem.consolidate(limit=5000)
+                for k, v in step.items():
+                    if k != "scanned":
+                        total[k] = total.get(k, 0) + v
+                seen += max(1, step.get("scanned", 0), 5000 if not step.get("scanned") else 0)
+                bar.update(min(n, seen) - bar.pos)
+        done = {k: v for k, v in total.items() if v}
+        click.echo(", ".join(f"{k} {v}" for k, v in done.items()) or "nothing to do")
+        if compact:
+            out = mem.compact()
+            click.echo(
+                f"arena {out['arena_bytes_before']:,} -> {out['arena_bytes']:,} B; catalog "
+                f"{out['catalog']['before']:,} -> {out['catalog']['after']:,} B"
+            )
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="-",
+              help="File to write (default: standard output).")  # fmt: skip
+@store_option
+def export(output: str, store: str | None) -> None:
+    """Write every memory as checksummed JSONL (localmem import reads it back)."""
+    from localmem.portable import export_jsonl
+
+    with _memory(store) as mem:
+        if output == "-":
+            n = export_jsonl(mem, sys.stdout)
+        else:
+            tmp = Path(output + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                n = export_jsonl(mem, f)
+            tmp.replace(output)
+        click.echo(f"exported {n:,} memories", err=True)
+
+
+@main.command(name="import")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@store_option
+def import_(path: str, store: str | None) -> None:
+    """Import PATH: a localmem export (- reads standard input), a ChatGPT
+    conversations.json, or Markdown / text notes (a memory per paragraph)."""
+    from localmem.portable import import_file, import_jsonl
+
+    with _memory(store) as mem:
+        bar: Any = None
+
+        def progress(done: int, total: int | None) -> None:
+            nonlocal bar
+            if bar is None and total:
+                bar = click.progressbar(length=total, label="embedding", file=sys.stderr)
+                bar.__enter__()
+            if bar is not None:
+                bar.update(done - bar.pos)
+
+        try:
+            if path == "-":
+                what, n = "localmem export", import_jsonl(mem, sys.stdin, progress)
+            else:
+                what, n = import_file(mem, Path(path), progress)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        click.echo(f"imported {n:,} memories ({what})", err=True)

@@ -432,10 +432,10 @@ class Memory:
         self._reembed(progress)
         self._catalog.set_state("model", mine)
 
-    def _reembed(self, progress: Progress | None) -> None:
-        """Every memory again with the new model, each in its own tier's form (a forgotten
-        one keeps no vector; a cold one gets a new sign code)."""
-        rows = self._catalog.select()
+    def _reembed(self, progress: Progress | None, ids: Sequence[int] | None = None) -> None:
+        """Every memory (or those in ``ids``) again with the current model, each in its own
+        tier's form (a forgotten one keeps no vector; a cold one gets a new sign code)."""
+        rows = self._catalog.select() if ids is None else list(self._catalog.rows(ids).values())
         total = len(rows)
         model = self._embedder.model_id
         for start in range(0, total, 256):
