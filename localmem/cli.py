@@ -13,6 +13,11 @@ import click
 
 from localmem import __version__
 
+store_option = click.option(
+    "--store", default=None, metavar="PATH",
+    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
+)  # fmt: skip
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="localmem")
@@ -29,10 +34,7 @@ def main(ctx: click.Context) -> None:
     help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
     "the embedded SmolLM2-135M-Instruct).",
 )  # fmt: skip
-@click.option(
-    "--store", default=None, metavar="PATH",
-    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
-)  # fmt: skip
+@store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 def chat(model: str | None = None, store: str | None = None, max_tokens: int = 256) -> None:
     """Chat in the terminal with the local model and your memory (F1: help, F2: memory)."""
@@ -46,12 +48,42 @@ def chat(model: str | None = None, store: str | None = None, max_tokens: int = 2
 
 
 @main.command()
-def doctor() -> None:
+@store_option
+def doctor(store: str | None) -> None:
     """Show the SIMD kernel, CPU, store location, and run a quick self-check."""
-    from localmem.doctor import report
+    import os
 
+    from localmem.doctor import report
+    from localmem.paths import STORE_ENV
+
+    if store is not None:
+        os.environ[STORE_ENV] = store
     if not report(click.echo):
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--model", required=True, metavar="NAME|PATH",
+              help="The ONNX embedding model: a registry name or a file path.")  # fmt: skip
+@store_option
+def reembed(model: str, store: str | None) -> None:
+    """Embed every memory again with another embedding model (vectors never mix)."""
+    from localmem.errors import LocalmemError
+    from localmem.memory import Memory
+
+    with click.progressbar(length=1, label="re-embedding", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            if total:
+                bar.length = total
+            bar.update(done - bar.pos)
+
+        try:
+            with Memory.open(store, model=model, reembed=True, progress=progress) as mem:
+                n = len(mem)
+        except LocalmemError as e:
+            raise click.ClickException(str(e)) from e
+    click.echo(f"{n:,} memories embedded with {model}")
 
 
 @main.command()
@@ -62,10 +94,7 @@ def doctor() -> None:
     help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
     "the embedded SmolLM2-135M-Instruct).",
 )  # fmt: skip
-@click.option(
-    "--store", default=None, metavar="PATH",
-    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
-)  # fmt: skip
+@store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 @click.option("--temperature", default=0.7, show_default=True, help="0 answers the same each time.")
 @click.option("--no-remember", is_flag=True, help="Leave memory unchanged (no write-back).")
@@ -117,23 +146,17 @@ def ask(
 
 
 @main.command()
-@click.option(
-    "--store", default=None, metavar="PATH",
-    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
-)  # fmt: skip
-def mcp(store: str | None) -> None:
+@store_option
+@click.option("--http", "http_port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Serve streamable HTTP on 127.0.0.1:PORT instead of stdio.")  # fmt: skip
+def mcp(store: str | None, http_port: int | None) -> None:
     """Serve the memory to MCP clients (editors, agents) over stdio."""
     from localmem.mcp_server import serve
 
-    serve(store)
+    serve(store, http_port=http_port)
 
 
 # ---------------------------------------------------------------------- memory commands
-
-store_option = click.option(
-    "--store", default=None, metavar="PATH",
-    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
-)  # fmt: skip
 
 
 @contextmanager

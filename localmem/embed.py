@@ -25,6 +25,7 @@ import numpy.typing as npt
 from localmem import registry
 from localmem.errors import InvalidArgumentError, ModelNotFoundError
 
+EMBEDDING_ENV = "LOCALMEM_EMBEDDING"  # a registry name or an ONNX path: the default model
 Progress = Callable[[int, int], object]  # (done, total)
 
 
@@ -78,6 +79,8 @@ class OnnxEmbedder:
         self._lock = threading.Lock()
         self._session: Any = None
         self._tokenizer: Any = None
+        if model is None:
+            model = os.environ.get(EMBEDDING_ENV) or None  # the configured model, if any
         name = str(model) if model is not None else registry.default_name("embedding")
         if model is not None and (
             os.sep in name or name.endswith(".onnx") or Path(name).expanduser().exists()

@@ -199,6 +199,11 @@ def _version() -> str:
     return __version__
 
 
-def serve(store: str | Path | None = None) -> None:
-    """Runs the server on stdio until the client disconnects."""
-    build_server(store).run("stdio")
+def serve(store: str | Path | None = None, *, http_port: int | None = None) -> None:
+    """Runs the server on stdio until the client disconnects, or with ``http_port`` on
+    streamable HTTP bound to 127.0.0.1 only (this machine's clients, nobody else's)."""
+    server = build_server(store)
+    if http_port is None:
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=http_port)

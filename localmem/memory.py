@@ -426,8 +426,9 @@ class Memory:
         if not reembed:
             raise ModelMismatchError(
                 f"{self.path} holds vectors from the embedding model {stored!r}, not "
-                f"{mine!r}: open it with that model, or pass reembed=True to re-embed "
-                f"its {self._catalog.count():,} memories with the new one"
+                f"{mine!r}: open it with that model (LOCALMEM_EMBEDDING=<path> for the CLI), "
+                f"or re-embed its {self._catalog.count():,} memories with the new one "
+                "(reembed=True; localmem reembed --model)"
             )
         self._reembed(progress)
         self._catalog.set_state("model", mine)

@@ -14,6 +14,8 @@ def _isolated_store(tmp_path, monkeypatch):
     """No test touches the user's real store or cache."""
     monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("LOCALMEM_CACHE", str(tmp_path / "cache"))
+    for var in ("LOCALMEM_LLM", "LOCALMEM_EMBEDDING"):  # the user's own choices
+        monkeypatch.delenv(var, raising=False)
 
 
 def pytest_terminal_summary(terminalreporter):

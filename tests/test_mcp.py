@@ -107,3 +107,52 @@ def test_a_malformed_request_does_not_stop_the_server(tmp_path):
     finally:
         p.stdin.close()  # EOF: the server closes the store and exits
         assert p.wait(timeout=30) == 0
+
+
+def test_the_chat_and_the_server_share_one_store(tmp_path):
+    from localmem import Memory
+
+    store = tmp_path / "shared"
+    with Memory.open(store) as chat_side:  # the chat holds the store open meanwhile
+        chat_side.remember("Ana's birthday is on May 3", kind="fact")
+
+        async def go():
+            async with Client(params(store)) as c:
+                hits = await call(c, "recall", query="when is Ana's birthday?")
+                assert hits[0]["text"] == "Ana's birthday is on May 3"
+                await call(c, "remember", text="Ana likes orchids", kind="preference")
+                assert (await call(c, "memory_stats"))["memories"] == 2
+
+        asyncio.run(go())
+        assert chat_side.recall("what does Ana like?", k=1)[0].memory.text == "Ana likes orchids"
+
+
+def test_streamable_http_on_loopback(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "localmem", "mcp", "--store", str(tmp_path / "h"),
+         "--http", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        async def go():
+            async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+                m = await call(c, "remember", text="served over HTTP")
+                assert (await call(c, "recall", query="served over HTTP"))[0]["id"] == m["id"]
+
+        asyncio.run(go())
+    finally:
+        p.terminate()
+        p.wait(timeout=30)

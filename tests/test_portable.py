@@ -158,3 +158,22 @@ def test_memory_commands(tmp_path):
     assert bad.exit_code == 1 and "no memory with id 987654" in bad.output
     bad = r.invoke(main, ["remember", "", *s])
     assert bad.exit_code == 1 and "empty" in bad.output and "Traceback" not in bad.output
+
+
+def test_reembed_moves_a_store_to_another_model(tmp_path, monkeypatch):
+    from localmem import registry
+
+    e = registry.entry("all-minilm-l6-v2-int8")
+    other = tmp_path / "m" / "other.onnx"
+    other.parent.mkdir()
+    other.write_bytes(registry.asset(e["model"]).path().read_bytes())
+    (other.parent / "tokenizer.json").write_bytes(registry.asset(e["tokenizer"]).read())
+    r = CliRunner()
+    s = ["--store", str(tmp_path / "s")]
+    r.invoke(main, ["remember", "Ana likes orchids", *s])
+    out = r.invoke(main, ["reembed", "--model", str(other), *s])
+    assert out.exit_code == 0 and "1 memories embedded" in out.output, out.output
+    bad = r.invoke(main, ["recall", "orchids", *s])  # the default model no longer fits
+    assert bad.exit_code == 1 and "localmem reembed" in bad.output
+    monkeypatch.setenv("LOCALMEM_EMBEDDING", str(other))
+    assert "Ana likes orchids" in r.invoke(main, ["recall", "orchids", *s]).output
