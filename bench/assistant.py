@@ -30,8 +30,8 @@ from _checks import print_checks  # bench/, on sys.path when a bench runs as a s
 from localmem import Memory
 from localmem.assistant import Assistant
 from localmem.llm import LlamaCppEngine
-from localmem.llm.engine import default_threads, io_read_bytes, rss_bytes
 from localmem.llm.llamacpp import resolve
+from localmem.machine import io_read_bytes, rss_bytes, usable_cpus
 
 PROJECTS = ["Falcon", "Heron", "Osprey", "Kestrel", "Plover", "Curlew"]
 TOPICS = ["budget", "deadline", "design review", "hiring", "launch plan", "risks", "vendor"]
@@ -138,7 +138,7 @@ def main() -> int:
     import llama_cpp
 
     _, path = resolve(None)
-    threads = default_threads()
+    threads = usable_cpus()
     evict(path)
     rss0, io0, t0 = rss_bytes(), io_read_bytes(), time.perf_counter()
     ours = LlamaCppEngine(threads=threads)

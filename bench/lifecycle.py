@@ -27,7 +27,6 @@ import argparse
 import json
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import numpy as np
 
 from localmem import Memory, lifecycle
 from localmem.embed import OnnxEmbedder
+from localmem.machine import rss_bytes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _checks import print_checks
@@ -195,10 +195,7 @@ def store_bytes(mem: Memory) -> int:
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return rss_bytes() / 2**20
 
 
 def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str, Any]:

@@ -171,18 +171,14 @@ class Assistant:
         out, used, days = [], 0, set()
         for h in hits:
             day = _day(h)
-            n = self._count(f"- {h.memory.text}") + 1
-            n += 0 if day in days else self._count(f"{day}:") + 1
+            n = self.engine.count_text_tokens(f"- {h.memory.text}") + 1
+            n += 0 if day in days else self.engine.count_text_tokens(f"{day}:") + 1
             if used + n > self.memory_tokens:
                 continue  # a shorter one further down may still fit
             days.add(day)
             out.append(h)
             used += n
         return out
-
-    def _count(self, text: str) -> int:
-        count = getattr(self.engine, "count_text_tokens", None)
-        return int(count(text)) if count is not None else len(text) // 4 + 1
 
     def _messages(self, message: str, placed: list[Hit]) -> list[Message]:
         msgs: list[Message] = [{"role": "system", "content": self.system}, *self.history]

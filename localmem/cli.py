@@ -13,6 +13,11 @@ import click
 
 from localmem import __version__
 
+chat_model_option = click.option(
+    "--model", default=None, metavar="NAME|PATH",
+    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
+    "the embedded SmolLM2-135M-Instruct).",
+)  # fmt: skip
 store_option = click.option(
     "--store", default=None, metavar="PATH",
     help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
@@ -29,11 +34,7 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option(
-    "--model", default=None, metavar="NAME|PATH",
-    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
-    "the embedded SmolLM2-135M-Instruct).",
-)  # fmt: skip
+@chat_model_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 def chat(model: str | None = None, store: str | None = None, max_tokens: int = 256) -> None:
@@ -89,11 +90,7 @@ def reembed(model: str, store: str | None) -> None:
 @main.command()
 @click.argument("message")
 @click.option("--show-memories", is_flag=True, help="Print the memories placed in the prompt.")
-@click.option(
-    "--model", default=None, metavar="NAME|PATH",
-    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
-    "the embedded SmolLM2-135M-Instruct).",
-)  # fmt: skip
+@chat_model_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 @click.option("--temperature", default=0.7, show_default=True, help="0 answers the same each time.")
@@ -177,14 +174,6 @@ def _item_line(m: Any) -> str:
     return f"#{m.id}  {m.when:%Y-%m-%d}  {m.kind:<10} {m.tier:<9}{tags}  {m.text}"
 
 
-def _item_dict(m: Any) -> dict[str, Any]:
-    return {
-        "id": m.id, "text": m.text, "kind": m.kind, "when": m.when.isoformat(),
-        "created": m.created.isoformat(), "tags": list(m.tags), "tier": m.tier,
-        "pinned": m.pinned, "retention": round(m.retention(), 4),
-    }  # fmt: skip
-
-
 @main.command()
 @click.argument("text")
 @click.option("--kind", type=click.Choice(["note", "fact", "preference", "episodic"]),
@@ -216,7 +205,7 @@ def recall(query: str, k: int, as_json: bool, no_floor: bool, store: str | None)
     with _memory(store) as mem:
         hits = mem.recall(query, k=k, floor=not no_floor)
         if as_json:
-            out = [dict(_item_dict(h.memory), score=round(h.score, 4), why=h.why) for h in hits]
+            out = [h.as_dict() for h in hits]
             click.echo(json.dumps(out, ensure_ascii=False, indent=1))
             return
         if not hits:
@@ -256,7 +245,7 @@ def list_(
     with _memory(store) as mem:
         items = mem.list(kind=kind, tag=tag, tier=tier, limit=limit)
         if as_json:
-            click.echo(json.dumps([_item_dict(m) for m in items], ensure_ascii=False, indent=1))
+            click.echo(json.dumps([m.as_dict() for m in items], ensure_ascii=False, indent=1))
         for m in [] if as_json else items:
             click.echo(_item_line(m))
 
@@ -298,7 +287,7 @@ def consolidate(compact: bool, store: str | None) -> None:
                 for k, v in step.items():
                     if k != "scanned":
                         total[k] = total.get(k, 0) + v
-                seen += max(1, step.get("scanned", 0), 5000 if not step.get("scanned") else 0)
+                seen += step.get("scanned") or 5000  # nothing left to look at: done
                 bar.update(min(n, seen) - bar.pos)
         done = {k: v for k, v in total.items() if v}
         click.echo(", ".join(f"{k} {v}" for k, v in done.items()) or "nothing to do")

@@ -25,7 +25,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from localmem import memmeta, tiers
+from localmem import tiers
 from localmem.retrieval import STOPWORDS
 
 if TYPE_CHECKING:
@@ -126,11 +126,7 @@ def _merge(
     )
     text = d[1] if len(d[1]) > len(k[1]) else k[1]
     if text != item.text:  # the more informative statement becomes the memory's text
-        for key in ("code", "forgotten_at"):
-            meta.pop(key, None)
-        meta.update(tier="hot")
-        meta.pop("entities", None)  # derived from the new text by the catalog
-        mem.store.put(keep, text, meta=memmeta.pack(meta), vector=mem.embedder.embed([text])[0])
+        tiers.retext(mem, keep, text, meta)
     else:
         meta.pop("tier", None)
         tiers.rewrite(mem, {keep: ("hot", meta)}, now)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from localmem import registry
 from localmem.errors import InvalidArgumentError, ModelNotFoundError
+from localmem.machine import usable_cpus
 
 EMBEDDING_ENV = "LOCALMEM_EMBEDDING"  # a registry name or an ONNX path: the default model
 Progress = Callable[[int, int], object]  # (done, total)
@@ -48,11 +49,7 @@ class Embedder(Protocol):
 def default_threads() -> int:
     """Threads for onnxruntime: the cores this process may run on (at most 8: the model is
     small and more threads only add synchronization)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
+    return min(usable_cpus(), 8)
 
 
 class OnnxEmbedder:

@@ -8,18 +8,19 @@ be open in the chat at the same time: writes from both are serialized by the sto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from localmem.errors import LocalmemError
-from localmem.memory import Hit, Memory, MemoryItem
+from localmem.memory import Memory
 
+T = TypeVar("T")
 Kind = Literal["episodic", "fact", "preference", "note"]
 
 INSTRUCTIONS = (
@@ -33,29 +34,6 @@ INSTRUCTIONS = (
 @dataclass
 class State:
     memory: Memory
-
-
-def _item(m: MemoryItem) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "text": m.text,
-        "kind": m.kind,
-        "when": m.when.isoformat(),
-        "created": m.created.isoformat(),
-        "tags": list(m.tags),
-        "tier": m.tier,
-        "pinned": m.pinned,
-        "retention": round(m.retention(), 3),
-        **({"superseded_by": m.superseded_by} if m.superseded_by else {}),
-    }
-
-
-def _hit(h: Hit) -> dict[str, Any]:
-    return {
-        **_item(h.memory),
-        "score": round(h.score, 4),
-        "why": {k: round(v, 3) for k, v in h.why.items()},
-    }
 
 
 def build_server(store: str | Path | None = None, **open_options: Any) -> MCPServer[State]:
@@ -83,7 +61,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         m: Memory = state.memory
         return m
 
-    def call(fn: Any, *args: Any, **kw: Any) -> Any:
+    def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         try:
             return fn(*args, **kw)
         except LocalmemError as e:
@@ -108,7 +86,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
             memory(ctx).remember, text, kind=kind, tags=tags or (), importance=importance,
             when=when, source="mcp",
         )  # fmt: skip
-        return _item(m)
+        return m.as_dict()
 
     @server.tool()
     def recall(
@@ -125,7 +103,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         if not isinstance(k, int) or not 1 <= k <= 100:
             raise ToolError("k must be an integer from 1 to 100")
         hits = call(memory(ctx).recall, query, k=k, kind=kind, session=session)
-        return [_hit(h) for h in hits]
+        return [h.as_dict() for h in hits]
 
     @server.tool()
     def forget(id: int, ctx: Context) -> str:
@@ -137,14 +115,14 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
     @server.tool()
     def restore(id: int, ctx: Context) -> dict[str, Any]:
         """Undoes a forget (or a demotion) of memory id."""
-        return _item(call(memory(ctx).restore, id))
+        return call(memory(ctx).restore, id).as_dict()
 
     @server.tool()
     def update(
         id: int, ctx: Context, text: str | None = None, tags: list[str] | None = None
     ) -> dict[str, Any]:
         """Corrects memory id: new text and/or new tags (its dates and history stay)."""
-        return _item(call(memory(ctx).update, id, text=text, tags=tags))
+        return call(memory(ctx).update, id, text=text, tags=tags).as_dict()
 
     @server.tool()
     def list_memories(
@@ -172,7 +150,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
             for m in page:
                 t = m.when.timestamp()
                 if (lo is None or t >= lo) and (hi is None or t <= hi):
-                    out.append(_item(m))
+                    out.append(m.as_dict())
             if lo is not None and page[-1].when.timestamp() < lo:
                 break  # newest first: the rest are older still
         return out[:limit]

@@ -108,6 +108,16 @@ class MemoryItem:
             sources=tuple(json.loads(sources)),
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields a script or a tool caller needs, JSON-ready."""
+        return {
+            "id": self.id, "text": self.text, "kind": self.kind,
+            "when": self.when.isoformat(), "created": self.created.isoformat(),
+            "tags": list(self.tags), "tier": self.tier, "pinned": self.pinned,
+            "retention": round(self.retention(), 4),
+            **({"superseded_by": self.superseded_by} if self.superseded_by else {}),
+        }  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -123,6 +133,14 @@ class Hit:
             f"{k} {v:.2f}" for k, v in sorted(self.why.items(), key=lambda kv: -kv[1])
         )
         return f"score {self.score:.3f} ({parts})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The memory's fields with the score and each channel's part, JSON-ready."""
+        return {
+            **self.memory.as_dict(),
+            "score": round(self.score, 4),
+            "why": {k: round(v, 3) for k, v in self.why.items()},
+        }
 
 
 def to_timestamp(when: Any, what: str = "when") -> float:
@@ -631,19 +649,11 @@ class Memory:
         )
         self._sync()
         item = self._store.get(id)
-        meta = dict(item.meta)
-        if tags is not None:
-            meta["tags"] = meta_new["tags"]
-        vector = item.vector
-        quantized = False
+        updates = {} if tags is None else {"tags": meta_new["tags"]}
         if text is not None and checked != item.text:
-            for key in ("code", "forgotten_at", "entities"):
-                meta.pop(key, None)
-            meta["tier"] = "hot"
-            vector = self._embedder.embed([checked])[0]
-        elif meta.get("tier") == "warm":
-            quantized = True
-        self._store.put(id, checked, meta=memmeta.pack(meta), vector=vector, quantized=quantized)
+            tiers.retext(self, id, checked, dict(item.meta, **updates))
+        else:  # the same text: rewritten where it is, in its own tier's form
+            tiers.rewrite(self, {id: (item.meta.get("tier", "hot"), updates)}, self._clock())
         self._sync()
         return self.get(id)
 

@@ -44,6 +44,15 @@ def hamming_to_cos(distance: int, bits: int) -> float:
     return math.cos(math.pi * distance / max(bits, 1))
 
 
+def retext(mem: Memory, id: int, text: str, meta: dict[str, Any]) -> None:
+    """Writes memory ``id`` with new ``text``: what was derived from the old text (cold code,
+    entities) dropped, embedded again, in the hot tier, forgotten no more."""
+    meta = dict(meta, tier="hot")
+    for key in ("code", "forgotten_at", "entities"):
+        meta.pop(key, None)
+    mem.store.put(id, text, meta=memmeta.pack(meta), vector=mem.embedder.embed([text])[0])
+
+
 def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: float) -> int:
     """Writes each memory again in ``tier`` with ``meta`` updates: {id: (tier, updates)}.
     One put_many; vectors a tier needs and the item lost are re-embedded in one batch."""

@@ -32,6 +32,13 @@ def texts(app, role):
     return [m.source for m in app.query(ChatMessage) if m.role == role]
 
 
+async def reply_to(pilot, app, text, *, ready_timeout=20.0, timeout=20.0):
+    """Waits for the app to load, sends ``text`` and waits for the whole reply."""
+    await wait_for(pilot, app.ready.is_set, ready_timeout)
+    await send(pilot, text)
+    await wait_for(pilot, lambda: app.last_turn is not None, timeout)
+
+
 async def send(pilot, text):
     await pilot.click("#prompt")
     for ch in text:
@@ -45,9 +52,7 @@ def test_a_message_streams_a_reply_and_the_inspector_shows_what_was_recalled(mem
     async def go():
         app = ChatApp(memory=mem, engine=EchoEngine())
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "is Priya allergic?")
-            await wait_for(pilot, lambda: app.last_turn is not None)
+            await reply_to(pilot, app, "is Priya allergic?")
             assert texts(app, "user") == ["is Priya allergic?"]
             assert texts(app, "assistant") == ["echo: is Priya allergic?"]
             assert "tok/s" in str(app.query_one(StatusBar).render())
@@ -132,9 +137,7 @@ def test_the_screens_render_at_80x24(mem, tmp_path):
     async def go():
         app = ChatApp(memory=mem, engine=EchoEngine())
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "who plays the cello?")
-            await wait_for(pilot, lambda: app.last_turn is not None)
+            await reply_to(pilot, app, "who plays the cello?")
             chat = app.save_screenshot(path=str(tmp_path), filename="chat.svg")
             await pilot.press("f2")
             await pilot.pause(0.1)
@@ -154,9 +157,9 @@ def test_the_real_model_answers_in_the_chat(tmp_path):
             m.remember("My sister is called Ana.", kind="fact")
             app = ChatApp(memory=m, engine=open_engine(), max_tokens=24)
             async with app.run_test(size=(100, 30)) as pilot:
-                await wait_for(pilot, app.ready.is_set, timeout=60)
-                await send(pilot, "What is my sister called?")
-                await wait_for(pilot, lambda: app.last_turn is not None, timeout=120)
+                await reply_to(
+                    pilot, app, "What is my sister called?", ready_timeout=60, timeout=120
+                )
                 assert "My sister is called Ana." in app.last_turn.note
                 assert texts(app, "assistant")[0].strip()
 
@@ -167,9 +170,7 @@ def test_resizing_to_80x24_and_a_light_theme_keep_everything_on_screen(mem, tmp_
     async def go():
         app = ChatApp(memory=mem, engine=EchoEngine())
         async with app.run_test(size=(140, 45)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "hello there")
-            await wait_for(pilot, lambda: app.last_turn is not None)
+            await reply_to(pilot, app, "hello there")
             await pilot.resize_terminal(80, 24)
             app.theme = "textual-light"
             await pilot.press("f2")

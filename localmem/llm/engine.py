@@ -7,12 +7,9 @@ DRAM budget) slots in behind the same calls.
 
 from __future__ import annotations
 
-import os
-import resource
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -77,6 +74,10 @@ class Engine(Protocol):
         assistant's opening, as ``generate`` would send them)."""
         ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of plain text (no template), for budgeting parts of a prompt."""
+        ...
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -91,35 +92,3 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def io_read_bytes() -> int:
-    """Bytes this process has had read from storage (page-cache hits do not count)."""
-    try:
-        for line in Path("/proc/self/io").read_text().splitlines():
-            if line.startswith("read_bytes:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def rss_bytes(part: str = "VmRSS") -> int:
-    """Resident bytes: ``VmRSS`` (all), ``RssAnon`` (private: KV cache, buffers) or
-    ``RssFile`` (mapped file pages: the mmap'd weights, shared with the page cache)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(part + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if part == "VmRSS" else 0
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on (generation is memory-bound: more threads than
-    cores only adds contention)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)

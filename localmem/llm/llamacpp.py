@@ -24,20 +24,13 @@ from localmem.errors import (
     ModelNotFoundError,
 )
 from localmem.llm import gguf
-from localmem.llm.engine import (
-    GenerationStats,
-    LoadStats,
-    Message,
-    default_threads,
-    io_read_bytes,
-    rss_bytes,
-)
+from localmem.llm.engine import GenerationStats, LoadStats, Message
+from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
 
 MODEL_ENV = "LOCALMEM_LLM"  # the chat model when none is named: a registry name or a path
 DEFAULT_N_CTX = 8192
 # A cut is worth making when at least this many cached tokens after it are kept.
 SPLICE_MIN_TOKENS = 16
-GGUF_MAGIC = b"GGUF"
 
 
 def resolve(model: str | Path | None) -> tuple[str, Path]:
@@ -59,17 +52,6 @@ def resolve(model: str | Path | None) -> tuple[str, Path]:
         raise InvalidArgumentError(f"{p} is a directory: pass the path of a .gguf file")
     check_gguf(p)
     return p.stem, p.resolve()
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations (MemAvailable), or 0 if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def context_size(meta: dict[str, Any], requested: int | None, available: int) -> int:
@@ -96,6 +78,16 @@ def context_size(meta: dict[str, Any], requested: int | None, available: int) ->
     return n
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def check_gguf(p: Path) -> None:
     """Raises CorruptFileError unless ``p`` starts like a GGUF file."""
     try:
@@ -103,9 +95,9 @@ def check_gguf(p: Path) -> None:
             head = f.read(8)
     except OSError as e:
         raise ModelNotFoundError(f"cannot read the model file {p}: {e}") from e
-    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+    if len(head) < 8 or head[:4] != gguf.MAGIC:
         raise CorruptFileError(
-            f"{p} is not a GGUF model (it starts with {head[:4]!r}, not {GGUF_MAGIC!r}): "
+            f"{p} is not a GGUF model (it starts with {head[:4]!r}, not {gguf.MAGIC!r}): "
             "pass a .gguf file (llama.cpp's format; convert others with llama.cpp's "
             "convert_hf_to_gguf.py)"
         )
@@ -142,7 +134,8 @@ class LlamaCppEngine:
             raise ModelNotFoundError(
                 f"llama-cpp-python is not installed ({e}): pip install llama-cpp-python"
             ) from e
-        threads = threads or default_threads()
+        # Generation is memory-bound: more threads than cores only adds contention.
+        threads = threads or usable_cpus()
         io0, t0 = io_read_bytes(), time.perf_counter()
         n_ctx = context_size(gguf.read_metadata(self.path), n_ctx, available_memory())
         llm = self._load(llama_cpp, n_ctx, threads, seed)
@@ -317,23 +310,14 @@ class LlamaCppEngine:
         llm = self._llm
         n = int(llm.n_tokens)
         cached = llm._input_ids[:n].tolist()
-        lcp = 0
-        for a, b in zip(cached, toks, strict=False):
-            if a != b:
-                break
-            lcp += 1
+        lcp = common_prefix(cached, toks)
         if lcp >= n or lcp >= len(toks):
             return 0
         head = toks[lcp]
         for k in range(1, n - lcp):
             if cached[lcp + k] != head:
                 continue
-            m = 0
-            for a, b in zip(cached[lcp + k :], toks[lcp:], strict=False):
-                if a != b:
-                    break
-                m += 1
-            if m < SPLICE_MIN_TOKENS:
+            if common_prefix(cached[lcp + k :], toks[lcp:]) < SPLICE_MIN_TOKENS:
                 continue
             ctx = llm._ctx
             if not ctx.kv_cache_seq_rm(0, lcp, lcp + k):
@@ -348,12 +332,7 @@ class LlamaCppEngine:
     def _cached_prefix(self, toks: list[int]) -> int:
         """How many leading prompt tokens the KV cache already holds."""
         llm = self._llm
-        cached = llm._input_ids[: llm.n_tokens]
-        n = 0
-        for a, b in zip(cached, toks, strict=False):
-            if a != b:
-                break
-            n += 1
+        n = common_prefix(llm._input_ids[: llm.n_tokens].tolist(), toks)
         return min(n, len(toks) - 1)  # the last prompt token is evaluated again for logits
 
     def reset(self) -> None:

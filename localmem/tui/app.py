@@ -360,7 +360,7 @@ class ChatApp(App[None]):
 
     @work(thread=True, exclusive=True, group="stats")
     def refresh_stats(self) -> None:
-        from localmem.llm.engine import rss_bytes
+        from localmem.machine import rss_bytes
 
         mem = self._memory
         if mem is None:
