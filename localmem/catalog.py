@@ -5,6 +5,14 @@ the entities each memory mentions, and the LSN of the last log record applied. L
 view it can be rebuilt from the log (or, past a checkpoint, from the store's items), so it
 runs with ``synchronous=NORMAL``: a crash may lose its last transactions, never the
 memories — the next open replays them.
+
+A forgotten memory is out of every index (FTS5, entities, cold codes, the time and session
+indexes), and its row keeps only what the sweep, ``list(tier=...)`` and the counts read: its
+text, entities, speaker, model and provenance stay in the store's item until the purge
+(``full_row`` completes the row from it), and ``restore`` writes the memory again in full,
+which derives every index entry anew. Most memories of a long-used store end up forgotten
+(half of those a simulated year holds: bench/lifecycle.py); a second copy of their text and
+metadata here nearly doubled what each cost.
 """
 
 from __future__ import annotations
@@ -24,16 +32,17 @@ from localmem import memmeta
 from localmem.errors import CorruptFileError, StorageError
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: slim rows for forgotten memories, two indexes fewer
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+LIVE = "tier != 'forgotten'"  # forgotten memories are out of every index
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memories (
     id INTEGER PRIMARY KEY,
-    text TEXT NOT NULL,
+    text TEXT,  -- NULL when forgotten: the store's item keeps it until the purge
     kind TEXT NOT NULL,
     source TEXT NOT NULL,
     session TEXT,
@@ -57,17 +66,17 @@ CREATE TABLE IF NOT EXISTS memories (
     sources TEXT NOT NULL DEFAULT '[]'  -- provenance of the duplicates merged into this one
 );
 CREATE INDEX IF NOT EXISTS memories_tier ON memories(tier, id);
-CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id);
-CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time);
-CREATE INDEX IF NOT EXISTS memories_key ON memories(key) WHERE key IS NOT NULL;
+-- Forgotten memories are out of every index; the queries these serve say LIVE too.
+CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id) WHERE {LIVE};
+CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time) WHERE {LIVE};
 CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker) WHERE speaker IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
 );
+-- No index on id: a memory's entries are deleted by (name, id), the names read from its row.
 CREATE TABLE IF NOT EXISTS entities (
     name TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (name, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entities_id ON entities(id);
 """
 
 COLUMNS = (
@@ -76,7 +85,6 @@ COLUMNS = (
     "superseded_by, merged_into, sources"
 )
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
-LIVE = "tier != 'forgotten'"  # forgotten memories are out of every index
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -129,6 +137,9 @@ class Catalog:
         with self._lock:
             before = self.file_bytes()
             try:
+                # FTS5 keeps one segment b-tree per batch of writes until its automerge
+                # gets to them; merged into one, its pages are full before VACUUM packs them.
+                self.db.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
                 self.db.execute("VACUUM")
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except apsw.Error as e:
@@ -214,59 +225,38 @@ class Catalog:
             item = rec.decode_put(payload)
             if item.meta.get("type") != "memory":
                 return  # an item some other layer stored
-            m = memmeta.unpack(item.meta, item.text)
             self._delete(item.id)
-            names = [str(e) for e in m["entities"]]
-            tier = str(m["tier"])
-            self.db.execute(
-                f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 23)})",
-                (
-                    item.id,
-                    item.text,
-                    m["kind"],
-                    m["source"],
-                    m["session"],
-                    m["key"],
-                    float(m["when"]),
-                    float(m["created"]),
-                    float(m["importance"]),
-                    int(bool(m["pinned"])),
-                    json.dumps(m["tags"], ensure_ascii=False),
-                    json.dumps(names, ensure_ascii=False),
-                    m.get("model"),
-                    lsn,
-                    ents.speaker(item.text),
-                    tier,
-                    float(m["stability"]),
-                    float(m["t_last"]),
-                    int(m["recalls"]),
-                    m["forgotten_at"],
-                    m["superseded_by"],
-                    m["merged_into"],
-                    json.dumps(m["sources"], ensure_ascii=False),
-                ),
-            )
+            row, code = _row(lsn, item)
+            tier = row[15]
             if tier == "forgotten":
-                return  # kept (restorable until the purge), out of every index
+                row = _slim(row)  # restorable until the purge, in no index (module doc)
+            self.db.execute(f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 23)})", row)
+            if tier == "forgotten":
+                return
             self.db.execute(
                 "INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (item.id, item.text)
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
-                [(e.lower(), item.id) for e in names],
+                [(e, item.id) for e in _entity_keys(row[11])],
             )
-            code = m["code"]
             if tier == "cold" and isinstance(code, str):
                 self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
             self._delete(rec.delete_id(payload))
 
     def _delete(self, id: int) -> None:
-        if self.db.execute("SELECT 1 FROM memories WHERE id=?", (id,)).fetchone() is None:
+        row = self.db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()
+        if row is None:
             return
         self.db.execute("DELETE FROM memories WHERE id=?", (id,))
+        if row[0] == "forgotten":
+            return  # in no index
         self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
-        self.db.execute("DELETE FROM entities WHERE id=?", (id,))
+        self.db.executemany(
+            "DELETE FROM entities WHERE name=? AND id=?",
+            [(e, id) for e in _entity_keys(str(row[1]))],
+        )
         if self._state("cold_bits") is not None:
             self.db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
 
@@ -439,3 +429,57 @@ class Catalog:
         with self._lock:
             r = self.db.execute("SELECT max(id) FROM memories").fetchone()
         return int(r[0] or 0) if r else 0
+
+
+def _entity_keys(names_json: str) -> list[str]:
+    """The entities table's keys for a row's entities column (names matched lower case)."""
+    return list(dict.fromkeys(str(e).lower() for e in json.loads(names_json)))
+
+
+def _row(lsn: int, item: rec.Item) -> tuple[tuple[Any, ...], Any]:
+    """A memory item's full catalog row (COLUMNS order) and its cold code (hex or None)."""
+    m = memmeta.unpack(item.meta, item.text)
+    names = [str(e) for e in m["entities"]]
+    row = (
+        item.id,
+        item.text,
+        m["kind"],
+        m["source"],
+        m["session"],
+        m["key"],
+        float(m["when"]),
+        float(m["created"]),
+        float(m["importance"]),
+        int(bool(m["pinned"])),
+        json.dumps(m["tags"], ensure_ascii=False),
+        json.dumps(names, ensure_ascii=False),
+        m.get("model"),
+        lsn,
+        ents.speaker(item.text),
+        str(m["tier"]),
+        float(m["stability"]),
+        float(m["t_last"]),
+        int(m["recalls"]),
+        m["forgotten_at"],
+        m["superseded_by"],
+        m["merged_into"],
+        json.dumps(m["sources"], ensure_ascii=False),
+    )
+    return row, m["code"]
+
+
+# What a forgotten memory's row drops (COLUMNS positions -> the value kept instead).
+_SLIM = {1: None, 11: "[]", 12: None, 14: None, 22: "[]"}  # text entities model speaker sources
+
+
+def _slim(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_SLIM.get(i, v) for i, v in enumerate(row))
+
+
+def full_row(row: Sequence[Any], item: rec.Item) -> tuple[Any, ...]:
+    """``row`` (as the catalog returns it) in full: a forgotten memory's slim row completed
+    from its store item; any other row as it is."""
+    if row[15] != "forgotten":
+        return tuple(row)
+    full, _ = _row(int(row[13]), item)
+    return full

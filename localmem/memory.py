@@ -27,7 +27,7 @@ import numpy as np
 from localmem import consolidate, memmeta, tiers
 from localmem import entities as ents
 from localmem import lifecycle as lc
-from localmem.catalog import Catalog
+from localmem.catalog import Catalog, full_row
 from localmem.embed import Embedder, OnnxEmbedder
 from localmem.errors import (
     CorruptFileError,
@@ -453,7 +453,8 @@ class Memory:
 
     def _reembed(self, progress: Progress | None, ids: Sequence[int] | None = None) -> None:
         """Every memory (or those in ``ids``) again with the current model, each in its own
-        tier's form (a forgotten one keeps no vector; a cold one gets a new sign code)."""
+        tier's form (a cold one gets a new sign code; a forgotten one has no vector and is
+        left as it is: restore() embeds it with the model of the day)."""
         rows = self._catalog.select() if ids is None else list(self._catalog.rows(ids).values())
         total = len(rows)
         model = self._embedder.model_id
@@ -468,15 +469,13 @@ class Memory:
                 )
             )
             items: list[tuple[int, str, dict[str, Any], Any, bool]] = []
-            for r in chunk:
+            for r in live:
                 id = int(r[0])
                 it = self._store.get(id)
                 meta = memmeta.pack(dict(it.meta, model=model))
                 tier = r[15]
                 if tier == "cold":
                     meta["code"] = tiers.binary_code(vecs[id]).hex()
-                    items.append((id, it.text, meta, None, False))
-                elif tier == "forgotten":
                     items.append((id, it.text, meta, None, False))
                 else:
                     items.append((id, it.text, meta, vecs[id], tier == "warm"))
@@ -731,7 +730,17 @@ class Memory:
         rows = self._catalog.rows([self._check_id(id)])
         if not rows:
             raise UnknownIdError(f"no memory with id {id}")
-        return MemoryItem.from_row(rows[int(id)])
+        return self._item(rows[int(id)])
+
+    def _item(self, row: Sequence[Any]) -> MemoryItem:
+        """A catalog row as a MemoryItem; a forgotten memory's text and provenance come from
+        its store item (the catalog keeps a slim row for it)."""
+        if row[15] == "forgotten":
+            try:
+                row = full_row(row, self._store.get(int(row[0])))
+            except UnknownIdError:  # purged by another process since the catalog read
+                raise UnknownIdError(f"no memory with id {row[0]}") from None
+        return MemoryItem.from_row(row)
 
     def list(
         self,
@@ -775,7 +784,7 @@ class Memory:
         rows = self._catalog.select(
             " AND ".join(where), params, order=order, limit=limit, offset=offset
         )
-        return [MemoryItem.from_row(r) for r in rows]
+        return [self._item(r) for r in rows]
 
     def __len__(self) -> int:
         """Memories not forgotten."""

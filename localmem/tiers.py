@@ -7,8 +7,9 @@ item stays complete (text, metadata with the lifecycle state, vector in its tier
     warm       INT8 code only (scale + dim bytes: a quarter of the vector's bytes)
     cold       a binary code (1 bit per dimension) in the catalog's sqlite-vec table; text
                kept and still found by keyword and by Hamming distance, at lower fidelity
-    forgotten  out of every index; text kept for ``purge_after_days`` so that
-               ``Memory.restore`` can bring it back, then the item is deleted
+    forgotten  out of every index (a slim catalog row for the sweep and the counts); text
+               kept in the item for ``purge_after_days`` so that ``Memory.restore`` can
+               bring it back, then the item is deleted
 
 Promotion (a recall marked used, a cold hit, a restore) re-embeds the text when the tier
 lost the vector: the text is what a memory is; the vector is derived from it.
@@ -47,7 +48,7 @@ def hamming_to_cos(distance: int, bits: int) -> float:
 def retext(mem: Memory, id: int, text: str, meta: dict[str, Any]) -> None:
     """Writes memory ``id`` with new ``text``: what was derived from the old text (cold code,
     entities) dropped, embedded again, in the hot tier, forgotten no more."""
-    meta = dict(meta, tier="hot")
+    meta = dict(meta, tier="hot", model=mem.embedder.model_id)
     for key in ("code", "forgotten_at", "entities"):
         meta.pop(key, None)
     mem.store.put(id, text, meta=memmeta.pack(meta), vector=mem.embedder.embed([text])[0])
@@ -83,6 +84,8 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
         it = items[id]
         meta = dict(it.meta, **updates, tier=tier)
         vec = fresh.get(id, it.vector)
+        if id in fresh:
+            meta["model"] = mem.embedder.model_id
         meta.pop("code", None)
         meta.pop("entities", None)
         if tier != "forgotten":
@@ -96,6 +99,9 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
             out.append((id, it.text, meta, None, False))
         else:
             meta.setdefault("forgotten_at", now)
+            # No vector (and no code) left to say which model made it; a restore embeds
+            # the text again and names the model of the day.
+            meta.pop("model", None)
             out.append((id, it.text, meta, None, False))
     store.put_many([(id, text, memmeta.pack(m), v, q) for id, text, m, v, q in out])
     return len(out)

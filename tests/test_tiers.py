@@ -66,6 +66,68 @@ def test_restore_undoes_a_forget_across_a_restart(tmp_path):
         assert mem.recall("spare key blue pot", k=1, floor=False)[0].memory.id == m.id
 
 
+def _index_entries(mem, id):
+    """Where memory ``id`` appears in the catalog: its row's slim fields and each index."""
+    db = mem.catalog.db
+    row = db.execute(
+        "SELECT text, speaker, entities, model FROM memories WHERE id=?", (id,)
+    ).fetchone()
+    fts = db.execute("SELECT count(*) FROM memories_fts WHERE rowid=?", (id,)).fetchone()[0]
+    names = db.execute("SELECT count(*) FROM entities WHERE id=?", (id,)).fetchone()[0]
+    cold = 0  # the cold tier's table exists once a first code is written
+    if db.execute("SELECT 1 FROM sqlite_schema WHERE name='cold_codes'").fetchone():
+        cold = db.execute("SELECT count(*) FROM cold_codes WHERE id=?", (id,)).fetchone()[0]
+    return row, (fts, names, cold)
+
+
+def test_a_forgotten_memory_is_in_no_index_and_restore_derives_them_again(tmp_path):
+    text = "Farid: Priya moved to Lisbon last spring"
+    t0 = time.time()
+    with open_mem(tmp_path / "m") as mem:
+        m = mem.remember(text, kind="episodic", session="s1")
+        other = mem.remember("Priya likes the tram in Lisbon", kind="episodic", session="s1")
+        mem.consolidate(now=t0 + 7 * DAY)  # both cold: a code in the sqlite-vec table
+        assert mem.get(m.id).tier == "cold" and _index_entries(mem, m.id)[1] == (1, 3, 1)
+        mem.forget(m.id)
+        row, entries = _index_entries(mem, m.id)
+        assert row == (None, None, "[]", None) and entries == (0, 0, 0)
+        assert "model" not in mem.store.get(m.id).meta  # no vector left to name a model of
+        # Everything about it is still there to read (from the store's item) ...
+        got = mem.get(m.id)
+        assert got.tier == "forgotten" and got.text == text and "Priya" in got.entities
+        assert [x.text for x in mem.list(tier="forgotten")] == [text]
+        assert mem.stats()["by_tier"]["forgotten"] == 1 and len(mem) == 1
+        # ... but no channel finds it: keyword, entity, time, session context.
+        hits = mem.recall("where did Priya move, Lisbon?", k=5, floor=False, now=t0 + 7 * DAY)
+        assert m.id not in {h.memory.id for h in hits} and other.id in {h.memory.id for h in hits}
+    with open_mem(tmp_path / "m") as mem:  # restore after a restart re-derives every index
+        assert mem.restore(m.id).text == text
+        row, entries = _index_entries(mem, m.id)
+        assert row[0] == text and row[1] == "Farid" and "Priya" in row[2]
+        assert entries == (1, 3, 0)  # hot again: text and entities, no cold code
+        assert row[3] == mem.embedder.model_id and mem.store.get(m.id).vector is not None
+        hit = mem.recall("moved to Lisbon", k=1, floor=False)[0]
+        assert hit.memory.id == m.id and "keyword" in hit.why
+
+
+def test_an_old_catalog_is_rebuilt_without_forgotten_memories_in_its_indexes(tmp_path):
+    with open_mem(tmp_path / "m") as mem:
+        m = mem.remember("Priya moved to Lisbon last spring")
+        mem.forget(m.id)
+        mem.store.checkpoint()  # the log no longer reaches back: rebuilt from the items
+        db = mem.catalog.db  # what schema 5 had: a forgotten row in full, an index by id
+        db.execute("UPDATE memories SET text='Priya moved to Lisbon last spring'")
+        db.execute("CREATE INDEX entities_id ON entities(id)")
+        db.execute("UPDATE state SET v=5 WHERE k='schema'")
+    with open_mem(tmp_path / "m") as mem:
+        assert _index_entries(mem, m.id) == ((None, None, "[]", None), (0, 0, 0))
+        db = mem.catalog.db
+        assert db.execute("SELECT 1 FROM sqlite_schema WHERE name='entities_id'").fetchone() is None
+        assert mem.get(m.id).text == "Priya moved to Lisbon last spring"
+        assert mem.restore(m.id).tier == "hot"
+        assert mem.recall("Lisbon", k=1, floor=False)[0].memory.id == m.id
+
+
 def test_reinforcement_grows_stability_and_promotes(mem):
     chat, _, _ = seed(mem)
     t0 = time.time()
