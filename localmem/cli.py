@@ -18,6 +18,11 @@ chat_model_option = click.option(
     help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
     "the embedded SmolLM2-135M-Instruct).",
 )  # fmt: skip
+engine_option = click.option(
+    "--engine", type=click.Choice(["llama", "flash"]), default=None,
+    help="What runs the chat model: llama (llama.cpp) or flash (localmem's own engine) "
+    "(default: $LOCALMEM_ENGINE, else llama).",
+)  # fmt: skip
 store_option = click.option(
     "--store", default=None, metavar="PATH",
     help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
@@ -35,13 +40,19 @@ def main(ctx: click.Context) -> None:
 
 @main.command()
 @chat_model_option
+@engine_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
-def chat(model: str | None = None, store: str | None = None, max_tokens: int = 256) -> None:
+def chat(
+    model: str | None = None,
+    engine: str | None = None,
+    store: str | None = None,
+    max_tokens: int = 256,
+) -> None:
     """Chat in the terminal with the local model and your memory (F1: help, F2: memory)."""
     from localmem.tui import ChatApp
 
-    app = ChatApp(model=model, store=store, max_tokens=max_tokens)
+    app = ChatApp(model=model, engine_name=engine, store=store, max_tokens=max_tokens)
     try:
         app.run()
     finally:
@@ -91,6 +102,7 @@ def reembed(model: str, store: str | None) -> None:
 @click.argument("message")
 @click.option("--show-memories", is_flag=True, help="Print the memories placed in the prompt.")
 @chat_model_option
+@engine_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 @click.option("--temperature", default=0.7, show_default=True, help="0 answers the same each time.")
@@ -100,6 +112,7 @@ def ask(
     message: str,
     show_memories: bool,
     model: str | None,
+    engine: str | None,
     store: str | None,
     max_tokens: int,
     temperature: float,
@@ -114,10 +127,10 @@ def ask(
     from localmem.memory import Memory
 
     try:
-        engine = open_engine(model)
+        llm = open_engine(model, engine=engine)
         with Memory.open(store) as mem:
             bot = Assistant(
-                mem, engine, max_tokens=max_tokens, temperature=temperature,
+                mem, llm, max_tokens=max_tokens, temperature=temperature,
                 remember=not no_remember,
             )  # fmt: skip
             turn = bot.chat(message)
@@ -130,9 +143,10 @@ def ask(
                 click.echo(piece, nl=False)
             click.echo("")
             if stats and turn.stats is not None:
-                ls, gs = engine.load_stats, turn.stats
+                ls, gs = llm.load_stats, turn.stats
                 click.echo(
-                    f"model {engine.name}: load {ls.seconds:.2f} s, read {ls.read_bytes:,} B; "
+                    f"model {llm.name} ({type(llm).__name__}): load {ls.seconds:.2f} s, "
+                    f"read {ls.read_bytes:,} B; "
                     f"prompt {gs.prompt_tokens} tokens ({gs.reused_tokens} cached) "
                     f"{gs.prompt_tokens_per_s:.0f} tok/s, first token {gs.ttft * 1000:.0f} ms; "
                     f"{gs.generated_tokens} tokens at {gs.generation_tokens_per_s:.1f} tok/s",

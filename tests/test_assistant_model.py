@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from localmem.cli import main
@@ -20,8 +21,9 @@ from localmem.assistant import Assistant
 from localmem.llm import open_engine
 
 with Memory.open(sys.argv[1]) as mem:
-    bot = Assistant(mem, open_engine(), session=sys.argv[2], max_tokens=48, temperature=0)
-    for message in sys.argv[3:]:
+    engine = open_engine(engine=sys.argv[3])
+    bot = Assistant(mem, engine, session=sys.argv[2], max_tokens=48, temperature=0)
+    for message in sys.argv[4:]:
         turn = bot.chat(message)
         pieces = list(turn)
         print(json.dumps({
@@ -39,39 +41,46 @@ QUESTIONS = [
 ]
 
 
-def run_session(store, session, messages):
+def run_session(store, session, messages, engine="llama"):
     out = subprocess.run(
-        [sys.executable, "-c", SESSION, str(store), session, *messages],
+        [sys.executable, "-c", SESSION, str(store), session, engine, *messages],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def test_facts_from_session_one_are_in_session_two_prompts(tmp_path):
+@pytest.mark.parametrize("engine", ["llama", "flash"])
+def test_facts_from_session_one_are_in_session_two_prompts(tmp_path, engine):
     store = tmp_path / "store"
-    one = run_session(store, "s1", FACTS)
+    one = run_session(store, "s1", FACTS, engine)
     assert [t["facts"] for t in one] == [[f] for f in FACTS]
     assert all(t["reply"].strip() for t in one)
     assert one[2]["reused"] > 0  # turn 3 reused turns 1-2 from the KV cache
-    two = run_session(store, "s2", [q for q, _ in QUESTIONS])
+    two = run_session(store, "s2", [q for q, _ in QUESTIONS], engine)
     for (q, fact), t in zip(QUESTIONS, two, strict=True):
         assert fact in t["note"], f"{q!r}: the prompt's memory note lacks {fact!r}:\n{t['note']}"
         assert t["pieces"] > 0 and t["reply"].strip()
 
 
-def test_ask_answers_from_the_command_line_with_its_memories(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["llama", "flash"])
+def test_ask_answers_from_the_command_line_with_its_memories(tmp_path, monkeypatch, engine):
     monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "s"))
-    r = CliRunner().invoke(main, ["ask", "My brother Tom lives in Oslo.", "--temperature", "0"])
+    first = ["ask", "My brother Tom lives in Oslo.", "--temperature", "0", "--engine", engine]
+    r = CliRunner().invoke(main, first)
     assert r.exit_code == 0, r.output
     assert r.output.strip()
     r = CliRunner().invoke(
-        main, ["ask", "Where does my brother live?", "--show-memories", "--max-tokens", "32"]
-    )
+        main,
+        ["ask", "Where does my brother live?", "--show-memories", "--max-tokens", "32",
+         "--engine", engine, "--stats"],
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     head, _, reply = r.output.partition("\n\n")
     assert head.startswith("recalled ") and "My brother Tom lives in Oslo." in head
     assert reply.strip()
+    cls = {"llama": "LlamaCppEngine", "flash": "FlashEngine"}[engine]
+    assert f"({cls}): load" in r.output  # --stats names the engine that answered
 
 
 def test_ask_with_a_bad_model_path_says_how_to_fix_it(tmp_path):

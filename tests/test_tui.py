@@ -149,19 +149,22 @@ def test_the_screens_render_at_80x24(mem, tmp_path):
     assert "retention" in ins and "Marco" in ins
 
 
-def test_the_real_model_answers_in_the_chat(tmp_path):
-    from localmem.llm import open_engine
-
+@pytest.mark.parametrize("engine", ["llama", "flash"])
+def test_the_real_model_answers_in_the_chat(tmp_path, engine):
+    # As `localmem chat --engine NAME` opens it: the app loads the engine by name.
     async def go():
         with Memory.open(tmp_path / "real") as m:
             m.remember("My sister is called Ana.", kind="fact")
-            app = ChatApp(memory=m, engine=open_engine(), max_tokens=24)
+            app = ChatApp(memory=m, engine_name=engine, max_tokens=24)
             async with app.run_test(size=(100, 30)) as pilot:
                 await reply_to(
                     pilot, app, "What is my sister called?", ready_timeout=60, timeout=120
                 )
                 assert "My sister is called Ana." in app.last_turn.note
                 assert texts(app, "assistant")[0].strip()
+                assert type(app.assistant.engine).__name__ == {
+                    "llama": "LlamaCppEngine", "flash": "FlashEngine"
+                }[engine]  # fmt: skip
 
     asyncio.run(go())
 

@@ -71,4 +71,7 @@ void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
 // Registers Wal and BlobArena (storage.cpp).
 void bind_storage(py::module_& m);
 
+// Registers the native LLM engine: GGUF reader, block kernels, LlamaModel (flash.cpp).
+void bind_flash(py::module_& m);
+
 }  // namespace lm_py

@@ -320,4 +320,5 @@ PYBIND11_MODULE(_core, m) {
             py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true);
 
     lm_py::bind_storage(m);
+    lm_py::bind_flash(m);
 }

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from localmem.errors import InvalidArgumentError
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
 
@@ -92,3 +94,22 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def check_options(n_ctx: int | None, threads: int | None) -> None:
+    """The options every engine takes, checked the same way."""
+    if n_ctx is not None and (
+        isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 256 <= n_ctx <= 1 << 20
+    ):
+        raise InvalidArgumentError(f"n_ctx must be an int in [256, 1048576], got {n_ctx!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise InvalidArgumentError(f"threads must be a positive int, got {threads!r}")
+
+
+def check_generation(max_tokens: int, temperature: float) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidArgumentError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if not 0.0 <= float(temperature) <= 5.0:
+        raise InvalidArgumentError(f"temperature must be in [0, 5], got {temperature!r}")

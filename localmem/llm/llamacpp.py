@@ -24,13 +24,18 @@ from localmem.errors import (
     ModelNotFoundError,
 )
 from localmem.llm import gguf
-from localmem.llm.engine import GenerationStats, LoadStats, Message
+from localmem.llm.engine import (
+    GenerationStats,
+    LoadStats,
+    Message,
+    check_generation,
+    check_options,
+)
+from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice
 from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
 
 MODEL_ENV = "LOCALMEM_LLM"  # the chat model when none is named: a registry name or a path
 DEFAULT_N_CTX = 8192
-# A cut is worth making when at least this many cached tokens after it are kept.
-SPLICE_MIN_TOKENS = 16
 
 
 def resolve(model: str | Path | None) -> tuple[str, Path]:
@@ -78,16 +83,6 @@ def context_size(meta: dict[str, Any], requested: int | None, available: int) ->
     return n
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def check_gguf(p: Path) -> None:
     """Raises CorruptFileError unless ``p`` starts like a GGUF file."""
     try:
@@ -118,18 +113,10 @@ class LlamaCppEngine:
         threads: int | None = None,
         seed: int = 0,
     ) -> None:
-        if n_ctx is not None and (
-            isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 256 <= n_ctx <= 1 << 20
-        ):
-            raise InvalidArgumentError(f"n_ctx must be an int in [256, 1048576], got {n_ctx!r}")
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise InvalidArgumentError(f"threads must be a positive int, got {threads!r}")
+        check_options(n_ctx, threads)
         self.name, self.path = resolve(model)
         try:
             import llama_cpp
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as e:  # pragma: no cover - a dependency
             raise ModelNotFoundError(
                 f"llama-cpp-python is not installed ({e}): pip install llama-cpp-python"
@@ -141,19 +128,7 @@ class LlamaCppEngine:
         llm = self._load(llama_cpp, n_ctx, threads, seed)
         self._llm = llm
         self.n_ctx = int(llm.n_ctx())
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise CorruptFileError(
-                f"{self.path} has no chat template in its metadata (tokenizer.chat_template): "
-                "use an instruction-tuned GGUF that carries one"
-            )
-        vocab = llm._model
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=vocab.token_get_text(llm.token_eos()),
-            bos_token=vocab.token_get_text(llm.token_bos()),
-            add_generation_prompt=True,
-        )
+        self._prompt = ChatPrompt(llm._model, self.path)
         self.load_stats = LoadStats(
             path=str(self.path),
             seconds=time.perf_counter() - t0,
@@ -194,30 +169,16 @@ class LlamaCppEngine:
 
     # ------------------------------------------------------------------ prompt
 
-    def _tokens(self, messages: Sequence[Message]) -> list[int]:
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                raise InvalidArgumentError(
-                    f"message {i} must be a dict with a str 'content', got {m!r}"
-                )
-            if m.get("role") not in ("system", "user", "assistant"):
-                raise InvalidArgumentError(
-                    f"message {i} has role {m.get('role')!r}; use system, user or assistant"
-                )
-        prompt = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
-        toks: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        return toks
-
     def count_tokens(self, messages: Sequence[Message]) -> int:
         with self._lock:
             self._check_open()
-            return len(self._tokens(messages))
+            return len(self._prompt.tokens(messages))
 
     def count_text_tokens(self, text: str) -> int:
         """Tokens of plain text (no template), for budgeting parts of a prompt."""
         with self._lock:
             self._check_open()
-            return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            return len(self._prompt.text_tokens(text))
 
     # ------------------------------------------------------------------ generation
 
@@ -229,10 +190,7 @@ class LlamaCppEngine:
         temperature: float = 0.7,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise InvalidArgumentError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if not 0.0 <= float(temperature) <= 5.0:
-            raise InvalidArgumentError(f"temperature must be in [0, 5], got {temperature!r}")
+        check_generation(max_tokens, temperature)
         return self._stream(messages, max_tokens, float(temperature), cancel)
 
     def _stream(
@@ -244,7 +202,7 @@ class LlamaCppEngine:
     ) -> Iterator[str]:
         with self._lock:
             self._check_open()
-            toks = self._tokens(messages)
+            toks = self._prompt.tokens(messages)
             if len(toks) + max_tokens > self.n_ctx:
                 raise InvalidArgumentError(
                     f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
@@ -310,24 +268,18 @@ class LlamaCppEngine:
         llm = self._llm
         n = int(llm.n_tokens)
         cached = llm._input_ids[:n].tolist()
-        lcp = common_prefix(cached, toks)
-        if lcp >= n or lcp >= len(toks):
+        span = find_splice(cached, toks)
+        if span is None:
             return 0
-        head = toks[lcp]
-        for k in range(1, n - lcp):
-            if cached[lcp + k] != head:
-                continue
-            if common_prefix(cached[lcp + k :], toks[lcp:]) < SPLICE_MIN_TOKENS:
-                continue
-            ctx = llm._ctx
-            if not ctx.kv_cache_seq_rm(0, lcp, lcp + k):
-                return 0
-            ctx.kv_cache_seq_shift(0, lcp + k, -1, -k)
-            kept = cached[:lcp] + cached[lcp + k :]
-            llm._input_ids[: len(kept)] = kept
-            llm.n_tokens = len(kept)
-            return k
-        return 0
+        begin, end = span
+        ctx = llm._ctx
+        if not ctx.kv_cache_seq_rm(0, begin, end):
+            return 0
+        ctx.kv_cache_seq_shift(0, end, -1, begin - end)
+        kept = cached[:begin] + cached[end:]
+        llm._input_ids[: len(kept)] = kept
+        llm.n_tokens = len(kept)
+        return end - begin
 
     def _cached_prefix(self, toks: list[int]) -> int:
         """How many leading prompt tokens the KV cache already holds."""

@@ -1,0 +1,149 @@
+"""FlashEngine (localmem's native LLM engine) beside llama-cpp-python on the same GGUF, in
+the same run: quality (top-1 agreement of every position's logits, perplexity on a fixed
+English text of 2,000+ tokens) and generation tokens/s on 2 threads; the streaming modes
+(FFN weights read from disk under a DRAM budget) are measured here as they land.
+
+    python bench/flash.py --check      # the issue's must-show (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+
+from localmem.llm import FlashEngine
+from localmem.llm.llamacpp import resolve
+
+TEXT = Path(__file__).resolve().parent.parent / "tests" / "data" / "english.txt"
+CHATS = [
+    "What is the capital of France?",
+    "Give me three tips for sleeping better.",
+    "Explain what a lighthouse keeper did.",
+    "Write a haiku about autumn.",
+    "How do I boil an egg?",
+    "What is the difference between weather and climate?",
+]
+
+
+def perplexity(logits: np.ndarray, toks: list[int]) -> float:
+    """exp of the mean negative log-likelihood of each next token."""
+    z = logits[:-1].astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    nll = -logp[np.arange(len(toks) - 1), toks[1:]]
+    return float(np.exp(nll.mean()))
+
+
+def gen_rate(step, first: int, n: int) -> float:
+    """Tokens/s of n greedy steps; step(token) evaluates one token and returns logits."""
+    tok = first
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tok = int(np.argmax(step(tok)))
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="run the must-show and exit 1 on a miss")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    import llama_cpp
+
+    _, path = resolve(None)
+    flash = FlashEngine(n_ctx=4096, threads=args.threads)
+    ref = llama_cpp.Llama(
+        str(path), n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads,
+        logits_all=True, verbose=False,
+    )  # fmt: skip
+    print(f"model {path.name} ({path.stat().st_size:,} B), {args.threads} threads, "
+          f"kernel {flash.load_stats.extra['kernel']}, "
+          f"weights {flash.load_stats.extra['weight_bytes']:,} B")  # fmt: skip
+
+    # Quality: every position of the text and of chat prompts with the model's replies.
+    text = flash.tokenize(TEXT.read_text(), special=False)
+    docs = [text]
+    for q in CHATS:
+        msgs = [{"role": "user", "content": q}]
+        ref.reset()
+        reply = ref.create_chat_completion(msgs, max_tokens=96, temperature=0)
+        content = reply["choices"][0]["message"]["content"] or ""
+        docs.append(flash._prompt.tokens([*msgs, {"role": "assistant", "content": content}]))
+    positions = agree = 0
+    ppl = {}
+    for i, toks in enumerate(docs):
+        ours = flash.logits(toks)
+        ref.reset()
+        ref.eval(toks)
+        theirs = np.asarray(ref.scores[: len(toks)])
+        agree += int((ours.argmax(1) == theirs.argmax(1)).sum())
+        positions += len(toks)
+        if i == 0:
+            ppl = {"flash dense": perplexity(ours, toks), "llama.cpp": perplexity(theirs, toks)}
+    agreement = agree / positions
+    # For scale: llama.cpp against itself when only its KV cache's precision changes.
+    ref32 = llama_cpp.Llama(
+        str(path), n_ctx=4096, n_threads=args.threads, logits_all=True, verbose=False,
+        type_k=0, type_v=0,
+    )  # fmt: skip
+    self_agree = 0
+    for toks in docs:
+        ref.reset()
+        ref.eval(toks)
+        ref32.reset()
+        ref32.eval(toks)
+        a, b = np.asarray(ref.scores[: len(toks)]), np.asarray(ref32.scores[: len(toks)])
+        self_agree += int((a.argmax(1) == b.argmax(1)).sum())
+    ref32.close()
+    print(f"\nquality over {positions:,} positions ({len(text):,} of English text, "
+          f"{len(docs) - 1} chats): top-1 agreement {agreement:.4f}; llama.cpp f16 KV "
+          f"vs llama.cpp f32 KV {self_agree / positions:.4f}")  # fmt: skip
+    for k, v in ppl.items():
+        print(f"  perplexity of the text, {k:<12} {v:8.3f}")
+
+    # Generation speed: greedy steps after the same prompt, runs interleaved.
+    prompt = flash._prompt.tokens([{"role": "user", "content": "Write a story about a dragon."}])
+    m = flash._model
+    ours_r, theirs_r = [], []
+    for _ in range(args.runs):
+        m.truncate(0)
+        first = int(m.eval(np.asarray(prompt, np.int32))[0].argmax())
+        ours_r.append(
+            gen_rate(lambda t: m.eval(np.asarray([t], np.int32))[0], first, args.gen_tokens)
+        )
+        ref.reset()
+        ref.eval(prompt)
+
+        def step(t: int) -> np.ndarray:
+            ref.eval([t])
+            return np.asarray(ref.scores[ref.n_tokens - 1])
+
+        theirs_r.append(gen_rate(step, first, args.gen_tokens))
+    o, t = statistics.median(ours_r), statistics.median(theirs_r)
+    print(f"\ngeneration, {args.gen_tokens} tokens x {args.runs} runs (median): flash dense "
+          f"{o:.1f} tok/s, llama.cpp {t:.1f} tok/s, ratio {o / t:.2f}")  # fmt: skip
+    ref.close()
+    flash.close()
+
+    figures = [
+        ("dense: top-1 agreement with llama.cpp", agreement, ">=", 0.98),
+        ("dense: generation tok/s, flash / llama.cpp", o / t, ">=", 0.8),
+        ("dense: perplexity, flash / llama.cpp", ppl["flash dense"] / ppl["llama.cpp"], "<=", 1.02),
+        # The streaming modes (budget 50%: naive, sparse, windowed + bundled) are not built
+        # yet: this line stays a miss until they are measured here.
+        ("streaming modes measured (of 3)", 0.0, ">=", 3.0),
+    ]
+    miss = print_checks(figures, 48)
+    return 1 if args.check and miss else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

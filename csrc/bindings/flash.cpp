@@ -1,0 +1,200 @@
+// Binding of the native LLM engine (csrc/core/llm): the GGUF reader, the block kernels (for
+// tests against the scalar set and the gguf package) and LlamaModel. Arguments are checked
+// here, under the GIL; the forward pass runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "../core/llm/gguf_file.h"
+#include "../core/llm/llama_model.h"
+#include "../core/llm/qkernels.h"
+#include "common.h"
+
+namespace lm_py {
+
+namespace {
+
+const lm::QKernels& qkernels_named(const std::string& name) {
+    std::string names;
+    for (const lm::QKernels* k : lm::qkernels_available()) {
+        if (name == k->name) return *k;
+        names += std::string(names.empty() ? "" : ", ") + k->name;
+    }
+    invalid("LLM kernel set '" + name + "' is not available here; choose one of: " + names);
+}
+
+size_t row_bytes(uint32_t type, size_t n) {
+    size_t be = 0, bb = 0;
+    if (!lm::ggml_type_layout(type, &be, &bb))
+        invalid("ggml type " + std::to_string(type) +
+                " is not supported (F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8)");
+    if (n == 0 || n % be != 0)
+        invalid("n must be a positive multiple of " + std::to_string(be) + " for " +
+                lm::ggml_type_name(type) + ", got " + std::to_string(n));
+    return n / be * bb;
+}
+
+py::dict gguf_info(const std::string& path) {
+    lm::GgufFile f(path);
+    py::dict meta;
+    py::list tensors;
+    // Scalars only: the tokenizer's arrays are read by llama.cpp's vocabulary, not here.
+    for (const char* k : {"general.architecture", "general.name", "general.alignment"}) {
+        if (const lm::GgufValue* v = f.find(k)) {
+            if (v->kind == lm::GgufValue::String) meta[k] = v->s;
+            else if (v->kind == lm::GgufValue::Int) meta[k] = v->i;
+        }
+    }
+    for (const auto& t : f.tensors()) {
+        py::dict d;
+        d["name"] = t.name;
+        d["type"] = t.type;
+        d["type_name"] = lm::ggml_type_name(t.type);
+        d["shape"] = t.ne;
+        d["offset"] = f.data_offset() + t.offset;
+        d["bytes"] = t.bytes;
+        tensors.append(d);
+    }
+    py::dict out;
+    out["metadata"] = meta;
+    out["tensors"] = tensors;
+    out["data_offset"] = f.data_offset();
+    out["file_size"] = f.file_size();
+    return out;
+}
+
+}  // namespace
+
+void bind_flash(py::module_& m) {
+    m.def("gguf_info", &gguf_info, py::arg("path"),
+          "Header of a GGUF file as the native reader sees it (tensor table, a few keys).");
+    m.def("llm_kernels_available", [] {
+        py::list out;
+        for (const lm::QKernels* k : lm::qkernels_available()) out.append(k->name);
+        return out;
+    });
+    m.def("llm_kernel_active", [] { return std::string(lm::qkernels_active().name); });
+    m.def(
+        "dequantize",
+        [](uint32_t type, const py::handle& data, size_t n) {
+            auto a = require<uint8_t>(data, "data", "uint8", 1);
+            const size_t need = row_bytes(type, n);
+            if (size_t(a.shape(0)) < need)
+                invalid("data holds " + std::to_string(a.shape(0)) + " bytes; " +
+                        std::to_string(n) + " elements of " + lm::ggml_type_name(type) +
+                        " need " + std::to_string(need));
+            py::array_t<float> out(n);
+            lm::dequantize_row(type, a.data(), out.mutable_data(), n);
+            return out;
+        },
+        py::arg("type"), py::arg("data"), py::arg("n"));
+    m.def(
+        "quantize_q8_0",
+        [](const py::handle& x) {
+            auto a = require<float>(x, "x", "float32", 1);
+            const size_t n = size_t(a.shape(0));
+            const size_t nb = row_bytes(8, n);
+            py::array_t<uint8_t> out(nb);
+            lm::quantize_row_q8_0(a.data(), n, out.mutable_data());
+            return out;
+        },
+        py::arg("x"));
+    m.def(
+        "llm_dot",
+        [](const std::string& kernel, uint32_t type, const py::handle& w, const py::handle& x) {
+            const lm::QKernels& k = qkernels_named(kernel);
+            auto wa = require<uint8_t>(w, "w", "uint8", 1);
+            auto xa = require<float>(x, "x", "float32", 1);
+            const size_t n = size_t(xa.shape(0));
+            if (size_t(wa.shape(0)) != row_bytes(type, n))
+                invalid("w must be one row of " + std::to_string(n) + " " +
+                        lm::ggml_type_name(type) + " elements (" +
+                        std::to_string(row_bytes(type, n)) + " bytes)");
+            std::vector<lm::Q8Block> q((n + lm::kQBlock - 1) / lm::kQBlock);
+            if (n % lm::kQBlock == 0) lm::quantize_q8(xa.data(), n, q.data());
+            switch (type) {
+                case 0: return k.dot_f32(reinterpret_cast<const float*>(wa.data()), xa.data(), n);
+                case 1:
+                    return k.dot_f16(reinterpret_cast<const uint16_t*>(wa.data()), xa.data(), n);
+                case 2: return k.dot_q4_0(wa.data(), q.data(), n / lm::kQBlock);
+                case 3: return k.dot_q4_1(wa.data(), q.data(), n / lm::kQBlock);
+                default: return k.dot_q8_0(wa.data(), q.data(), n / lm::kQBlock);
+            }
+        },
+        py::arg("kernel"), py::arg("type"), py::arg("w"), py::arg("x"),
+        "One weight row . x with a named kernel set (x quantized to Q8 blocks as the engine "
+        "does).");
+    m.def(
+        "llm_axpy_q8_0",
+        [](const std::string& kernel, float a, const py::handle& w, const py::handle& y) {
+            const lm::QKernels& k = qkernels_named(kernel);
+            auto wa = require<uint8_t>(w, "w", "uint8", 1);
+            auto ya = require<float>(y, "y", "float32", 1);
+            const size_t n = size_t(ya.shape(0));
+            if (size_t(wa.shape(0)) != row_bytes(8, n))
+                invalid("w must be one Q8_0 row of y's length");
+            k.axpy_q8_0(a, wa.data(), ya.mutable_data(), n);
+        },
+        py::arg("kernel"), py::arg("a"), py::arg("w"), py::arg("y"));
+
+    py::class_<lm::LlamaModel>(m, "LlamaModel")
+        .def(py::init([](const std::string& path, size_t n_ctx, size_t threads) {
+                 std::shared_ptr<const lm::GgufFile> f;
+                 {
+                     ReleaseGil nogil;
+                     f = std::make_shared<lm::GgufFile>(path);
+                 }
+                 lm::LlamaOptions o;
+                 o.n_ctx = n_ctx;
+                 o.threads = threads;
+                 return std::make_unique<lm::LlamaModel>(f, o);
+             }),
+             py::arg("path"), py::arg("n_ctx"), py::arg("threads"))
+        .def_property_readonly("config",
+                               [](const lm::LlamaModel& m) {
+                                   const auto& c = m.config();
+                                   py::dict d;
+                                   d["n_vocab"] = c.n_vocab;
+                                   d["n_embd"] = c.n_embd;
+                                   d["n_layer"] = c.n_layer;
+                                   d["n_head"] = c.n_head;
+                                   d["n_head_kv"] = c.n_head_kv;
+                                   d["head_dim"] = c.head_dim;
+                                   d["n_ff"] = c.n_ff;
+                                   d["n_ctx_train"] = c.n_ctx_train;
+                                   d["rope_base"] = c.rope_base;
+                                   d["rms_eps"] = c.rms_eps;
+                                   return d;
+                               })
+        .def_property_readonly("n_ctx", &lm::LlamaModel::n_ctx)
+        .def_property_readonly("n_past", &lm::LlamaModel::n_past)
+        .def_property_readonly("threads", &lm::LlamaModel::threads)
+        .def_property_readonly("weight_bytes", &lm::LlamaModel::weight_bytes)
+        .def_property_readonly("kernel", [](const lm::LlamaModel& m) { return m.kernels().name; })
+        .def("truncate", &lm::LlamaModel::truncate, py::arg("n"))
+        .def("remove", &lm::LlamaModel::remove, py::arg("begin"), py::arg("end"),
+             "Cuts cached positions [begin, end) out; later ones move back.")
+        .def(
+            "eval",
+            [](lm::LlamaModel& m, const py::handle& tokens, bool all_logits) {
+                auto t = require<int32_t>(tokens, "tokens", "int32", 1);
+                const size_t n = size_t(t.shape(0));
+                if (n == 0) invalid("tokens is empty: pass at least one token id");
+                const size_t rows = all_logits ? n : 1;
+                py::array_t<float> out({rows, m.config().n_vocab});
+                float* o = out.mutable_data();
+                {
+                    ReleaseGil nogil;
+                    m.eval(t.data(), n, all_logits, o);
+                }
+                return out;
+            },
+            py::arg("tokens"), py::arg("all_logits") = false,
+            "Evaluates tokens after the cached ones; logits of the last token (1, n_vocab) "
+            "or of every token (n, n_vocab).");
+}
+
+}  // namespace lm_py

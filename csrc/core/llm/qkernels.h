@@ -1,0 +1,66 @@
+// Dequantize-and-dot kernels for ggml's block formats, with the run-time dispatch of the
+// vector index: a scalar set that is always there and an AVX2 set chosen when the CPU has
+// it (LOCALMEM_KERNEL=scalar forces the scalar set, to test it on any machine).
+//
+// Like llama.cpp, a matrix-vector product quantizes the activations once to 8-bit blocks
+// of 32 (Q8Block) and then takes integer dot products with each weight row, so a row of
+// Q4_1 weights is read once and never expanded to floats.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace lm {
+
+constexpr size_t kQBlock = 32;
+
+// As ggml's block_q8_1, with its rounding: d and s pass through f16 (llama.cpp stores them
+// as halves), so our products round like llama.cpp's and the two engines agree on the
+// argmax wherever the model is not split between two tokens.
+struct Q8Block {
+    float d;  // scale: x[i] ~ d * qs[i]
+    float s;  // d * sum(qs), for Q4_1's offset m
+    int8_t qs[kQBlock];
+};
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// x: n floats, n a multiple of 32.
+void quantize_q8(const float* x, size_t n, Q8Block* out);
+
+// Expands n elements of a row of `type` (ggml id: F32, F16, Q4_0, Q4_1, Q8_0) to floats.
+void dequantize_row(uint32_t type, const uint8_t* src, float* dst, size_t n);
+
+// Quantizes n floats to Q8_0 blocks (34 bytes each), as ggml does (round to nearest).
+void quantize_row_q8_0(const float* x, size_t n, uint8_t* dst);
+
+struct QKernels {
+    const char* name;
+    // Dot products of one weight row (nb blocks of 32) with quantized activations.
+    float (*dot_q4_0)(const uint8_t* w, const Q8Block* x, size_t nb);
+    float (*dot_q4_1)(const uint8_t* w, const Q8Block* x, size_t nb);
+    float (*dot_q8_0)(const uint8_t* w, const Q8Block* x, size_t nb);
+    // Float rows (n elements) with float activations.
+    float (*dot_f16)(const uint16_t* w, const float* x, size_t n);
+    float (*dot_f32)(const float* a, const float* b, size_t n);
+    // y += a * x over n floats.
+    void (*axpy_f32)(float a, const float* x, float* y, size_t n);
+    // y += a * x with x in f16 (a row of the KV cache's values).
+    void (*axpy_f16)(float a, const uint16_t* x, float* y, size_t n);
+    // out = f16(x), round to nearest even; x rounded in place through f16.
+    void (*to_f16)(const float* x, uint16_t* out, size_t n);
+    void (*round_f16)(float* x, size_t n);
+    // y += a * dequantized Q8_0 row of n elements (a streamed down-projection column).
+    void (*axpy_q8_0)(float a, const uint8_t* w, float* y, size_t n);
+};
+
+const QKernels& qkernels_scalar();
+const QKernels* qkernels_avx2();  // nullptr when not compiled in
+// The set chosen once: AVX2 when the CPU has it, unless LOCALMEM_KERNEL=scalar.
+const QKernels& qkernels_active();
+// The sets this CPU can run, scalar first.
+std::vector<const QKernels*> qkernels_available();
+
+}  // namespace lm

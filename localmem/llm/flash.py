@@ -1,0 +1,269 @@
+"""``FlashEngine``: localmem's own forward pass for llama-architecture GGUF models.
+
+The weights are read by the native core (``csrc/core/llm``): its GGUF reader, its
+dequantize-and-dot kernels (AVX2 or scalar, chosen at run time like the vector index's) and
+its Llama decoder, on a team of threads that spins between the steps of one token. The
+tokenizer and the chat template are the model's own, read through llama-cpp-python's
+vocabulary (``vocab_only``: no weights loaded twice). This is the base the streaming mode
+(FFN weights read from disk under a DRAM budget, LLM-in-a-flash style) builds on; in dense
+mode every weight is used in place in the file's mmap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from localmem.errors import InvalidArgumentError, LocalmemError, ModelNotFoundError
+from localmem.llm import gguf
+from localmem.llm.engine import (
+    GenerationStats,
+    LoadStats,
+    Message,
+    check_generation,
+    check_options,
+)
+from localmem.llm.llamacpp import context_size, resolve
+from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice, open_vocab
+from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
+
+# The sampling llama-cpp-python's create_completion uses by default, so that the two
+# engines answer alike: repetition penalty over the last 64 tokens, top-k, top-p, min-p.
+REPEAT_PENALTY, REPEAT_LAST_N, TOP_K, TOP_P, MIN_P = 1.1, 64, 40, 0.95, 0.05
+
+
+def sample(
+    logits: np.ndarray, recent: Sequence[int], temperature: float, rng: np.random.Generator
+) -> int:
+    """One token from ``logits`` (float32, n_vocab): greedy at temperature 0."""
+    z = logits.astype(np.float64)
+    if recent:
+        ids = np.unique(np.asarray(recent[-REPEAT_LAST_N:], dtype=np.int64))
+        v = z[ids]
+        z[ids] = np.where(v > 0, v / REPEAT_PENALTY, v * REPEAT_PENALTY)
+    if temperature <= 0:
+        return int(np.argmax(z))
+    top = np.argpartition(-z, TOP_K)[:TOP_K]
+    top = top[np.argsort(-z[top])]
+    p = np.exp((z[top] - z[top[0]]) / temperature)
+    p /= p.sum()
+    keep = min(int(np.searchsorted(np.cumsum(p), TOP_P)) + 1, len(p))
+    keep = min(keep, int(np.count_nonzero(p >= MIN_P * p[0])))
+    p = p[: max(keep, 1)]
+    return int(top[rng.choice(len(p), p=p / p.sum())])
+
+
+class FlashEngine:
+    """One GGUF chat model (llama architecture) run by localmem's native engine.
+    ``model``: None (the embedded SmolLM2-135M-Instruct), a registry name or a .gguf path;
+    ``n_ctx``: context tokens (default from the model and this machine's memory);
+    ``threads``: default, the CPUs this process may use. Calls are serialized by a lock."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_options(n_ctx, threads)
+        self.name, self.path = resolve(model)
+        try:
+            import llama_cpp
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise ModelNotFoundError(
+                f"llama-cpp-python (for the tokenizer) is not installed ({e})"
+            ) from e
+        from localmem import _core
+
+        threads = threads or usable_cpus()
+        io0, t0 = io_read_bytes(), time.perf_counter()
+        # Keys and values are f32 here (llama.cpp's are f16): half the tokens per byte.
+        n_ctx = context_size(gguf.read_metadata(self.path), n_ctx, available_memory() // 2)
+        self._model = _core.LlamaModel(str(self.path), n_ctx, threads)
+        self._vocab = open_vocab(self.path)
+        self._prompt = ChatPrompt(self._vocab, self.path)
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self.n_ctx = int(self._model.n_ctx)
+        self.load_stats = LoadStats(
+            path=str(self.path),
+            seconds=time.perf_counter() - t0,
+            file_bytes=self.path.stat().st_size,
+            read_bytes=io_read_bytes() - io0,
+            rss_bytes_after=rss_bytes(),
+            rss_file_bytes_after=rss_bytes("RssFile"),
+            n_ctx=self.n_ctx,
+            threads=int(self._model.threads),
+            extra={
+                "engine": "flash",
+                "mode": "dense",
+                "kernel": self._model.kernel,
+                "weight_bytes": int(self._model.weight_bytes),
+            },
+        )
+        self.last_stats = GenerationStats()
+        self._cached: list[int] = []  # the tokens whose keys and values the cache holds
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._options: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ prompt
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._prompt.tokens(messages))
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of plain text (no template), for budgeting parts of a prompt."""
+        with self._lock:
+            self._check_open()
+            return len(self._prompt.text_tokens(text))
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """The token ids of ``text`` (special tokens such as ``<|im_start|>`` parsed)."""
+        return self._prompt.text_tokens(text, special=special)
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits of every position of ``tokens`` evaluated from an empty cache
+        (n, n_vocab), for quality checks (agreement, perplexity). Resets the cache."""
+        with self._lock:
+            self._check_open()
+            self._model.truncate(0)
+            self._cached = []
+            out = self._model.eval(np.asarray(tokens, dtype=np.int32), all_logits=True)
+            self._model.truncate(0)
+            return out
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        check_generation(max_tokens, temperature)
+        return self._stream(messages, max_tokens, float(temperature), cancel)
+
+    def _stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event | None,
+    ) -> Iterator[str]:
+        with self._lock:
+            self._check_open()
+            toks = self._prompt.tokens(messages)
+            if len(toks) + max_tokens > self.n_ctx:
+                raise InvalidArgumentError(
+                    f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
+                    f"more than the model's context of {self.n_ctx}; shorten the conversation "
+                    "or open the engine with a larger n_ctx"
+                )
+            spliced = self._splice(toks)
+            keep = min(common_prefix(self._cached, toks), len(toks) - 1)
+            self._model.truncate(keep)
+            del self._cached[keep:]
+            st = GenerationStats(prompt_tokens=len(toks), reused_tokens=keep, spliced=spliced)
+            self.last_stats = st
+            io0, t0 = io_read_bytes(), time.perf_counter()
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            vocab = self._vocab.vocab
+            try:
+                logits = self._model.eval(np.asarray(toks[keep:], dtype=np.int32))[0]
+                self._cached = list(toks)
+                recent = list(toks[-REPEAT_LAST_N:])
+                t_first = t0
+                for i in range(max_tokens):
+                    tok = sample(logits, recent, temperature, self._rng)
+                    now = time.perf_counter()
+                    if i == 0:
+                        t_first, st.ttft = now, now - t0
+                    if self._is_eog(vocab, tok):
+                        st.stop_reason = "stop"
+                        break
+                    st.generated_tokens += 1
+                    st.generation_seconds = now - t_first
+                    piece = decoder.decode(self._vocab.detokenize([tok]))
+                    if piece:
+                        yield piece
+                    if cancel is not None and cancel.is_set():
+                        st.cancelled, st.stop_reason = True, "cancelled"
+                        break
+                    if i == max_tokens - 1:
+                        st.stop_reason = "length"
+                        break
+                    recent.append(tok)
+                    logits = self._model.eval(np.asarray([tok], dtype=np.int32))[0]
+                    self._cached.append(tok)
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            except GeneratorExit:
+                st.cancelled, st.stop_reason = True, "cancelled"
+                raise
+            except LocalmemError:
+                raise
+            except Exception as e:
+                raise LocalmemError(f"generation failed in the flash engine: {e}") from e
+            finally:
+                # The cache holds what was evaluated, whatever stopped the loop.
+                self._cached = self._cached[: int(self._model.n_past)]
+                st.read_bytes = io_read_bytes() - io0
+
+    def _splice(self, toks: list[int]) -> int:
+        """Cuts an earlier turn's memory note out of the cache (see LlamaCppEngine)."""
+        span = find_splice(self._cached, toks)
+        if span is None:
+            return 0
+        begin, end = span
+        self._model.remove(begin, end)
+        del self._cached[begin:end]
+        return end - begin
+
+    def reset(self) -> None:
+        """Forgets the KV cache: the next prompt is evaluated from its first token."""
+        with self._lock:
+            self._check_open()
+            self._model.truncate(0)
+            self._cached = []
+
+    # ------------------------------------------------------------------ lifetime
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("this engine is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                del self._model
+                self._vocab.close()
+
+    def __enter__(self) -> FlashEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "engine": "flash",
+            "model": self.name,
+            "path": str(self.path),
+            "n_ctx": self.n_ctx,
+            "load": self.load_stats.__dict__,
+        }
