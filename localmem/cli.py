@@ -23,10 +23,26 @@ engine_option = click.option(
     help="What runs the chat model: llama (llama.cpp) or flash (localmem's own engine) "
     "(default: $LOCALMEM_ENGINE, else llama).",
 )  # fmt: skip
+budget_option = click.option(
+    "--weight-budget", "weight_budget", type=float, default=None, metavar="FRACTION|BYTES",
+    help="With --engine flash: DRAM for the weights, as a fraction of them (0.8) or bytes; "
+    "the FFN's up and down projections stream from disk (default: all resident).",
+)  # fmt: skip
 store_option = click.option(
     "--store", default=None, metavar="PATH",
     help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
 )  # fmt: skip
+
+
+def engine_options(engine: str | None, weight_budget: float | None) -> dict[str, Any]:
+    """The engine options the flags ask for (a budget streams weights: flash only)."""
+    if weight_budget is None:
+        return {}
+    import os
+
+    if (engine or os.environ.get("LOCALMEM_ENGINE")) != "flash":
+        raise click.UsageError("--weight-budget needs --engine flash")
+    return {"weight_budget": weight_budget if weight_budget <= 1 else int(weight_budget)}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -41,18 +57,23 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @chat_model_option
 @engine_option
+@budget_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 def chat(
     model: str | None = None,
     engine: str | None = None,
+    weight_budget: float | None = None,
     store: str | None = None,
     max_tokens: int = 256,
 ) -> None:
     """Chat in the terminal with the local model and your memory (F1: help, F2: memory)."""
     from localmem.tui import ChatApp
 
-    app = ChatApp(model=model, engine_name=engine, store=store, max_tokens=max_tokens)
+    app = ChatApp(
+        model=model, engine_name=engine, engine_options=engine_options(engine, weight_budget),
+        store=store, max_tokens=max_tokens,
+    )  # fmt: skip
     try:
         app.run()
     finally:
@@ -103,6 +124,7 @@ def reembed(model: str, store: str | None) -> None:
 @click.option("--show-memories", is_flag=True, help="Print the memories placed in the prompt.")
 @chat_model_option
 @engine_option
+@budget_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
 @click.option("--temperature", default=0.7, show_default=True, help="0 answers the same each time.")
@@ -113,6 +135,7 @@ def ask(
     show_memories: bool,
     model: str | None,
     engine: str | None,
+    weight_budget: float | None,
     store: str | None,
     max_tokens: int,
     temperature: float,
@@ -127,7 +150,7 @@ def ask(
     from localmem.memory import Memory
 
     try:
-        llm = open_engine(model, engine=engine)
+        llm = open_engine(model, engine=engine, **engine_options(engine, weight_budget))
         with Memory.open(store) as mem:
             bot = Assistant(
                 mem, llm, max_tokens=max_tokens, temperature=temperature,

@@ -111,10 +111,15 @@ class Asset:
 CACHE_ENV = "LOCALMEM_CACHE"
 
 
-def _stamps_path() -> Path:
+def cache_dir() -> Path:
+    """Where derived files live ($LOCALMEM_CACHE, else the user cache dir): checksum stamps,
+    the flash engine's FFN bundles. Everything here can be rebuilt."""
     env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("localmem"))
-    return base / "verified.json"
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("localmem"))
+
+
+def _stamps_path() -> Path:
+    return cache_dir() / "verified.json"
 
 
 @cache

@@ -353,3 +353,117 @@ def test_open_engine_chooses_the_engine_by_name(monkeypatch):
     with pytest.raises(errors.InvalidArgumentError, match="unknown engine"):
         open_engine(engine="vllm")
     e.close()
+
+
+# ---------------------------------------------------------------- streaming (LLM in a flash)
+
+
+@pytest.fixture(scope="module")
+def bundle(model_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "model.ffn"
+    _core.build_ffn_bundle(str(model_path), str(out))
+    return out
+
+
+def test_the_bundle_holds_each_neurons_up_row_and_down_column(model_path, bundle):
+    ref = gguf.GGUFReader(model_path)
+    t = {x.name: x for x in ref.tensors}
+    raw = bundle.read_bytes()
+    up_bytes, bb, n_ff, n_embd = 360, 1024, 1536, 576
+    for layer in (0, 17, 29):
+        up = np.asarray(t[f"blk.{layer}.ffn_up.weight"].data).reshape(n_ff, -1)
+        down = gguf.quants.dequantize(
+            t[f"blk.{layer}.ffn_down.weight"].data, t[f"blk.{layer}.ffn_down.weight"].tensor_type
+        ).reshape(n_embd, n_ff)
+        for i in (0, 1, 777, n_ff - 1):
+            off = 4096 + (layer * n_ff + i) * bb
+            b = np.frombuffer(raw[off : off + bb], np.uint8)
+            np.testing.assert_array_equal(b[:up_bytes], up[i].view(np.uint8).reshape(-1))
+            col = _core.dequantize(Q8_0, np.ascontiguousarray(b[up_bytes : up_bytes + 612]), 576)
+            assert np.abs(col - down[:, i]).max() <= np.abs(down[:, i]).max() / 100
+            assert not b[up_bytes + 612 :].any()  # padding
+
+
+def test_a_damaged_or_truncated_bundle_is_a_clear_error(model_path, bundle, tmp_path):
+    good = bundle.read_bytes()
+    cases = {
+        "header": good[:100] + bytes([good[100] ^ 1]) + good[101:],
+        "layer": good[:5_000_000] + bytes([good[5_000_000] ^ 1]) + good[5_000_001:],
+        "truncated": good[:-1024],
+        "empty": b"",
+    }
+    for name, data in cases.items():
+        f = tmp_path / f"{name}.ffn"
+        f.write_bytes(data)
+        m = _core.LlamaModel(str(model_path), 256, 1)
+        with pytest.raises(errors.CorruptFileError, match="rebuilt from the GGUF"):
+            m.enable_streaming(str(f), False, [0.0] * 30, 0, 0)
+
+
+def test_streaming_every_neuron_reproduces_the_dense_model(model_path, bundle, flash):
+    toks = np.asarray(flash.tokenize(TEXT[:400]), np.int32)
+    dense = flash.logits(toks)
+    m = _core.LlamaModel(str(model_path), 512, 2)
+    m.enable_streaming(str(bundle), True, [0.0] * 30, 0, 0)
+    streamed = m.eval(toks, all_logits=True)
+    # Only the down columns' requantization to Q8_0 differs.
+    assert (streamed.argmax(1) == dense.argmax(1)).mean() >= 0.85
+    assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(streamed, dense, strict=True)) > 0.99
+    st = m.stream_stats()
+    assert st["neurons_active"] == st["neurons_read"] == len(toks) * 30 * 1536
+    assert st["bytes_read"] == len(toks) * st["streamed_bytes_per_token"]
+
+
+def test_sparsity_and_the_window_cut_what_is_read(model_path, bundle):
+    from localmem.machine import io_read_bytes
+
+    m = _core.LlamaModel(str(model_path), 512, 2)
+    toks = np.asarray(flash_tokens(model_path), np.int32)
+    thresholds = m.calibrate(toks[:128], 0.5)
+    assert len(thresholds) == 30 and all(t > 0 for t in thresholds)
+    reads = {}
+    for window, cache in ((0, 0), (4, 64 << 20)):
+        m = _core.LlamaModel(str(model_path), 512, 2)
+        m.enable_streaming(str(bundle), True, thresholds, window, cache)
+        m.eval(toks[:32])  # warm: weights that stay resident paged in
+        m.reset_stream_stats()
+        io0 = io_read_bytes()
+        for t in toks[32:96]:
+            m.eval(np.asarray([t], np.int32))
+        st = m.stream_stats()
+        io = io_read_bytes() - io0
+        active = st["neurons_active"] / st["token_layers"] / 1536
+        assert 0.35 < active < 0.65  # calibrated for half the neurons
+        # The engine's own count is what the kernel saw read (O_DIRECT: no page cache).
+        assert st["bytes_read"] <= io <= st["bytes_read"] * 1.1 + (1 << 20)
+        reads[window] = st["bytes_read"]
+        if window:
+            assert st["neurons_read"] < 0.6 * st["neurons_active"]  # most were cached
+    assert reads[4] < 0.6 * reads[0]
+
+
+def flash_tokens(model_path: Path) -> list[int]:
+    from localmem.llm.prompt import open_vocab
+
+    return open_vocab(model_path).tokenize(TEXT.encode(), False, False)
+
+
+def test_the_flash_engine_streams_under_a_weight_budget(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCALMEM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(errors.InvalidArgumentError, match="below what stays in DRAM"):
+        FlashEngine(n_ctx=512, weight_budget=0.5)
+    e = FlashEngine(n_ctx=512, weight_budget=0.8, sparsity=0.3, window=4)
+    try:
+        x = e.load_stats.extra
+        assert x["mode"] == "stream" and x["resident_bytes"] < x["weight_budget"]
+        assert x["slots_per_layer"] > 0 and Path(x["bundle"]).exists()
+        q = [{"role": "user", "content": "What is the capital of France?"}]
+        assert "".join(e.generate(q, max_tokens=12, temperature=0)).strip()
+        assert e.stream_stats()["neurons_active"] > 0
+        bundle_path = Path(x["bundle"])
+    finally:
+        e.close()
+    bundle_path.write_bytes(bundle_path.read_bytes()[:-4096])  # damaged: rebuilt on open
+    e = FlashEngine(n_ctx=512, weight_budget=0.8, sparsity=0.3, window=4)
+    e.close()
+    assert bundle_path.stat().st_size % 512 == 0 and bundle_path.stat().st_size > 40_000_000

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "../core/llm/ffn_bundle.h"
 #include "../core/llm/gguf_file.h"
 #include "../core/llm/llama_model.h"
 #include "../core/llm/qkernels.h"
@@ -140,6 +141,16 @@ void bind_flash(py::module_& m) {
         },
         py::arg("kernel"), py::arg("a"), py::arg("w"), py::arg("y"));
 
+    m.def(
+        "build_ffn_bundle",
+        [](const std::string& gguf_path, const std::string& out_path) {
+            ReleaseGil nogil;
+            lm::GgufFile f(gguf_path);
+            lm::build_ffn_bundle(f, out_path);
+        },
+        py::arg("gguf_path"), py::arg("out_path"),
+        "Writes the row-column bundled FFN file of a GGUF (atomically).");
+
     py::class_<lm::LlamaModel>(m, "LlamaModel")
         .def(py::init([](const std::string& path, size_t n_ctx, size_t threads) {
                  std::shared_ptr<const lm::GgufFile> f;
@@ -175,6 +186,55 @@ void bind_flash(py::module_& m) {
         .def_property_readonly("weight_bytes", &lm::LlamaModel::weight_bytes)
         .def_property_readonly("kernel", [](const lm::LlamaModel& m) { return m.kernels().name; })
         .def("truncate", &lm::LlamaModel::truncate, py::arg("n"))
+        .def_property_readonly("resident_weight_bytes", &lm::LlamaModel::resident_weight_bytes)
+        .def(
+            "calibrate",
+            [](lm::LlamaModel& m, const py::handle& tokens, float sparsity) {
+                auto t = require<int32_t>(tokens, "tokens", "int32", 1);
+                if (t.shape(0) == 0) invalid("tokens is empty: pass a calibration text's tokens");
+                ReleaseGil nogil;
+                return m.calibrate(t.data(), size_t(t.shape(0)), sparsity);
+            },
+            py::arg("tokens"), py::arg("sparsity"))
+        .def(
+            "enable_streaming",
+            [](lm::LlamaModel& m, const std::string& bundle, bool direct_io,
+               std::vector<float> thresholds, size_t window, size_t cache_bytes) {
+                lm::StreamOptions o;
+                o.thresholds = std::move(thresholds);
+                o.window = window;
+                o.cache_bytes = cache_bytes;
+                ReleaseGil nogil;
+                m.enable_streaming(bundle, direct_io, std::move(o));
+            },
+            py::arg("bundle"), py::arg("direct_io"), py::arg("thresholds"), py::arg("window"),
+            py::arg("cache_bytes"))
+        .def("stream_stats",
+             [](const lm::LlamaModel& m) {
+                 py::dict d;
+                 const lm::FfnStream* s = m.stream();
+                 if (s == nullptr) return d;
+                 const auto& st = s->stats();
+                 d["token_layers"] = st.token_layers;
+                 d["bytes_read"] = st.bytes_read;
+                 d["reads"] = st.reads;
+                 d["neurons_active"] = st.neurons_active;
+                 d["neurons_read"] = st.neurons_read;
+                 d["active_per_layer"] = st.active_per_layer;
+                 d["slots_per_layer"] = s->slots_per_layer();
+                 d["bundle_bytes"] = s->bundle().layout().bundle_bytes;
+                 d["streamed_bytes_per_token"] =
+                     uint64_t(s->bundle().layout().file_bytes() - lm::kBundleHeader);
+                 return d;
+             })
+        .def("reset_stream_stats",
+             [](lm::LlamaModel& m) {
+                 if (m.stream() != nullptr) m.stream()->reset_stats();
+             })
+        .def("drop_stream_cache",
+             [](lm::LlamaModel& m) {
+                 if (m.stream() != nullptr) m.stream()->bundle().drop_cache();
+             })
         .def("remove", &lm::LlamaModel::remove, py::arg("begin"), py::arg("end"),
              "Cuts cached positions [begin, end) out; later ones move back.")
         .def(

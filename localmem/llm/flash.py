@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from localmem.errors import InvalidArgumentError, LocalmemError, ModelNotFoundError
+from localmem.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    LocalmemError,
+    ModelNotFoundError,
+)
 from localmem.llm import gguf
 from localmem.llm.engine import (
     GenerationStats,
@@ -32,6 +37,28 @@ from localmem.llm.engine import (
 from localmem.llm.llamacpp import context_size, resolve
 from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice, open_vocab
 from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
+from localmem.registry import cache_dir
+
+
+def _core_build_bundle(gguf_path: Path, out: Path) -> None:
+    from localmem import _core
+
+    _core.build_ffn_bundle(str(gguf_path), str(out))
+
+
+# A little text of the kind the assistant reads, to calibrate the sparsity thresholds on.
+CALIBRATION = (
+    "<|im_start|>system\nYou are a helpful assistant with a memory of the user.<|im_end|>\n"
+    "<|im_start|>user\nMy sister is called Ana and she lives in Lisbon. I am allergic to nuts,"
+    " I prefer short answers, and on weekends I like to go hiking in the hills with my dog. "
+    "Can you suggest a simple dinner I could cook tonight?<|im_end|>\n<|im_start|>assistant\n"
+    "Of course. Since you are allergic to nuts, here is a simple dinner without them: roast "
+    "some vegetables such as peppers, courgettes and onions with olive oil, salt and pepper, "
+    "and serve them with rice or pasta and a piece of grilled fish or chicken. It takes about "
+    "thirty minutes, needs only one tray, and leaves time for a walk with your dog after."
+    "<|im_end|>\n<|im_start|>user\nThanks! What did I say my sister is called?<|im_end|>\n"
+    "<|im_start|>assistant\nYou said your sister is called Ana, and that she lives in Lisbon."
+)
 
 # The sampling llama-cpp-python's create_completion uses by default, so that the two
 # engines answer alike: repetition penalty over the last 64 tokens, top-k, top-p, min-p.
@@ -72,6 +99,10 @@ class FlashEngine:
         n_ctx: int | None = None,
         threads: int | None = None,
         seed: int = 0,
+        weight_budget: int | float | None = None,
+        sparsity: float = 0.5,
+        window: int = 5,
+        direct_io: bool = True,
     ) -> None:
         check_options(n_ctx, threads)
         self.name, self.path = resolve(model)
@@ -92,6 +123,9 @@ class FlashEngine:
         self._prompt = ChatPrompt(self._vocab, self.path)
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self.n_ctx = int(self._model.n_ctx)
+        extra: dict[str, Any] = {"mode": "dense"}
+        if weight_budget is not None:
+            extra = self._start_streaming(weight_budget, sparsity, window, direct_io)
         self.load_stats = LoadStats(
             path=str(self.path),
             seconds=time.perf_counter() - t0,
@@ -103,9 +137,9 @@ class FlashEngine:
             threads=int(self._model.threads),
             extra={
                 "engine": "flash",
-                "mode": "dense",
                 "kernel": self._model.kernel,
                 "weight_bytes": int(self._model.weight_bytes),
+                **extra,
             },
         )
         self.last_stats = GenerationStats()
@@ -114,6 +148,68 @@ class FlashEngine:
         self._lock = threading.Lock()
         self._closed = False
         self._options: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ streaming
+
+    def _start_streaming(
+        self, budget: int | float, sparsity: float, window: int, direct_io: bool
+    ) -> dict[str, Any]:
+        """Streaming mode: the FFN's up and down projections are read from the bundled file
+        under ``budget`` bytes of resident weights (a float in (0, 1]: that fraction of the
+        weights), the neurons chosen by thresholds calibrated for ``sparsity``."""
+        m = self._model
+        total, resident = int(m.weight_bytes), int(m.resident_weight_bytes)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+            raise InvalidArgumentError(f"weight_budget must be bytes or a fraction, got {budget!r}")
+        if not 0.0 <= sparsity < 1.0:
+            raise InvalidArgumentError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise InvalidArgumentError(f"window must be a non-negative int, got {window!r}")
+        nbytes = int(budget * total) if isinstance(budget, float) and budget <= 1.0 else int(budget)
+        if nbytes < resident:
+            raise InvalidArgumentError(
+                f"a weight budget of {nbytes:,} bytes is below what stays in DRAM "
+                f"({resident:,} bytes: embeddings, attention, FFN gates, norms) of this "
+                f"{total:,}-byte model; give at least {resident / total:.2f} of it"
+            )
+        bundle = self._bundle_path()
+        thresholds = (
+            [0.0] * int(m.config["n_layer"])
+            if sparsity == 0
+            else m.calibrate(np.asarray(self._prompt.text_tokens(CALIBRATION, special=True),
+                                        dtype=np.int32), sparsity)
+        )  # fmt: skip
+        for attempt in (0, 1):
+            if not bundle.exists():
+                bundle.parent.mkdir(parents=True, exist_ok=True)
+                _core_build_bundle(self.path, bundle)
+            try:
+                m.enable_streaming(str(bundle), direct_io, thresholds, window, nbytes - resident)
+                break
+            except CorruptFileError:
+                if attempt:
+                    raise
+                bundle.unlink(missing_ok=True)  # damaged: rebuilt from the GGUF
+        st = m.stream_stats()
+        return {
+            "mode": "stream",
+            "weight_budget": nbytes,
+            "resident_bytes": resident,
+            "cache_bytes": nbytes - resident,
+            "slots_per_layer": int(st["slots_per_layer"]),
+            "bundle": str(bundle),
+            "sparsity": sparsity,
+            "window": window,
+            "direct_io": direct_io,
+        }
+
+    def _bundle_path(self) -> Path:
+        st = self.path.stat()
+        return cache_dir() / "bundles" / f"{self.path.stem}-{st.st_size}-{st.st_mtime_ns}.ffn"
+
+    def stream_stats(self) -> dict[str, Any]:
+        """Bytes and neurons the streaming FFN read since the last reset ({} when dense)."""
+        return dict(self._model.stream_stats())
 
     # ------------------------------------------------------------------ prompt
 

@@ -50,10 +50,12 @@ class ChatApp(App[None]):
         store: str | Path | None = None,
         model: str | None = None,
         engine_name: str | None = None,
+        engine_options: dict[str, Any] | None = None,
         max_tokens: int = 256,
     ) -> None:
         super().__init__()
         self._engine_name = engine_name  # "llama" / "flash" / None: $LOCALMEM_ENGINE
+        self._engine_options = engine_options or {}
         self._memory, self._engine = memory, engine
         self._own_memory = memory is None
         self._store, self._model, self._max_tokens = store, model, max_tokens
@@ -103,7 +105,9 @@ class ChatApp(App[None]):
             if self._engine is None:
                 from localmem.llm import open_engine
 
-                self._engine = open_engine(self._model, engine=self._engine_name)
+                self._engine = open_engine(
+                    self._model, engine=self._engine_name, **self._engine_options
+                )
             self.assistant = Assistant(self._memory, self._engine, max_tokens=self._max_tokens)
         except LocalmemError as e:
             self.call_from_thread(self._say, "system", f"**Cannot start:** {e}")
@@ -333,7 +337,7 @@ class ChatApp(App[None]):
                     from localmem.llm import open_engine
 
                     self.call_from_thread(self.status.set, model=f"loading {arg}…")
-                    new = open_engine(arg, engine=self._engine_name)
+                    new = open_engine(arg, engine=self._engine_name, **self._engine_options)
                     self._engine = new
                     if self.assistant is not None:
                         self.assistant.engine = new

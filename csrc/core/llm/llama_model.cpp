@@ -163,12 +163,56 @@ void LlamaModel::rope(float* v, float pos) const {
     }
 }
 
+size_t LlamaModel::resident_weight_bytes() const {
+    size_t b = weight_bytes();
+    for (const auto& L : layers_) b -= L.up.bytes() + L.down.bytes();
+    return b;
+}
+
+void LlamaModel::enable_streaming(const std::string& bundle_path, bool direct_io,
+                                  StreamOptions o) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto bundle = std::make_unique<FfnBundle>(bundle_path, *file_, direct_io);
+    stream_ = std::make_unique<FfnStream>(std::move(bundle), *k_, std::move(o));
+    n_past_ = 0;
+}
+
+std::vector<float> LlamaModel::calibrate(const int32_t* tokens, size_t n, float sparsity) {
+    if (!(sparsity >= 0.0f && sparsity < 1.0f))
+        throw InvalidArgument("sparsity must be in [0, 1), got " + std::to_string(sparsity));
+    if (stream_) throw InvalidArgument("calibrate before enable_streaming: it needs the dense FFN");
+    std::vector<std::vector<float>> seen(cfg_.n_layer);
+    std::vector<float> logits(cfg_.n_vocab);
+    truncate(0);
+    collect_ = &seen;
+    try {
+        eval(tokens, n, false, logits.data());
+    } catch (...) {
+        collect_ = nullptr;
+        throw;
+    }
+    collect_ = nullptr;
+    truncate(0);
+    std::vector<float> out;
+    for (auto& v : seen) {
+        if (v.empty() || sparsity == 0.0f) {
+            out.push_back(0.0f);
+            continue;
+        }
+        const size_t k = std::min(v.size() - 1, size_t(double(sparsity) * double(v.size())));
+        std::nth_element(v.begin(), v.begin() + k, v.end());
+        out.push_back(v[k]);
+    }
+    return out;
+}
+
 void LlamaModel::truncate(size_t n) {
     std::lock_guard<std::mutex> lk(mu_);
     if (n > n_past_)
         throw InvalidArgument("truncate(" + std::to_string(n) + ") beyond the " +
                               std::to_string(n_past_) + " cached tokens");
     n_past_ = n;
+    if (stream_ && n == 0) stream_->clear();
 }
 
 void LlamaModel::remove(size_t begin, size_t end) {
@@ -352,10 +396,26 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
 
         normed(L.ffn_norm);
-        ffn_in(L, n);
-        prepare_activations(ffn_.data(), n, F);
-        xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
-        matmul({{&L.down, tmp_.data(), E}}, n);
+        if (stream_) {
+            matmul({{&L.gate, gate_up_.data(), 2 * F}}, n);
+            const size_t nb = E / kQBlock;
+            for (size_t t = 0; t < n; ++t)
+                stream_->forward(l, pos0 + t, gate_up_.data() + t * 2 * F, xq_.data() + t * nb,
+                                 h_.data() + t * E, tmp_.data() + t * E, team_);
+        } else {
+            ffn_in(L, n);
+            if (collect_ != nullptr) {
+                auto& c = (*collect_)[l];
+                for (size_t t = 0; t < n; ++t)
+                    for (size_t i = 0; i < F; ++i) {
+                        const float g = gate_up_[t * 2 * F + i];
+                        c.push_back(std::fabs(g / (1.0f + std::exp(-g))));
+                    }
+            }
+            prepare_activations(ffn_.data(), n, F);
+            xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
+            matmul({{&L.down, tmp_.data(), E}}, n);
+        }
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     }
     n_past_ = pos0 + n;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ffn_stream.h"
 #include "gguf_file.h"
 #include "qkernels.h"
 #include "spin_team.h"
@@ -68,6 +69,17 @@ public:
     // seq_rm + seq_add do.
     void remove(size_t begin, size_t end);
 
+    // Streaming mode: from now on the FFN's up and down projections are read from the
+    // bundle (never from the GGUF's mmap) as StreamOptions say. Clears the KV cache.
+    void enable_streaming(const std::string& bundle_path, bool direct_io, StreamOptions o);
+    const FfnStream* stream() const { return stream_.get(); }
+    FfnStream* stream() { return stream_.get(); }
+    // Bytes of the weights that stay in DRAM in streaming mode (all but up and down).
+    size_t resident_weight_bytes() const;
+    // Per layer, the |SiLU(gate . x)| below which a `sparsity` fraction of the neurons fall
+    // over `tokens` (evaluated from an empty cache, dense; the cache is cleared after).
+    std::vector<float> calibrate(const int32_t* tokens, size_t n, float sparsity);
+
     // Evaluates `tokens` at positions n_past.. and appends them to the cache. Writes the
     // logits of every token (all_logits) or of the last one to `logits` (n_vocab floats
     // per row).
@@ -101,6 +113,8 @@ private:
     size_t n_ctx_;
     size_t n_past_ = 0;
     std::mutex mu_;  // one eval or truncate at a time
+    std::unique_ptr<FfnStream> stream_;
+    std::vector<std::vector<float>>* collect_ = nullptr;  // calibrate(): |SiLU(gate)| per layer
     float theta_scale_ = 1.0f;
 
     // KV cache: [layer][position][kv_dim] halves (llama.cpp's default type, and its
