@@ -45,8 +45,10 @@ py::dict gguf_info(const std::string& path) {
     // Scalars only: the tokenizer's arrays are read by llama.cpp's vocabulary, not here.
     for (const char* k : {"general.architecture", "general.name", "general.alignment"}) {
         if (const lm::GgufValue* v = f.find(k)) {
-            if (v->kind == lm::GgufValue::String) meta[k] = v->s;
-            else if (v->kind == lm::GgufValue::Int) meta[k] = v->i;
+            if (v->kind == lm::GgufValue::String)
+                meta[k] = v->s;
+            else if (v->kind == lm::GgufValue::Int)
+                meta[k] = v->i;
         }
     }
     for (const auto& t : f.tensors()) {
@@ -85,8 +87,8 @@ void bind_flash(py::module_& m) {
             const size_t need = row_bytes(type, n);
             if (size_t(a.shape(0)) < need)
                 invalid("data holds " + std::to_string(a.shape(0)) + " bytes; " +
-                        std::to_string(n) + " elements of " + lm::ggml_type_name(type) +
-                        " need " + std::to_string(need));
+                        std::to_string(n) + " elements of " + lm::ggml_type_name(type) + " need " +
+                        std::to_string(need));
             py::array_t<float> out(n);
             lm::dequantize_row(type, a.data(), out.mutable_data(), n);
             return out;
@@ -117,12 +119,16 @@ void bind_flash(py::module_& m) {
             std::vector<lm::Q8Block> q((n + lm::kQBlock - 1) / lm::kQBlock);
             if (n % lm::kQBlock == 0) lm::quantize_q8(xa.data(), n, q.data());
             switch (type) {
-                case 0: return k.dot_f32(reinterpret_cast<const float*>(wa.data()), xa.data(), n);
+                case 0:
+                    return k.dot_f32(reinterpret_cast<const float*>(wa.data()), xa.data(), n);
                 case 1:
                     return k.dot_f16(reinterpret_cast<const uint16_t*>(wa.data()), xa.data(), n);
-                case 2: return k.dot_q4_0(wa.data(), q.data(), n / lm::kQBlock);
-                case 3: return k.dot_q4_1(wa.data(), q.data(), n / lm::kQBlock);
-                default: return k.dot_q8_0(wa.data(), q.data(), n / lm::kQBlock);
+                case 2:
+                    return k.dot_q4_0(wa.data(), q.data(), n / lm::kQBlock);
+                case 3:
+                    return k.dot_q4_1(wa.data(), q.data(), n / lm::kQBlock);
+                default:
+                    return k.dot_q8_0(wa.data(), q.data(), n / lm::kQBlock);
             }
         },
         py::arg("kernel"), py::arg("type"), py::arg("w"), py::arg("x"),

@@ -43,8 +43,8 @@ BundleLayout bundle_layout_for(const GgufFile& f) {
     L.up_type = up.type;
     L.up_bytes = uint32_t(up.row_bytes());
     L.down_bytes = uint32_t(L.n_embd / kQBlock * 34);
-    L.bundle_bytes = uint32_t((L.up_bytes + L.down_bytes + kBundleAlign - 1) / kBundleAlign *
-                              kBundleAlign);
+    L.bundle_bytes =
+        uint32_t((L.up_bytes + L.down_bytes + kBundleAlign - 1) / kBundleAlign * kBundleAlign);
     L.source_size = f.file_size();
     L.source_crc = source_crc(f);
     for (uint32_t l = 0; l < L.n_layer; ++l) {
@@ -81,8 +81,8 @@ void build_ffn_bundle(const GgufFile& f, const std::string& path) {
     // Two passes, so the header (with every layer's CRC) is written first, in order.
     std::vector<uint8_t> header(kBundleHeader, 0);
     std::memcpy(header.data(), kMagic, 8);
-    const uint32_t fields[7] = {1, L.n_layer, L.n_ff, L.n_embd, L.up_type, L.up_bytes,
-                                L.bundle_bytes};
+    const uint32_t fields[7] = {1,         L.n_layer,  L.n_ff,        L.n_embd,
+                                L.up_type, L.up_bytes, L.bundle_bytes};
     std::memcpy(header.data() + 8, fields, sizeof(fields));
     std::memcpy(header.data() + 36, &L.source_size, 8);
     put32(header.data() + 44, L.source_crc);
@@ -108,7 +108,8 @@ FfnBundle::FfnBundle(const std::string& path, const GgufFile& source, bool direc
     };
     UniqueFd fd = open_file(path_, O_RDONLY);
     std::vector<uint8_t> h(kBundleHeader);
-    if (pread_some(fd.get(), h.data(), h.size(), 0, path_) != h.size()) throw fail("truncated header");
+    if (pread_some(fd.get(), h.data(), h.size(), 0, path_) != h.size())
+        throw fail("truncated header");
     if (std::memcmp(h.data(), kMagic, 8) != 0) throw fail("bad magic");
     if (get32(h.data() + kBundleHeader - 4) != crc32c(h.data(), kBundleHeader - 4))
         throw fail("header checksum mismatch");

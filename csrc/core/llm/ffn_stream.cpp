@@ -14,7 +14,8 @@ namespace {
 uint8_t* aligned_bytes(size_t n) {
     if (n == 0) return nullptr;
     void* p = std::aligned_alloc(4096, (n + 4095) / 4096 * 4096);
-    if (p == nullptr) throw IoError("out of memory for " + std::to_string(n) + " bytes of FFN cache");
+    if (p == nullptr)
+        throw IoError("out of memory for " + std::to_string(n) + " bytes of FFN cache");
     return static_cast<uint8_t*>(p);
 }
 
@@ -26,9 +27,10 @@ FfnStream::FfnStream(std::unique_ptr<FfnBundle> bundle, const QKernels& k, Strea
         throw InvalidArgument("thresholds must have one value per layer (" +
                               std::to_string(lay_.n_layer) + "), got " +
                               std::to_string(opt_.thresholds.size()));
-    capacity_ = opt_.window == 0
-                    ? 0
-                    : std::min<size_t>(lay_.n_ff, opt_.cache_bytes / lay_.n_layer / lay_.bundle_bytes);
+    capacity_ =
+        opt_.window == 0
+            ? 0
+            : std::min<size_t>(lay_.n_ff, opt_.cache_bytes / lay_.n_layer / lay_.bundle_bytes);
     caches_.resize(lay_.n_layer);
     for (auto& c : caches_) {
         c.data = aligned_bytes(capacity_ * lay_.bundle_bytes);
@@ -146,13 +148,21 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
             const uint8_t* up = where_[i];
             float u;
             switch (static_cast<GgmlType>(lay_.up_type)) {
-                case GgmlType::Q4_0: u = k_.dot_q4_0(up, xq, nb); break;
-                case GgmlType::Q4_1: u = k_.dot_q4_1(up, xq, nb); break;
-                case GgmlType::Q8_0: u = k_.dot_q8_0(up, xq, nb); break;
+                case GgmlType::Q4_0:
+                    u = k_.dot_q4_0(up, xq, nb);
+                    break;
+                case GgmlType::Q4_1:
+                    u = k_.dot_q4_1(up, xq, nb);
+                    break;
+                case GgmlType::Q8_0:
+                    u = k_.dot_q8_0(up, xq, nb);
+                    break;
                 case GgmlType::F16:
                     u = k_.dot_f16(reinterpret_cast<const uint16_t*>(up), xf, E);
                     break;
-                default: u = k_.dot_f32(reinterpret_cast<const float*>(up), xf, E); break;
+                default:
+                    u = k_.dot_f32(reinterpret_cast<const float*>(up), xf, E);
+                    break;
             }
             k_.axpy_q8_0(act_[i] * u, up + lay_.up_bytes, out, E);
         }

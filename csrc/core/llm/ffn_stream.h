@@ -24,11 +24,11 @@ struct StreamOptions {
 };
 
 struct StreamStats {
-    uint64_t token_layers = 0;     // forward() calls
-    uint64_t bytes_read = 0;       // from the bundle file
-    uint64_t reads = 0;            // pread calls
-    uint64_t neurons_active = 0;   // summed over calls
-    uint64_t neurons_read = 0;     // of which were not cached
+    uint64_t token_layers = 0;    // forward() calls
+    uint64_t bytes_read = 0;      // from the bundle file
+    uint64_t reads = 0;           // pread calls
+    uint64_t neurons_active = 0;  // summed over calls
+    uint64_t neurons_read = 0;    // of which were not cached
     std::vector<uint64_t> active_per_layer;
 };
 

@@ -8,22 +8,37 @@ namespace lm {
 
 bool ggml_type_layout(uint32_t type, size_t* block_elems, size_t* block_bytes) {
     switch (static_cast<GgmlType>(type)) {
-        case GgmlType::F32: *block_elems = 1, *block_bytes = 4; return true;
-        case GgmlType::F16: *block_elems = 1, *block_bytes = 2; return true;
-        case GgmlType::Q4_0: *block_elems = 32, *block_bytes = 18; return true;
-        case GgmlType::Q4_1: *block_elems = 32, *block_bytes = 20; return true;
-        case GgmlType::Q8_0: *block_elems = 32, *block_bytes = 34; return true;
+        case GgmlType::F32:
+            *block_elems = 1, *block_bytes = 4;
+            return true;
+        case GgmlType::F16:
+            *block_elems = 1, *block_bytes = 2;
+            return true;
+        case GgmlType::Q4_0:
+            *block_elems = 32, *block_bytes = 18;
+            return true;
+        case GgmlType::Q4_1:
+            *block_elems = 32, *block_bytes = 20;
+            return true;
+        case GgmlType::Q8_0:
+            *block_elems = 32, *block_bytes = 34;
+            return true;
     }
     return false;
 }
 
 const char* ggml_type_name(uint32_t type) {
     switch (static_cast<GgmlType>(type)) {
-        case GgmlType::F32: return "F32";
-        case GgmlType::F16: return "F16";
-        case GgmlType::Q4_0: return "Q4_0";
-        case GgmlType::Q4_1: return "Q4_1";
-        case GgmlType::Q8_0: return "Q8_0";
+        case GgmlType::F32:
+            return "F32";
+        case GgmlType::F16:
+            return "F16";
+        case GgmlType::Q4_0:
+            return "Q4_0";
+        case GgmlType::Q4_1:
+            return "Q4_1";
+        case GgmlType::Q8_0:
+            return "Q8_0";
     }
     return "unsupported";
 }
@@ -68,8 +83,11 @@ public:
     static bool valid_utf8(const std::string& s) {
         for (size_t i = 0; i < s.size();) {
             const unsigned char c = static_cast<unsigned char>(s[i]);
-            const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                             : (c >> 3) == 0x1E ? 4 : 0;
+            const size_t n = c < 0x80           ? 1
+                             : (c >> 5) == 0x6  ? 2
+                             : (c >> 4) == 0xE  ? 3
+                             : (c >> 3) == 0x1E ? 4
+                                                : 0;
             if (n == 0 || i + n > s.size()) return false;
             for (size_t k = 1; k < n; ++k)
                 if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
@@ -93,30 +111,67 @@ private:
 
 size_t scalar_size(uint32_t t) {
     switch (t) {
-        case 0: case 1: case 7: return 1;
-        case 2: case 3: return 2;
-        case 4: case 5: case 6: return 4;
-        case 10: case 11: case 12: return 8;
-        default: return 0;
+        case 0:
+        case 1:
+        case 7:
+            return 1;
+        case 2:
+        case 3:
+            return 2;
+        case 4:
+        case 5:
+        case 6:
+            return 4;
+        case 10:
+        case 11:
+        case 12:
+            return 8;
+        default:
+            return 0;
     }
 }
 
 GgufValue read_scalar(Cursor& c, uint32_t t) {
     GgufValue v;
     switch (t) {
-        case 0: v.i = c.get<uint8_t>(); break;
-        case 1: v.i = c.get<int8_t>(); break;
-        case 2: v.i = c.get<uint16_t>(); break;
-        case 3: v.i = c.get<int16_t>(); break;
-        case 4: v.i = c.get<uint32_t>(); break;
-        case 5: v.i = c.get<int32_t>(); break;
-        case 10: v.i = static_cast<int64_t>(c.get<uint64_t>()); break;
-        case 11: v.i = c.get<int64_t>(); break;
-        case 6: v.kind = GgufValue::Float, v.f = c.get<float>(); break;
-        case 12: v.kind = GgufValue::Float, v.f = c.get<double>(); break;
-        case 7: v.kind = GgufValue::Bool, v.i = c.get<uint8_t>() != 0; break;
-        case 8: v.kind = GgufValue::String, v.s = c.str(); break;
-        default: c.fail("unknown metadata value type " + std::to_string(t));
+        case 0:
+            v.i = c.get<uint8_t>();
+            break;
+        case 1:
+            v.i = c.get<int8_t>();
+            break;
+        case 2:
+            v.i = c.get<uint16_t>();
+            break;
+        case 3:
+            v.i = c.get<int16_t>();
+            break;
+        case 4:
+            v.i = c.get<uint32_t>();
+            break;
+        case 5:
+            v.i = c.get<int32_t>();
+            break;
+        case 10:
+            v.i = static_cast<int64_t>(c.get<uint64_t>());
+            break;
+        case 11:
+            v.i = c.get<int64_t>();
+            break;
+        case 6:
+            v.kind = GgufValue::Float, v.f = c.get<float>();
+            break;
+        case 12:
+            v.kind = GgufValue::Float, v.f = c.get<double>();
+            break;
+        case 7:
+            v.kind = GgufValue::Bool, v.i = c.get<uint8_t>() != 0;
+            break;
+        case 8:
+            v.kind = GgufValue::String, v.s = c.str();
+            break;
+        default:
+            c.fail("unknown metadata value type " + std::to_string(t));
     }
     return v;
 }
@@ -127,8 +182,9 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
     bytes_ = std::make_unique<FileBytes>(path, /*use_mmap=*/true);
     Cursor c(bytes_->data(), bytes_->size(), path_);
     if (bytes_->size() < 4 || std::memcmp(bytes_->data(), "GGUF", 4) != 0)
-        throw CorruptFile(path_ + " is not a GGUF model (it does not start with GGUF): pass a "
-                                  ".gguf file");
+        throw CorruptFile(path_ +
+                          " is not a GGUF model (it does not start with GGUF): pass a "
+                          ".gguf file");
     c.skip(4);
     const uint32_t version = c.get<uint32_t>();
     if (version < 2 || version > 3)
@@ -168,8 +224,8 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
         GgufTensor t;
         t.name = c.str();
         const uint32_t n_dims = c.get<uint32_t>();
-        if (n_dims == 0 || n_dims > 4) c.fail("tensor " + t.name + " has " +
-                                              std::to_string(n_dims) + " dimensions");
+        if (n_dims == 0 || n_dims > 4)
+            c.fail("tensor " + t.name + " has " + std::to_string(n_dims) + " dimensions");
         uint64_t elems = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t ne = c.get<uint64_t>();

@@ -57,7 +57,7 @@ public:
     std::string get_string(const std::string& key) const;
 
     const std::vector<GgufTensor>& tensors() const { return tensors_; }
-    const GgufTensor* tensor(const std::string& name) const;  // nullptr when absent
+    const GgufTensor* tensor(const std::string& name) const;   // nullptr when absent
     const GgufTensor& require(const std::string& name) const;  // throws CorruptFile
 
 private:

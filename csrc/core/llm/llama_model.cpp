@@ -12,7 +12,7 @@ namespace lm {
 
 namespace {
 
-constexpr size_t kChunk = 64;    // tokens evaluated together (scratch is sized for this)
+constexpr size_t kChunk = 64;     // tokens evaluated together (scratch is sized for this)
 constexpr size_t kTaskRows = 16;  // weight rows per task
 
 [[noreturn]] void bad_model(const GgufFile& f, const std::string& what) {
@@ -110,8 +110,8 @@ LlamaModel::LlamaModel(std::shared_ptr<const GgufFile> file, const LlamaOptions&
     if (n_ctx_ < 16 || n_ctx_ > (size_t{1} << 20))
         throw InvalidArgument("n_ctx must be in [16, 1048576], got " + std::to_string(n_ctx_));
     kv_bytes_ = 2 * cfg_.n_layer * n_ctx_ * kvd * sizeof(uint16_t);
-    void* p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    void* p =
+        ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         throw IoError("cannot reserve " + std::to_string(kv_bytes_ >> 20) +
                       " MiB for the KV cache: open the engine with a smaller n_ctx");
@@ -169,8 +169,7 @@ size_t LlamaModel::resident_weight_bytes() const {
     return b;
 }
 
-void LlamaModel::enable_streaming(const std::string& bundle_path, bool direct_io,
-                                  StreamOptions o) {
+void LlamaModel::enable_streaming(const std::string& bundle_path, bool direct_io, StreamOptions o) {
     std::lock_guard<std::mutex> lk(mu_);
     auto bundle = std::make_unique<FfnBundle>(bundle_path, *file_, direct_io);
     stream_ = std::make_unique<FfnStream>(std::move(bundle), *k_, std::move(o));
@@ -290,13 +289,13 @@ void LlamaModel::matrows(const MatJob& job, size_t r0, size_t r1, size_t n) cons
                 break;
             case GgmlType::F16:
                 for (size_t t = 0; t < n; ++t)
-                    o[t * job.stride] = k.dot_f16(reinterpret_cast<const uint16_t*>(row),
-                                                  xf + t * w.cols, w.cols);
+                    o[t * job.stride] =
+                        k.dot_f16(reinterpret_cast<const uint16_t*>(row), xf + t * w.cols, w.cols);
                 break;
             case GgmlType::F32:
                 for (size_t t = 0; t < n; ++t)
-                    o[t * job.stride] = k.dot_f32(reinterpret_cast<const float*>(row),
-                                                  xf + t * w.cols, w.cols);
+                    o[t * job.stride] =
+                        k.dot_f32(reinterpret_cast<const float*>(row), xf + t * w.cols, w.cols);
                 break;
         }
     }
@@ -367,7 +366,8 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
         dequantize_row(tok_embd_.type, tok_embd_.row(size_t(tokens[t])), x_.data() + t * E, E);
 
     auto normed = [&](const float* w) {
-        for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, w, cfg_.rms_eps, E, h_.data() + t * E);
+        for (size_t t = 0; t < n; ++t)
+            rms_norm(x_.data() + t * E, w, cfg_.rms_eps, E, h_.data() + t * E);
         prepare_activations(h_.data(), n, E);
         xf_.assign(h_.begin(), h_.begin() + n * E);
     };

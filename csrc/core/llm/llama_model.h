@@ -130,7 +130,7 @@ private:
     size_t chunk_cap_ = 0;
     std::vector<float> x_, h_, q_, kv_new_, att_, ffn_, gate_up_, tmp_;
     std::vector<Q8Block> xq_;
-    std::vector<float> xf_;  // float activations, for F16/F32 weights
+    std::vector<float> xf_;                   // float activations, for F16/F32 weights
     std::vector<std::vector<float>> scores_;  // one per thread
 };
 

@@ -38,7 +38,7 @@ uint16_t f32_to_f16(float f) {
     x &= 0x7FFFFFFFu;
     if (x >= 0x7F800000u) return uint16_t(sign | 0x7C00u | (x > 0x7F800000u ? 0x200u : 0));
     if (x >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // rounds to infinity
-    if (x < 0x38800000u) {  // subnormal or zero in half precision
+    if (x < 0x38800000u) {                                  // subnormal or zero in half precision
         if (x < 0x33000000u) return uint16_t(sign);
         const uint32_t e = x >> 23, m = (x & 0x7FFFFFu) | 0x800000u;
         const uint32_t shift = 126 - e;  // 14..24
@@ -91,7 +91,9 @@ void quantize_row_q8_0(const float* x, size_t n, uint8_t* dst) {
 
 void dequantize_row(uint32_t type, const uint8_t* src, float* dst, size_t n) {
     switch (type) {
-        case 0: std::memcpy(dst, src, n * 4); return;
+        case 0:
+            std::memcpy(dst, src, n * 4);
+            return;
         case 1:
             for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src + 2 * i));
             return;
@@ -143,8 +145,7 @@ float dot_q4_1(const uint8_t* w, const Q8Block* x, size_t nb) {
         int acc = 0;
         for (size_t j = 0; j < 16; ++j)
             acc += int(w[4 + j] & 0x0F) * x[b].qs[j] + int(w[4 + j] >> 4) * x[b].qs[j + 16];
-        sum += f16_to_f32(load_u16(w)) * x[b].d * float(acc) +
-               f16_to_f32(load_u16(w + 2)) * x[b].s;
+        sum += f16_to_f32(load_u16(w)) * x[b].d * float(acc) + f16_to_f32(load_u16(w + 2)) * x[b].s;
     }
     return sum;
 }
@@ -194,7 +195,7 @@ void axpy_q8_0(float a, const uint8_t* w, float* y, size_t n) {
     }
 }
 
-const QKernels kScalar{"scalar", dot_q4_0, dot_q4_1, dot_q8_0, dot_f16,  dot_f32,
+const QKernels kScalar{"scalar", dot_q4_0, dot_q4_1, dot_q8_0,  dot_f16,  dot_f32,
                        axpy_f32, axpy_f16, to_f16,   round_f16, axpy_q8_0};
 
 }  // namespace
@@ -203,8 +204,7 @@ const QKernels& qkernels_scalar() { return kScalar; }
 
 std::vector<const QKernels*> qkernels_available() {
     std::vector<const QKernels*> out{&kScalar};
-    if (const QKernels* k = qkernels_avx2(); k != nullptr && cpu_features().avx2)
-        out.push_back(k);
+    if (const QKernels* k = qkernels_avx2(); k != nullptr && cpu_features().avx2) out.push_back(k);
     return out;
 }
 

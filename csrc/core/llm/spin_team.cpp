@@ -61,7 +61,9 @@ void SpinTeam::run(size_t n, const Task& fn) {
     // orders the wake-up after its check), or that worker's check sees the new epoch.
     epoch_.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-        { std::lock_guard<std::mutex> lk(mu_); }
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+        }
         cv_.notify_all();
     }
     work(0);
