@@ -118,18 +118,7 @@ void bind_flash(py::module_& m) {
                         std::to_string(row_bytes(type, n)) + " bytes)");
             std::vector<lm::Q8Block> q((n + lm::kQBlock - 1) / lm::kQBlock);
             if (n % lm::kQBlock == 0) lm::quantize_q8(xa.data(), n, q.data());
-            switch (type) {
-                case 0:
-                    return k.dot_f32(reinterpret_cast<const float*>(wa.data()), xa.data(), n);
-                case 1:
-                    return k.dot_f16(reinterpret_cast<const uint16_t*>(wa.data()), xa.data(), n);
-                case 2:
-                    return k.dot_q4_0(wa.data(), q.data(), n / lm::kQBlock);
-                case 3:
-                    return k.dot_q4_1(wa.data(), q.data(), n / lm::kQBlock);
-                default:
-                    return k.dot_q8_0(wa.data(), q.data(), n / lm::kQBlock);
-            }
+            return lm::dot_row(k, type, wa.data(), q.data(), xa.data(), n);
         },
         py::arg("kernel"), py::arg("type"), py::arg("w"), py::arg("x"),
         "One weight row . x with a named kernel set (x quantized to Q8 blocks as the engine "

@@ -5,16 +5,18 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from localmem.errors import InvalidArgumentError
-from localmem.llm.engine import Engine, GenerationStats, LoadStats, Message
+from localmem.llm.engine import ChatEngine, Engine, GenerationStats, LoadStats, Message
 from localmem.llm.flash import FlashEngine
 from localmem.llm.llamacpp import LlamaCppEngine
 
 __all__ = [
     "ENGINES",
+    "ChatEngine",
     "Engine",
     "FlashEngine",
     "GenerationStats",
@@ -26,16 +28,16 @@ __all__ = [
 
 ENGINE_ENV = "LOCALMEM_ENGINE"  # which engine runs the chat model when none is named
 # llama.cpp stays the default until the flash engine beats it (issue 10's must-show).
-ENGINES: dict[str, type[LlamaCppEngine] | type[FlashEngine]] = {
+ENGINES: dict[str, Callable[..., ChatEngine]] = {
     "llama": LlamaCppEngine,
     "flash": FlashEngine,
 }
 
 _lock = threading.Lock()
-_current: LlamaCppEngine | FlashEngine | None = None
+_current: ChatEngine | None = None
 
 
-def engine_class(engine: str | None) -> type[LlamaCppEngine] | type[FlashEngine]:
+def engine_class(engine: str | None) -> Callable[..., ChatEngine]:
     name = engine or os.environ.get(ENGINE_ENV) or "llama"
     if name not in ENGINES:
         raise InvalidArgumentError(
@@ -47,7 +49,7 @@ def engine_class(engine: str | None) -> type[LlamaCppEngine] | type[FlashEngine]
 
 def open_engine(
     model: str | Path | None = None, *, engine: str | None = None, **options: Any
-) -> LlamaCppEngine | FlashEngine:
+) -> ChatEngine:
     """The process's one chat model: loaded on first use, shared by later calls naming the
     same model and engine with the same options; naming another closes the previous one
     first (two models' weights and KV caches in one process is rarely what anyone wants).

@@ -8,11 +8,17 @@ DRAM budget) slots in behind the same calls.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from localmem.errors import InvalidArgumentError
+from localmem.machine import io_read_bytes, rss_bytes
+
+if TYPE_CHECKING:
+    from localmem.llm.prompt import ChatPrompt
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
@@ -59,6 +65,23 @@ class LoadStats:
     n_ctx: int
     threads: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def since(
+        cls, path: Path, t0: float, io0: int, n_ctx: int, threads: int, **extra: Any
+    ) -> LoadStats:
+        """A load that started at ``t0`` (perf_counter) with ``io0`` bytes read so far."""
+        return cls(
+            path=str(path),
+            seconds=time.perf_counter() - t0,
+            file_bytes=path.stat().st_size,
+            read_bytes=io_read_bytes() - io0,
+            rss_bytes_after=rss_bytes(),
+            rss_file_bytes_after=rss_bytes("RssFile"),
+            n_ctx=n_ctx,
+            threads=threads,
+            extra=extra,
+        )
 
 
 @runtime_checkable
@@ -113,3 +136,97 @@ def check_generation(max_tokens: int, temperature: float) -> None:
         raise InvalidArgumentError(f"max_tokens must be a positive int, got {max_tokens!r}")
     if not 0.0 <= float(temperature) <= 5.0:
         raise InvalidArgumentError(f"temperature must be in [0, 5], got {temperature!r}")
+
+
+class ChatEngine:
+    """What every engine does the same way around its model: the lock that serializes
+    calls, counting tokens, checking a call and its prompt, closing. A subclass loads its
+    model (setting ``name``, ``path``, ``n_ctx``, ``load_stats``, ``_prompt``) and
+    implements ``_stream`` (called with the checked arguments) and ``_release``."""
+
+    ENGINE = ""  # the name info() reports
+    name: str
+    path: Path
+    n_ctx: int
+    load_stats: LoadStats
+    _prompt: ChatPrompt
+
+    def __init__(self) -> None:
+        self.last_stats = GenerationStats()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._options: dict[str, Any] = {}  # what open_engine was given, to share it
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._prompt.tokens(messages))
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of plain text (no template), for budgeting parts of a prompt."""
+        with self._lock:
+            self._check_open()
+            return len(self._prompt.text_tokens(text))
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Streams the assistant's reply to ``messages`` (see ``Engine.generate``)."""
+        check_generation(max_tokens, temperature)
+        return self._stream(messages, max_tokens, float(temperature), cancel)
+
+    def _stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event | None,
+    ) -> Iterator[str]:
+        raise NotImplementedError
+
+    def _prompt_tokens(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
+        """The prompt's tokens, refused when it and the reply cannot fit the context.
+        Called under the lock."""
+        self._check_open()
+        toks = self._prompt.tokens(messages)
+        if len(toks) + max_tokens > self.n_ctx:
+            raise InvalidArgumentError(
+                f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
+                f"more than the model's context of {self.n_ctx}; shorten the conversation "
+                "or open the engine with a larger n_ctx"
+            )
+        return toks
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("this engine is closed")
+
+    def _release(self) -> None:
+        """Frees the model; called once, under the lock."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
+
+    def __enter__(self) -> ChatEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "engine": self.ENGINE,
+            "model": self.name,
+            "path": str(self.path),
+            "n_ctx": self.n_ctx,
+            "load": self.load_stats.__dict__,
+        }

@@ -28,15 +28,15 @@ from localmem.errors import (
 )
 from localmem.llm import gguf
 from localmem.llm.engine import (
+    ChatEngine,
     GenerationStats,
     LoadStats,
     Message,
-    check_generation,
     check_options,
 )
 from localmem.llm.llamacpp import context_size, resolve
 from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice, open_vocab
-from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
+from localmem.machine import available_memory, io_read_bytes, usable_cpus
 from localmem.registry import cache_dir
 
 
@@ -86,11 +86,13 @@ def sample(
     return int(top[rng.choice(len(p), p=p / p.sum())])
 
 
-class FlashEngine:
+class FlashEngine(ChatEngine):
     """One GGUF chat model (llama architecture) run by localmem's native engine.
     ``model``: None (the embedded SmolLM2-135M-Instruct), a registry name or a .gguf path;
     ``n_ctx``: context tokens (default from the model and this machine's memory);
     ``threads``: default, the CPUs this process may use. Calls are serialized by a lock."""
+
+    ENGINE = "flash"
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class FlashEngine:
         window: int = 5,
         direct_io: bool = True,
     ) -> None:
+        super().__init__()
         check_options(n_ctx, threads)
         self.name, self.path = resolve(model)
         try:
@@ -116,8 +119,8 @@ class FlashEngine:
 
         threads = threads or usable_cpus()
         io0, t0 = io_read_bytes(), time.perf_counter()
-        # Keys and values are f32 here (llama.cpp's are f16): half the tokens per byte.
-        n_ctx = context_size(gguf.read_metadata(self.path), n_ctx, available_memory() // 2)
+        # Keys and values are f16, as llama.cpp's: the same context fits the same memory.
+        n_ctx = context_size(gguf.read_metadata(self.path), n_ctx, available_memory())
         self._model = _core.LlamaModel(str(self.path), n_ctx, threads)
         self._vocab = open_vocab(self.path)
         self._prompt = ChatPrompt(self._vocab, self.path)
@@ -126,28 +129,13 @@ class FlashEngine:
         extra: dict[str, Any] = {"mode": "dense"}
         if weight_budget is not None:
             extra = self._start_streaming(weight_budget, sparsity, window, direct_io)
-        self.load_stats = LoadStats(
-            path=str(self.path),
-            seconds=time.perf_counter() - t0,
-            file_bytes=self.path.stat().st_size,
-            read_bytes=io_read_bytes() - io0,
-            rss_bytes_after=rss_bytes(),
-            rss_file_bytes_after=rss_bytes("RssFile"),
-            n_ctx=self.n_ctx,
-            threads=int(self._model.threads),
-            extra={
-                "engine": "flash",
-                "kernel": self._model.kernel,
-                "weight_bytes": int(self._model.weight_bytes),
-                **extra,
-            },
-        )
-        self.last_stats = GenerationStats()
+        self.load_stats = LoadStats.since(
+            self.path, t0, io0, self.n_ctx, int(self._model.threads),
+            engine="flash", kernel=self._model.kernel,
+            weight_bytes=int(self._model.weight_bytes), **extra,
+        )  # fmt: skip
         self._cached: list[int] = []  # the tokens whose keys and values the cache holds
         self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._options: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ streaming
 
@@ -213,17 +201,6 @@ class FlashEngine:
 
     # ------------------------------------------------------------------ prompt
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        with self._lock:
-            self._check_open()
-            return len(self._prompt.tokens(messages))
-
-    def count_text_tokens(self, text: str) -> int:
-        """Tokens of plain text (no template), for budgeting parts of a prompt."""
-        with self._lock:
-            self._check_open()
-            return len(self._prompt.text_tokens(text))
-
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         """The token ids of ``text`` (special tokens such as ``<|im_start|>`` parsed)."""
         return self._prompt.text_tokens(text, special=special)
@@ -241,17 +218,6 @@ class FlashEngine:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
-        check_generation(max_tokens, temperature)
-        return self._stream(messages, max_tokens, float(temperature), cancel)
-
     def _stream(
         self,
         messages: Sequence[Message],
@@ -260,14 +226,7 @@ class FlashEngine:
         cancel: threading.Event | None,
     ) -> Iterator[str]:
         with self._lock:
-            self._check_open()
-            toks = self._prompt.tokens(messages)
-            if len(toks) + max_tokens > self.n_ctx:
-                raise InvalidArgumentError(
-                    f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
-                    f"more than the model's context of {self.n_ctx}; shorten the conversation "
-                    "or open the engine with a larger n_ctx"
-                )
+            toks = self._prompt_tokens(messages, max_tokens)
             spliced = self._splice(toks)
             keep = min(common_prefix(self._cached, toks), len(toks) - 1)
             self._model.truncate(keep)
@@ -338,28 +297,6 @@ class FlashEngine:
 
     # ------------------------------------------------------------------ lifetime
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgumentError("this engine is closed")
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                del self._model
-                self._vocab.close()
-
-    def __enter__(self) -> FlashEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "engine": "flash",
-            "model": self.name,
-            "path": str(self.path),
-            "n_ctx": self.n_ctx,
-            "load": self.load_stats.__dict__,
-        }
+    def _release(self) -> None:
+        del self._model
+        self._vocab.close()

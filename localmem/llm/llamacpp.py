@@ -25,14 +25,14 @@ from localmem.errors import (
 )
 from localmem.llm import gguf
 from localmem.llm.engine import (
+    ChatEngine,
     GenerationStats,
     LoadStats,
     Message,
-    check_generation,
     check_options,
 )
 from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice
-from localmem.machine import available_memory, io_read_bytes, rss_bytes, usable_cpus
+from localmem.machine import available_memory, io_read_bytes, usable_cpus
 
 MODEL_ENV = "LOCALMEM_LLM"  # the chat model when none is named: a registry name or a path
 DEFAULT_N_CTX = 8192
@@ -98,12 +98,14 @@ def check_gguf(p: Path) -> None:
         )
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(ChatEngine):
     """One GGUF chat model in this process. ``model``: None (the embedded
     SmolLM2-135M-Instruct), a registry name or a .gguf path; ``n_ctx``: context tokens
     (default: ``context_size``, from the model and this machine's memory; always capped at
     the model's training context); ``threads``: default, the CPUs this process may use.
     Calls are serialized by a lock."""
+
+    ENGINE = "llama.cpp"
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class LlamaCppEngine:
         threads: int | None = None,
         seed: int = 0,
     ) -> None:
+        super().__init__()
         check_options(n_ctx, threads)
         self.name, self.path = resolve(model)
         try:
@@ -129,20 +132,7 @@ class LlamaCppEngine:
         self._llm = llm
         self.n_ctx = int(llm.n_ctx())
         self._prompt = ChatPrompt(llm._model, self.path)
-        self.load_stats = LoadStats(
-            path=str(self.path),
-            seconds=time.perf_counter() - t0,
-            file_bytes=self.path.stat().st_size,
-            read_bytes=io_read_bytes() - io0,
-            rss_bytes_after=rss_bytes(),
-            rss_file_bytes_after=rss_bytes("RssFile"),
-            n_ctx=self.n_ctx,
-            threads=threads,
-        )
-        self.last_stats = GenerationStats()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._options: dict[str, Any] = {}  # what open_engine was given, to share it
+        self.load_stats = LoadStats.since(self.path, t0, io0, self.n_ctx, threads)
 
     def _load(self, llama_cpp: Any, n_ctx: int, threads: int, seed: int) -> Any:
         try:
@@ -167,31 +157,7 @@ class LlamaCppEngine:
                 "embedded model, or download the GGUF again"
             ) from e
 
-    # ------------------------------------------------------------------ prompt
-
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        with self._lock:
-            self._check_open()
-            return len(self._prompt.tokens(messages))
-
-    def count_text_tokens(self, text: str) -> int:
-        """Tokens of plain text (no template), for budgeting parts of a prompt."""
-        with self._lock:
-            self._check_open()
-            return len(self._prompt.text_tokens(text))
-
     # ------------------------------------------------------------------ generation
-
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
-        check_generation(max_tokens, temperature)
-        return self._stream(messages, max_tokens, float(temperature), cancel)
 
     def _stream(
         self,
@@ -201,14 +167,7 @@ class LlamaCppEngine:
         cancel: threading.Event | None,
     ) -> Iterator[str]:
         with self._lock:
-            self._check_open()
-            toks = self._prompt.tokens(messages)
-            if len(toks) + max_tokens > self.n_ctx:
-                raise InvalidArgumentError(
-                    f"the prompt is {len(toks)} tokens and the reply may take {max_tokens}: "
-                    f"more than the model's context of {self.n_ctx}; shorten the conversation "
-                    "or open the engine with a larger n_ctx"
-                )
+            toks = self._prompt_tokens(messages, max_tokens)
             spliced = self._splice_cache(toks)
             st = GenerationStats(
                 prompt_tokens=len(toks), reused_tokens=self._cached_prefix(toks), spliced=spliced
@@ -295,27 +254,5 @@ class LlamaCppEngine:
 
     # ------------------------------------------------------------------ lifetime
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgumentError("this engine is closed")
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._llm.close()
-
-    def __enter__(self) -> LlamaCppEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "engine": "llama.cpp",
-            "model": self.name,
-            "path": str(self.path),
-            "n_ctx": self.n_ctx,
-            "load": self.load_stats.__dict__,
-        }
+    def _release(self) -> None:
+        self._llm.close()

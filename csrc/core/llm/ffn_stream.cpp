@@ -74,7 +74,7 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
     // Which neurons this token needs: the gate, already computed, is the predictor.
     active_.clear();
     for (size_t i = 0; i < F; ++i) {
-        const float a = g[i] / (1.0f + std::exp(-g[i]));
+        const float a = silu(g[i]);
         mark_[i] = thr <= 0 || std::fabs(a) > thr;
         if (mark_[i]) {
             active_.push_back(int32_t(i));
@@ -146,24 +146,7 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
         for (size_t j = b; j < e; ++j) {
             const int32_t i = active_[j];
             const uint8_t* up = where_[i];
-            float u;
-            switch (static_cast<GgmlType>(lay_.up_type)) {
-                case GgmlType::Q4_0:
-                    u = k_.dot_q4_0(up, xq, nb);
-                    break;
-                case GgmlType::Q4_1:
-                    u = k_.dot_q4_1(up, xq, nb);
-                    break;
-                case GgmlType::Q8_0:
-                    u = k_.dot_q8_0(up, xq, nb);
-                    break;
-                case GgmlType::F16:
-                    u = k_.dot_f16(reinterpret_cast<const uint16_t*>(up), xf, E);
-                    break;
-                default:
-                    u = k_.dot_f32(reinterpret_cast<const float*>(up), xf, E);
-                    break;
-            }
+            const float u = dot_row(k_, lay_.up_type, up, xq, xf, E);
             k_.axpy_q8_0(act_[i] * u, up + lay_.up_bytes, out, E);
         }
     });

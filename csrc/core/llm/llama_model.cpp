@@ -277,27 +277,8 @@ void LlamaModel::matrows(const MatJob& job, size_t r0, size_t r1, size_t n) cons
     for (size_t r = r0; r < r1; ++r) {
         const uint8_t* row = w.row(r);
         float* o = job.out + r;
-        switch (static_cast<GgmlType>(w.type)) {
-            case GgmlType::Q4_0:
-                for (size_t t = 0; t < n; ++t) o[t * job.stride] = k.dot_q4_0(row, xq + t * nb, nb);
-                break;
-            case GgmlType::Q4_1:
-                for (size_t t = 0; t < n; ++t) o[t * job.stride] = k.dot_q4_1(row, xq + t * nb, nb);
-                break;
-            case GgmlType::Q8_0:
-                for (size_t t = 0; t < n; ++t) o[t * job.stride] = k.dot_q8_0(row, xq + t * nb, nb);
-                break;
-            case GgmlType::F16:
-                for (size_t t = 0; t < n; ++t)
-                    o[t * job.stride] =
-                        k.dot_f16(reinterpret_cast<const uint16_t*>(row), xf + t * w.cols, w.cols);
-                break;
-            case GgmlType::F32:
-                for (size_t t = 0; t < n; ++t)
-                    o[t * job.stride] =
-                        k.dot_f32(reinterpret_cast<const float*>(row), xf + t * w.cols, w.cols);
-                break;
-        }
+        for (size_t t = 0; t < n; ++t)
+            o[t * job.stride] = dot_row(k, w.type, row, xq + t * nb, xf + t * w.cols, w.cols);
     }
 }
 
@@ -328,7 +309,7 @@ void LlamaModel::ffn_in(const LlamaLayer& L, size_t n) {
         for (size_t t = 0; t < n; ++t) {
             const float* g = gate_up_.data() + t * 2 * F;
             float* a = ffn_.data() + t * F;
-            for (size_t i = r0; i < r1; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[F + i];
+            for (size_t i = r0; i < r1; ++i) a[i] = silu(g[i]) * g[F + i];
         }
     });
 }
@@ -409,7 +390,7 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
                 for (size_t t = 0; t < n; ++t)
                     for (size_t i = 0; i < F; ++i) {
                         const float g = gate_up_[t * 2 * F + i];
-                        c.push_back(std::fabs(g / (1.0f + std::exp(-g))));
+                        c.push_back(std::fabs(silu(g)));
                     }
             }
             prepare_activations(ffn_.data(), n, F);

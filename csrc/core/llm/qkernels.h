@@ -7,6 +7,7 @@
 // Q4_1 weights is read once and never expanded to floats.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -55,6 +56,27 @@ struct QKernels {
     // y += a * dequantized Q8_0 row of n elements (a streamed down-projection column).
     void (*axpy_q8_0)(float a, const uint8_t* w, float* y, size_t n);
 };
+
+// One weight row of `type` (n elements) . x: quantized activations xq for the block
+// types, floats xf for F16 / F32.
+inline float dot_row(const QKernels& k, uint32_t type, const uint8_t* row, const Q8Block* xq,
+                     const float* xf, size_t n) {
+    switch (type) {
+        case 2:
+            return k.dot_q4_0(row, xq, n / kQBlock);
+        case 3:
+            return k.dot_q4_1(row, xq, n / kQBlock);
+        case 8:
+            return k.dot_q8_0(row, xq, n / kQBlock);
+        case 1:
+            return k.dot_f16(reinterpret_cast<const uint16_t*>(row), xf, n);
+        default:
+            return k.dot_f32(reinterpret_cast<const float*>(row), xf, n);
+    }
+}
+
+// SwiGLU's gate activation.
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 const QKernels& qkernels_scalar();
 const QKernels* qkernels_avx2();  // nullptr when not compiled in

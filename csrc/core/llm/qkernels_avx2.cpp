@@ -44,14 +44,18 @@ inline __m256 udot_ps(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+// Signed weights q . signed activations y: the sign moves onto y (PSIGNB).
+inline __m256 sdot_ps(__m256i q, __m256i y) {
+    return udot_ps(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+}
+
 float dot_q4_0(const uint8_t* w, const Q8Block* x, size_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; ++b, w += 18) {
         // q - 8 in [-8, 7], signed: the sign moves onto the activations as for Q8_0.
         const __m256i q = _mm256_sub_epi8(unpack_nibbles(w + 2), _mm256_set1_epi8(8));
         const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d),
-                              udot_ps(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), sdot_ps(q, y), acc);
     }
     return hsum(acc);
 }
@@ -75,8 +79,7 @@ float dot_q8_0(const uint8_t* w, const Q8Block* x, size_t nb) {
     for (size_t b = 0; b < nb; ++b, w += 34) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
         const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d),
-                              udot_ps(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), sdot_ps(q, y), acc);
     }
     return hsum(acc);
 }
