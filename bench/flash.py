@@ -187,10 +187,12 @@ def main() -> int:
         st = mm.stream_stats()
         per_tok = st["bytes_read"] / STREAM_TOKENS
         active = st["neurons_active"] / st["token_layers"] / 1536
+        missing = st["neurons_missing"] / st["token_layers"] / 1536
         rows[name] = (rate, per_tok / st["streamed_bytes_per_token"], p_ / dense_ppl_span)
         print(f"  {name:<44} {rate:6.2f} tok/s  read {per_tok / 1e6:6.2f} MB/token "
               f"({rows[name][1]:.3f} of streamed FFN; /proc/self/io {io / STREAM_TOKENS / 1e6:.2f})"
-              f"  active {active:.2f}  ppl x{rows[name][2]:.3f}")  # fmt: skip
+              f" in {st['reads'] / STREAM_TOKENS:.0f} reads  active {active:.2f}  not cached "
+              f"{missing:.2f}  ppl x{rows[name][2]:.3f}")  # fmt: skip
         e.close()
     naive, best = rows[next(iter(rows))], rows[list(rows)[-1]]
 

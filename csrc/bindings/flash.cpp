@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -137,6 +138,44 @@ void bind_flash(py::module_& m) {
         py::arg("kernel"), py::arg("a"), py::arg("w"), py::arg("y"));
 
     m.def(
+        "llm_attend",
+        [](const std::string& kernel, const py::handle& k, const py::handle& v,
+           const py::handle& q) {
+            const lm::QKernels& kk = qkernels_named(kernel);
+            auto ka = require<float>(k, "k", "float32", 2);
+            auto va = require<float>(v, "v", "float32", 2);
+            auto qa = require<float>(q, "q", "float32", 1);
+            const size_t npos = size_t(ka.shape(0)), hd = size_t(ka.shape(1));
+            if (va.shape(0) != ka.shape(0) || va.shape(1) != ka.shape(1) ||
+                size_t(qa.shape(0)) != hd)
+                invalid("k and v must both be (positions, head_dim) and q (head_dim,)");
+            if (npos == 0 || hd == 0 || hd % 16 != 0)
+                invalid("need at least one position and a head_dim that is a multiple of 16");
+            std::vector<uint16_t> k16(npos * hd), v16(npos * hd);
+            kk.to_f16(ka.data(), k16.data(), npos * hd);
+            kk.to_f16(va.data(), v16.data(), npos * hd);
+            std::vector<float> qr(qa.data(), qa.data() + hd), s(npos + 16), acc(16 * hd);
+            kk.round_f16(qr.data(), hd);
+            py::array_t<float> out(hd);
+            kk.attend_f16(k16.data(), v16.data(), hd, qr.data(), hd, npos,
+                          1.0f / std::sqrt(float(hd)), s.data(), acc.data(), out.mutable_data());
+            return out;
+        },
+        py::arg("kernel"), py::arg("k"), py::arg("v"), py::arg("q"),
+        "One query row of attention with a named kernel set: k, v (positions, head_dim) and q "
+        "rounded to f16 as in the engine's KV cache.");
+    m.def(
+        "llm_silu",
+        [](const std::string& kernel, const py::handle& x) {
+            const lm::QKernels& k = qkernels_named(kernel);
+            auto a = require<float>(x, "x", "float32", 1);
+            py::array_t<float> out(a.shape(0));
+            k.silu(a.data(), out.mutable_data(), size_t(a.shape(0)));
+            return out;
+        },
+        py::arg("kernel"), py::arg("x"));
+
+    m.def(
         "build_ffn_bundle",
         [](const std::string& gguf_path, const std::string& out_path) {
             ReleaseGil nogil;
@@ -214,6 +253,7 @@ void bind_flash(py::module_& m) {
                  d["bytes_read"] = st.bytes_read;
                  d["reads"] = st.reads;
                  d["neurons_active"] = st.neurons_active;
+                 d["neurons_missing"] = st.neurons_missing;
                  d["neurons_read"] = st.neurons_read;
                  d["active_per_layer"] = st.active_per_layer;
                  d["slots_per_layer"] = s->slots_per_layer();

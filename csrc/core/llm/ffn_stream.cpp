@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "../errors.h"
@@ -41,6 +40,7 @@ FfnStream::FfnStream(std::unique_ptr<FfnBundle> bundle, const QKernels& k, Strea
     staging_ = aligned_bytes(size_t(lay_.n_ff) * lay_.bundle_bytes);
     act_.resize(lay_.n_ff);
     mark_.resize(lay_.n_ff);
+    silu_.resize(lay_.n_ff);
     where_.resize(lay_.n_ff);
     stats_.active_per_layer.assign(lay_.n_layer, 0);
 }
@@ -73,8 +73,9 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
 
     // Which neurons this token needs: the gate, already computed, is the predictor.
     active_.clear();
+    k_.silu(g, silu_.data(), F);
     for (size_t i = 0; i < F; ++i) {
-        const float a = silu(g[i]);
+        const float a = silu_[i];
         mark_[i] = thr <= 0 || std::fabs(a) > thr;
         if (mark_[i]) {
             active_.push_back(int32_t(i));
@@ -97,37 +98,44 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
         }
         ++s;
     }
-    // Read what is missing, consecutive neurons in one read each, then keep what fits.
-    size_t staged = 0;
-    for (size_t j = 0; j < active_.size();) {
-        const int32_t i = active_[j];
-        if (c.slot_of[i] >= 0) {
+    // Read what is missing, then keep what fits. One read spans the missing neurons that lie
+    // close together, gaps included: a read costs the disk's latency (~70 us here, under
+    // O_DIRECT) whatever its size, about what kMergeGapBytes take to transfer, so a shorter
+    // gap is cheaper to read through than to skip.
+    missing_.clear();
+    for (int32_t i : active_) {
+        if (c.slot_of[i] >= 0)
             where_[i] = c.data + size_t(c.slot_of[i]) * bb;
-            ++j;
-            continue;
-        }
-        size_t run = 1;
-        while (j + run < active_.size() && active_[j + run] == i + int32_t(run) &&
-               c.slot_of[active_[j + run]] < 0)
-            ++run;
+        else
+            missing_.push_back(i);
+    }
+    stats_.neurons_missing += missing_.size();
+    const int32_t max_gap = int32_t(kMergeGapBytes / bb);
+    size_t staged = 0;
+    for (size_t j = 0; j < missing_.size();) {
+        const int32_t first = missing_[j];
+        size_t k = j + 1;
+        while (k < missing_.size() && missing_[k] - missing_[k - 1] - 1 <= max_gap) ++k;
+        const size_t span = size_t(missing_[k - 1] - first) + 1;
         uint8_t* dst = staging_ + staged * bb;
-        stats_.bytes_read += bundle_->read(layer, size_t(i), run, dst);
+        stats_.bytes_read += bundle_->read(layer, size_t(first), span, dst);
         ++stats_.reads;
-        stats_.neurons_read += run;
-        for (size_t r = 0; r < run; ++r) {
-            const int32_t n = i + int32_t(r);
+        stats_.neurons_read += span;
+        for (size_t m = j; m < k; ++m) {
+            const int32_t n = missing_[m];
+            const uint8_t* src = dst + size_t(n - first) * bb;
             if (c.used < capacity_) {
-                const size_t s = c.used++;
-                std::memcpy(c.data + s * bb, dst + r * bb, bb);
-                c.slot_of[n] = int32_t(s);
-                c.neuron_of[s] = n;
-                where_[n] = c.data + s * bb;
+                const size_t slot = c.used++;
+                std::memcpy(c.data + slot * bb, src, bb);
+                c.slot_of[n] = int32_t(slot);
+                c.neuron_of[slot] = n;
+                where_[n] = c.data + slot * bb;
             } else {
-                where_[n] = dst + r * bb;
+                where_[n] = src;
             }
         }
-        staged += run;
-        j += run;
+        staged += span;
+        j = k;
     }
     for (int32_t i : active_) c.last_used[i] = now;
     stats_.neurons_active += active_.size();

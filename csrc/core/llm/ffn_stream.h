@@ -17,6 +17,9 @@
 
 namespace lm {
 
+// Gaps between missing neurons up to this many bytes are read through (ffn_stream.cpp).
+constexpr size_t kMergeGapBytes = 48 * 1024;
+
 struct StreamOptions {
     std::vector<float> thresholds;  // per layer; <= 0: every neuron is active (no sparsity)
     size_t window = 0;              // tokens a used neuron stays cached (0: nothing cached)
@@ -24,11 +27,12 @@ struct StreamOptions {
 };
 
 struct StreamStats {
-    uint64_t token_layers = 0;    // forward() calls
-    uint64_t bytes_read = 0;      // from the bundle file
-    uint64_t reads = 0;           // pread calls
-    uint64_t neurons_active = 0;  // summed over calls
-    uint64_t neurons_read = 0;    // of which were not cached
+    uint64_t token_layers = 0;     // forward() calls
+    uint64_t bytes_read = 0;       // from the bundle file
+    uint64_t reads = 0;            // pread calls
+    uint64_t neurons_active = 0;   // summed over calls
+    uint64_t neurons_missing = 0;  // active and not cached
+    uint64_t neurons_read = 0;     // read from the bundle: the missing and gaps read through
     std::vector<uint64_t> active_per_layer;
 };
 
@@ -68,8 +72,10 @@ private:
     std::vector<LayerCache> caches_;
     uint8_t* staging_ = nullptr;  // one layer's worth of bundles, aligned for O_DIRECT
     std::vector<int32_t> active_;
+    std::vector<int32_t> missing_;  // active and not cached, ascending
     std::vector<float> act_;
     std::vector<uint8_t> mark_;  // active for this token
+    std::vector<float> silu_;    // silu(gate x) of every neuron, this token
     std::vector<const uint8_t*> where_;
     std::vector<std::vector<float>> partial_;  // one y per thread
     StreamStats stats_;

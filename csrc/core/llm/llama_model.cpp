@@ -128,7 +128,8 @@ LlamaModel::LlamaModel(std::shared_ptr<const GgufFile> file, const LlamaOptions&
     gate_up_.resize(kChunk * 2 * F);
     ffn_.resize(kChunk * F);
     xq_.resize(kChunk * std::max(E, F) / kQBlock);
-    scores_.assign(team_.size(), std::vector<float>(n_ctx_));
+    scores_.assign(team_.size(), std::vector<float>(n_ctx_ + 16));
+    lanes_.assign(team_.size(), std::vector<float>(16 * cfg_.head_dim));
 }
 
 LlamaModel::~LlamaModel() {
@@ -309,13 +310,15 @@ void LlamaModel::ffn_in(const LlamaLayer& L, size_t n) {
         for (size_t t = 0; t < n; ++t) {
             const float* g = gate_up_.data() + t * 2 * F;
             float* a = ffn_.data() + t * F;
-            for (size_t i = r0; i < r1; ++i) a[i] = silu(g[i]) * g[F + i];
+            k_->silu(g + r0, a + r0, r1 - r0);
+            for (size_t i = r0; i < r1; ++i) a[i] *= g[F + i];
         }
     });
 }
 
 void LlamaModel::attention(size_t layer, size_t n, size_t pos0) {
     const size_t hd = cfg_.head_dim, E = cfg_.n_embd, group = cfg_.n_head / cfg_.n_head_kv;
+    const size_t stride = cfg_.kv_dim();  // elements from one position's key to the next
     const float scale = 1.0f / std::sqrt(float(hd));
     const QKernels& k = *k_;
     // One task per (token, query head): a single token still has n_head tasks to share.
@@ -324,6 +327,12 @@ void LlamaModel::attention(size_t layer, size_t n, size_t pos0) {
         const size_t npos = pos0 + t + 1;  // causal: positions 0..pos0+t
         float* s = scores_[thread].data();
         const float* q = q_.data() + t * E + h * hd;  // rounded to f16 like llama.cpp's
+        float* o = att_.data() + t * E + h * hd;
+        if (hd % 16 == 0) {
+            k.attend_f16(k_at(layer, 0) + g * hd, v_at(layer, 0) + g * hd, stride, q, hd, npos,
+                         scale, s, lanes_[thread].data(), o);
+            return;
+        }
         float mx = -INFINITY;
         for (size_t j = 0; j < npos; ++j) {
             s[j] = k.dot_f16(k_at(layer, j) + g * hd, q, hd) * scale;
@@ -334,7 +343,6 @@ void LlamaModel::attention(size_t layer, size_t n, size_t pos0) {
         const float inv = 1.0f / sum;
         for (size_t j = 0; j < npos; ++j) s[j] *= inv;
         k.round_f16(s, npos);  // llama.cpp multiplies f16 values by f16 weights
-        float* o = att_.data() + t * E + h * hd;
         std::fill(o, o + hd, 0.0f);
         for (size_t j = 0; j < npos; ++j) k.axpy_f16(s[j], v_at(layer, j) + g * hd, o, hd);
     });
@@ -387,11 +395,11 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
             ffn_in(L, n);
             if (collect_ != nullptr) {
                 auto& c = (*collect_)[l];
-                for (size_t t = 0; t < n; ++t)
-                    for (size_t i = 0; i < F; ++i) {
-                        const float g = gate_up_[t * 2 * F + i];
-                        c.push_back(std::fabs(silu(g)));
-                    }
+                std::vector<float> a(F);
+                for (size_t t = 0; t < n; ++t) {
+                    k_->silu(gate_up_.data() + t * 2 * F, a.data(), F);
+                    for (float v : a) c.push_back(std::fabs(v));
+                }
             }
             prepare_activations(ffn_.data(), n, F);
             xf_.assign(ffn_.begin(), ffn_.begin() + n * F);

@@ -132,6 +132,7 @@ private:
     std::vector<Q8Block> xq_;
     std::vector<float> xf_;                   // float activations, for F16/F32 weights
     std::vector<std::vector<float>> scores_;  // one per thread
+    std::vector<std::vector<float>> lanes_;   // attention's 16 lanes of values, per thread
 };
 
 }  // namespace lm

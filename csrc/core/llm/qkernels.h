@@ -55,6 +55,14 @@ struct QKernels {
     void (*round_f16)(float* x, size_t n);
     // y += a * dequantized Q8_0 row of n elements (a streamed down-projection column).
     void (*axpy_q8_0)(float a, const uint8_t* w, float* y, size_t n);
+    // One query row of attention over positions 0..npos-1 of an f16 KV cache (k, v: that
+    // head's vector at position 0, `stride` elements apart) in llama.cpp's order of
+    // operations for a batch (attention_row_ggml below); hd a multiple of 16. Scratch: s
+    // for npos + 16 floats, acc for 16 * hd. Writes hd floats to out.
+    void (*attend_f16)(const uint16_t* k, const uint16_t* v, size_t stride, const float* q,
+                       size_t hd, size_t npos, float scale, float* s, float* acc, float* out);
+    // out = silu(x) over n floats, as ggml computes it (silu below).
+    void (*silu)(const float* x, float* out, size_t n);
 };
 
 // One weight row of `type` (n elements) . x: quantized activations xq for the block
@@ -75,8 +83,41 @@ inline float dot_row(const QKernels& k, uint32_t type, const uint8_t* row, const
     }
 }
 
-// SwiGLU's gate activation.
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+// llama.cpp's attention, to the bit, for a batch of tokens (its KQ and KQV products go to
+// llamafile's tinyBLAS, the softmax to ggml's vectorized expf; built with AVX-512 on x86):
+// - a product of two f16 vectors (a key with the f16-rounded query; the f16-rounded
+//   probabilities with a row of values) keeps 16 lanes; element i goes to lane i % 16 with
+//   one fused multiply-add, and the lanes are summed in reduce16's order;
+// - the softmax exponentiates x - max with expf_ggml, sums each 16 values in reduce16's
+//   order into a double, and multiplies by (float)(1.0 / sum).
+// Being bit-identical to the reference engine on the same GGUF is what lets the dense
+// engine's argmax agree with it even where the model is nearly split between two tokens.
+
+// The order in which GCC's _mm512_reduce_add_ps adds 16 lanes.
+inline float reduce16(const float* a) {
+    float h[8], g[4];
+    for (int i = 0; i < 8; ++i) h[i] = a[8 + i] + a[i];
+    for (int i = 0; i < 4; ++i) g[i] = h[4 + i] + h[i];
+    return (g[0] + g[2]) + (g[1] + g[3]);
+}
+
+// ggml's AVX-512 expf (ARM's optimized-routines polynomial, scaled with VSCALEFPS), one
+// value at a time: max error 1.5 ulp; below -103.97 it flushes to 0, above 88.38 to inf.
+inline float expf_ggml(float x) {
+    const float r = 0x1.8p23f;
+    const float z = std::fma(x, 0x1.715476p+0f, r);
+    const float n = z - r;                                           // round(x / ln 2)
+    if (!(std::fabs(n) <= 192.0f)) return n <= 0 ? 0.0f : INFINITY;  // NaN n: x was -inf
+    const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                                      std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                             u, std::fma(0x1.ffffecp-1f, b, 1.0f));
+    return std::ldexp(j, int(n));
+}
+
+// SwiGLU's gate activation with ggml's expf: x / (1 + e^-x).
+inline float silu(float x) { return x / (1.0f + expf_ggml(-x)); }
 
 const QKernels& qkernels_scalar();
 const QKernels* qkernels_avx2();  // nullptr when not compiled in

@@ -7,6 +7,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #if defined(__clang__)
@@ -156,8 +157,111 @@ void axpy_q8_0(float a, const uint8_t* w, float* y, size_t n) {
     }
 }
 
-const QKernels kAvx2{"avx2",   dot_q4_0, dot_q4_1, dot_q8_0,  dot_f16,  dot_f32,
-                     axpy_f32, axpy_f16, to_f16,   round_f16, axpy_q8_0};
+// expf_ggml on 8 lanes. ggml scales by 2^n with VSCALEFPS; here 2^n is built from its bits,
+// exact while it is a normal float (|n| <= 126), and the rare other lanes take expf_ggml.
+inline __m256 expf8_ggml(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 far = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n),
+                                     _mm256_set1_ps(126.0f), _CMP_NLE_UQ);
+    if (_mm256_movemask_ps(far)) {
+        alignas(32) float v[8];
+        _mm256_store_ps(v, x);
+        for (float& e : v) e = expf_ggml(e);
+        return _mm256_load_ps(v);
+    }
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// 16 lanes held as (lo: lanes 0..7, hi: 8..15), summed in reduce16's order.
+inline float hsum16(__m256 lo, __m256 hi) { return hsum(_mm256_add_ps(hi, lo)); }
+
+inline __m256 load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+void attend_f16(const uint16_t* k, const uint16_t* v, size_t stride, const float* q, size_t hd,
+                size_t npos, float scale, float* s, float* acc, float* out) {
+    float mx = -INFINITY;
+    for (size_t j = 0; j < npos; ++j) {
+        const uint16_t* kj = k + j * stride;
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (size_t l = 0; l < hd; l += 16) {
+            lo = _mm256_fmadd_ps(load_f16(kj + l), _mm256_loadu_ps(q + l), lo);
+            hi = _mm256_fmadd_ps(load_f16(kj + l + 8), _mm256_loadu_ps(q + l + 8), hi);
+        }
+        s[j] = hsum16(lo, hi) * scale;
+        mx = std::max(mx, s[j]);
+    }
+    double sum = 0;
+    const __m256 vmx = _mm256_set1_ps(mx);
+    size_t c = 0;
+    for (; c + 16 <= npos; c += 16) {
+        const __m256 e0 = expf8_ggml(_mm256_sub_ps(_mm256_loadu_ps(s + c), vmx));
+        const __m256 e1 = expf8_ggml(_mm256_sub_ps(_mm256_loadu_ps(s + c + 8), vmx));
+        _mm256_storeu_ps(s + c, e0);
+        _mm256_storeu_ps(s + c + 8, e1);
+        sum += double(hsum16(e0, e1));
+    }
+    if (c < npos) {
+        float lanes[16];
+        for (size_t i = 0; i < 16; ++i) {
+            lanes[i] = c + i < npos ? expf_ggml(s[c + i] - mx) : 0.0f;
+            if (c + i < npos) s[c + i] = lanes[i];
+        }
+        sum += double(reduce16(lanes));
+    }
+    const float inv = float(1.0 / sum);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    size_t j = 0;
+    for (; j + 8 <= npos; j += 8)
+        _mm256_storeu_ps(
+            s + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(s + j), vinv),
+                                                   _MM_FROUND_TO_NEAREST_INT)));
+    for (; j < npos; ++j) s[j] = _cvtsh_ss(_cvtss_sh(s[j] * inv, _MM_FROUND_TO_NEAREST_INT));
+    std::fill(acc, acc + 16 * hd, 0.0f);
+    for (j = 0; j < npos; ++j) {
+        float* a = acc + (j % 16) * hd;
+        const uint16_t* vj = v + j * stride;
+        const __m256 p = _mm256_set1_ps(s[j]);
+        for (size_t d = 0; d < hd; d += 8)
+            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(load_f16(vj + d), p, _mm256_loadu_ps(a + d)));
+    }
+    for (size_t d = 0; d < hd; d += 8) {
+        __m256 h[8], g[4];
+        for (size_t i = 0; i < 8; ++i)
+            h[i] = _mm256_add_ps(_mm256_loadu_ps(acc + (8 + i) * hd + d),
+                                 _mm256_loadu_ps(acc + i * hd + d));
+        for (size_t i = 0; i < 4; ++i) g[i] = _mm256_add_ps(h[4 + i], h[i]);
+        _mm256_storeu_ps(out + d,
+                         _mm256_add_ps(_mm256_add_ps(g[0], g[2]), _mm256_add_ps(g[1], g[3])));
+    }
+}
+
+void silu_f32(const float* x, float* out, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = expf8_ggml(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_storeu_ps(out + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+    }
+    for (; i < n; ++i) out[i] = silu(x[i]);
+}
+
+const QKernels kAvx2{"avx2",   dot_q4_0, dot_q4_1,  dot_q8_0,  dot_f16,    dot_f32, axpy_f32,
+                     axpy_f16, to_f16,   round_f16, axpy_q8_0, attend_f16, silu_f32};
 
 }  // namespace
 

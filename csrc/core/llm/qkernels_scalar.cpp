@@ -1,4 +1,5 @@
 // Reference kernels: plain C++, the definition every SIMD set is tested against.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -195,8 +196,47 @@ void axpy_q8_0(float a, const uint8_t* w, float* y, size_t n) {
     }
 }
 
-const QKernels kScalar{"scalar", dot_q4_0, dot_q4_1, dot_q8_0,  dot_f16,  dot_f32,
-                       axpy_f32, axpy_f16, to_f16,   round_f16, axpy_q8_0};
+void attend_f16(const uint16_t* k, const uint16_t* v, size_t stride, const float* q, size_t hd,
+                size_t npos, float scale, float* s, float* acc, float* out) {
+    float lanes[16];
+    float mx = -INFINITY;
+    for (size_t j = 0; j < npos; ++j) {
+        std::fill(lanes, lanes + 16, 0.0f);
+        const uint16_t* kj = k + j * stride;
+        for (size_t l = 0; l < hd; l += 16)
+            for (size_t i = 0; i < 16; ++i)
+                lanes[i] = std::fma(f16_to_f32(kj[l + i]), q[l + i], lanes[i]);
+        s[j] = reduce16(lanes) * scale;
+        mx = std::max(mx, s[j]);
+    }
+    double sum = 0;
+    for (size_t c = 0; c < npos; c += 16) {
+        for (size_t i = 0; i < 16; ++i) {
+            lanes[i] = c + i < npos ? expf_ggml(s[c + i] - mx) : 0.0f;
+            if (c + i < npos) s[c + i] = lanes[i];
+        }
+        sum += double(reduce16(lanes));
+    }
+    const float inv = float(1.0 / sum);
+    for (size_t j = 0; j < npos; ++j) s[j] = via_f16(s[j] * inv);
+    std::fill(acc, acc + 16 * hd, 0.0f);
+    for (size_t j = 0; j < npos; ++j) {
+        float* a = acc + (j % 16) * hd;
+        const uint16_t* vj = v + j * stride;
+        for (size_t d = 0; d < hd; ++d) a[d] = std::fma(f16_to_f32(vj[d]), s[j], a[d]);
+    }
+    for (size_t d = 0; d < hd; ++d) {
+        for (size_t i = 0; i < 16; ++i) lanes[i] = acc[i * hd + d];
+        out[d] = reduce16(lanes);
+    }
+}
+
+void silu_f32(const float* x, float* out, size_t n) {
+    for (size_t i = 0; i < n; ++i) out[i] = silu(x[i]);
+}
+
+const QKernels kScalar{"scalar", dot_q4_0, dot_q4_1,  dot_q8_0,  dot_f16,    dot_f32, axpy_f32,
+                       axpy_f16, to_f16,   round_f16, axpy_q8_0, attend_f16, silu_f32};
 
 }  // namespace
 
