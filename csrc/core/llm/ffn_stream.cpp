@@ -38,7 +38,6 @@ FfnStream::FfnStream(std::unique_ptr<FfnBundle> bundle, const QKernels& k, Strea
         c.last_used.assign(lay_.n_ff, -1);
     }
     staging_ = aligned_bytes(size_t(lay_.n_ff) * lay_.bundle_bytes);
-    act_.resize(lay_.n_ff);
     mark_.resize(lay_.n_ff);
     silu_.resize(lay_.n_ff);
     where_.resize(lay_.n_ff);
@@ -75,12 +74,8 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
     active_.clear();
     k_.silu(g, silu_.data(), F);
     for (size_t i = 0; i < F; ++i) {
-        const float a = silu_[i];
-        mark_[i] = thr <= 0 || std::fabs(a) > thr;
-        if (mark_[i]) {
-            active_.push_back(int32_t(i));
-            act_[i] = a;
-        }
+        mark_[i] = thr <= 0 || std::fabs(silu_[i]) > thr;
+        if (mark_[i]) active_.push_back(int32_t(i));
     }
     // Evict neurons not used within the window, unless this token needs them again.
     for (size_t s = 0; s < c.used;) {
@@ -155,7 +150,7 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
             const int32_t i = active_[j];
             const uint8_t* up = where_[i];
             const float u = dot_row(k_, lay_.up_type, up, xq, xf, E);
-            k_.axpy_q8_0(act_[i] * u, up + lay_.up_bytes, out, E);
+            k_.axpy_q8_0(silu_[i] * u, up + lay_.up_bytes, out, E);
         }
     });
     std::fill(y, y + E, 0.0f);

@@ -73,9 +73,8 @@ private:
     uint8_t* staging_ = nullptr;  // one layer's worth of bundles, aligned for O_DIRECT
     std::vector<int32_t> active_;
     std::vector<int32_t> missing_;  // active and not cached, ascending
-    std::vector<float> act_;
-    std::vector<uint8_t> mark_;  // active for this token
-    std::vector<float> silu_;    // silu(gate x) of every neuron, this token
+    std::vector<uint8_t> mark_;     // active for this token
+    std::vector<float> silu_;       // silu(gate x) of every neuron, this token
     std::vector<const uint8_t*> where_;
     std::vector<std::vector<float>> partial_;  // one y per thread
     StreamStats stats_;

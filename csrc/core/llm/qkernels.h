@@ -57,8 +57,8 @@ struct QKernels {
     void (*axpy_q8_0)(float a, const uint8_t* w, float* y, size_t n);
     // One query row of attention over positions 0..npos-1 of an f16 KV cache (k, v: that
     // head's vector at position 0, `stride` elements apart) in llama.cpp's order of
-    // operations for a batch (attention_row_ggml below); hd a multiple of 16. Scratch: s
-    // for npos + 16 floats, acc for 16 * hd. Writes hd floats to out.
+    // operations for a batch (see the note before reduce16, below); hd a multiple of 16.
+    // Scratch: s for npos + 16 floats, acc for 16 * hd. Writes hd floats to out.
     void (*attend_f16)(const uint16_t* k, const uint16_t* v, size_t stride, const float* q,
                        size_t hd, size_t npos, float scale, float* s, float* acc, float* out);
     // out = silu(x) over n floats, as ggml computes it (silu below).
@@ -114,6 +114,14 @@ inline float expf_ggml(float x) {
                                       std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
                              u, std::fma(0x1.ffffecp-1f, b, 1.0f));
     return std::ldexp(j, int(n));
+}
+
+// The softmax's exponentials for one chunk of at most 16 scores (n of them): each
+// s[i] becomes expf_ggml(s[i] - mx); returns their sum in reduce16's order.
+inline float exp_chunk16(float* s, size_t n, float mx) {
+    float lanes[16] = {};
+    for (size_t i = 0; i < n; ++i) lanes[i] = s[i] = expf_ggml(s[i] - mx);
+    return reduce16(lanes);
 }
 
 // SwiGLU's gate activation with ggml's expf: x / (1 + e^-x).

@@ -214,14 +214,7 @@ void attend_f16(const uint16_t* k, const uint16_t* v, size_t stride, const float
         _mm256_storeu_ps(s + c + 8, e1);
         sum += double(hsum16(e0, e1));
     }
-    if (c < npos) {
-        float lanes[16];
-        for (size_t i = 0; i < 16; ++i) {
-            lanes[i] = c + i < npos ? expf_ggml(s[c + i] - mx) : 0.0f;
-            if (c + i < npos) s[c + i] = lanes[i];
-        }
-        sum += double(reduce16(lanes));
-    }
+    if (c < npos) sum += double(exp_chunk16(s + c, npos - c, mx));
     const float inv = float(1.0 / sum);
     const __m256 vinv = _mm256_set1_ps(inv);
     size_t j = 0;

@@ -210,13 +210,8 @@ void attend_f16(const uint16_t* k, const uint16_t* v, size_t stride, const float
         mx = std::max(mx, s[j]);
     }
     double sum = 0;
-    for (size_t c = 0; c < npos; c += 16) {
-        for (size_t i = 0; i < 16; ++i) {
-            lanes[i] = c + i < npos ? expf_ggml(s[c + i] - mx) : 0.0f;
-            if (c + i < npos) s[c + i] = lanes[i];
-        }
-        sum += double(reduce16(lanes));
-    }
+    for (size_t c = 0; c < npos; c += 16)
+        sum += double(exp_chunk16(s + c, std::min<size_t>(16, npos - c), mx));
     const float inv = float(1.0 / sum);
     for (size_t j = 0; j < npos; ++j) s[j] = via_f16(s[j] * inv);
     std::fill(acc, acc + 16 * hd, 0.0f);
