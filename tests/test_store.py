@@ -144,6 +144,26 @@ def test_checkpoint_compaction_and_log_truncation(tmp_path):
         assert len(s) == 201 and s.get(1).meta == {"n": 1} and s.search(vec(1), 1)[0][0] == 1
 
 
+def test_a_checkpoint_compacts_by_itself_once_garbage_passes_256_kib_and_the_live_bytes(
+    tmp_path,
+):
+    """A small store that keeps rewriting its items (every tier move of a memory is a new
+    blob) is compacted by its next checkpoint once the garbage exceeds both 256 KiB and what
+    is live; less garbage than that is left for later."""
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        for i in range(100):
+            s.put(i, "x" * 1000)
+        for _ in range(2):  # ~200 KB of garbage, more than the ~100 KB live
+            for i in range(100):
+                s.put(i, "y" * 1000)
+        assert not s.checkpoint()["compacted"]
+        for i in range(100):
+            s.put(i, "z" * 1000)  # ~300 KB now
+        r = s.checkpoint()
+        assert r["compacted"] and r["arena_bytes"] < r["arena_bytes_before"] / 3
+        assert s.get(7).text == "z" * 1000
+
+
 def test_auto_checkpoint_by_log_size(tmp_path):
     with Store.open(tmp_path / "s", checkpoint_bytes=1 << 16, segment_bytes=1 << 14) as s:
         for i in range(300):
@@ -366,3 +386,67 @@ time.sleep(0.3)
     for _ in range(3):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-500:]
+
+
+def test_metadata_is_stored_deflated_and_reads_back_exactly():
+    """Metadata JSON is deflated against a preset dictionary when that is shorter (a third of
+    the bytes for a memory's usual keys); items written before, in plain JSON, read the same;
+    damage and unknown flags are CorruptFileError, never a crash or a huge allocation."""
+    import json
+    import struct
+    import zlib
+
+    from localmem.errors import CorruptFileError
+    from localmem.store import records as rec
+
+    meta = {
+        "type": "memory",
+        "kind": "fact",
+        "session": "d4",
+        "when": 1736109257.143,
+        "stability": 60.0,
+        "model": "all-minilm-l6-v2-int8",
+        "tier": "warm",
+        "t_last": 1760458414.465,
+        "sources": [{"id": 3, "text": "Ana é minha irmã", "source": "api"}],
+    }
+    plain = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+    p = rec.encode_put(5, "Fiona works as a dentist.", meta, vec(5), DIM, quantized=True)
+    head = struct.unpack_from("<qIIIII", p)
+    assert head[1] == rec.VEC_INT8 | rec.META_DEFLATE
+    assert head[3] <= len(plain) // 2  # deflated to at most half
+    it = rec.decode_put(p)
+    assert it.meta == meta and it.text == "Fiona works as a dentist."
+    assert it.vector is not None and it.vector.shape == (DIM,)
+    # A tiny meta that would not shrink stays JSON; no meta at all stays empty.
+    small = rec.encode_put(1, "x", {"a": 1}, None, None)
+    assert struct.unpack_from("<qIIIII", small)[1] == 0
+    assert rec.decode_put(small).meta == {"a": 1}
+    assert rec.decode_put(rec.encode_put(1, "x", None, None, None)).meta == {}
+    # An item written by an earlier version (plain JSON, flags 0) reads the same.
+    old = struct.pack("<qIIIII", 5, 0, 1, len(plain), 0, 0) + b"x" + plain
+    assert rec.decode_put(old).meta == meta
+    # Damage: every truncation and a sample of byte flips of the deflated metadata.
+    t0 = 24 + head[2]
+    for cut in range(head[3]):
+        bad = bytearray(p)
+        bad[t0 + cut : t0 + head[3]] = b"\0" * (head[3] - cut)
+        with pytest.raises(CorruptFileError):
+            rec.decode_put(bytes(bad))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        bad = bytearray(p)
+        bad[t0 + int(rng.integers(head[3]))] ^= 1 << int(rng.integers(8))
+        try:
+            got = rec.decode_put(bytes(bad))
+        except CorruptFileError:
+            continue
+        assert isinstance(got.meta, dict)
+    # A deflate bomb (16 MiB + of zeros in a few KB) is refused, not inflated.
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=rec.META_DICT)
+    bomb = z.compress(b"{" + b" " * (rec.MAX_DEFLATED_META + 10) + b"}") + z.flush()
+    big = struct.pack("<qIIIII", 5, rec.META_DEFLATE, 0, len(bomb), 0, 0) + bomb
+    with pytest.raises(CorruptFileError, match="damaged metadata"):
+        rec.decode_put(big)
+    with pytest.raises(CorruptFileError, match="newer localmem"):
+        rec.decode_put(struct.pack("<qIIIII", 5, 8, 1, 0, 0, 0) + b"x")

@@ -9,6 +9,11 @@ place that knows their layout. All integers are little-endian.
             With flag ``VEC_INT8`` the vector is its INT8 code instead: ``<f scale>`` +
             ``dim`` int8 (a quarter of the bytes; the warm tier's form). Quantizing its
             dequantized values gives the same code back, so the index holds it exactly.
+            With flag ``META_DEFLATE`` the meta bytes are raw DEFLATE (RFC 1951) of the JSON
+            with ``META_DICT`` as preset dictionary: a memory's metadata is ~150 bytes of
+            JSON whose keys and many values every item repeats; deflated against them it is
+            a third of that, and for a cold or forgotten memory the metadata is half of what
+            it costs. Written only when it is shorter.
 ``DELETE``  ``<q id>``; the arena keeps a tombstone blob with the same payload.
 ``CHECKPOINT`` ``<Q generation>``: a marker appended by each checkpoint; applying it is a
             no-op, but a writer in another process finds the log moved and re-reads the
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +43,23 @@ FIRST_USER_TYPE = 64
 
 TOMBSTONE = 1  # arena blob flag: the key was deleted at this LSN
 VEC_INT8 = 1  # PUT flag: the vector is stored as scale + int8 code
+META_DEFLATE = 2  # PUT flag: the meta JSON is deflated against META_DICT
+_FLAGS = VEC_INT8 | META_DEFLATE
+
+# The preset dictionary of META_DEFLATE: what memory metadata repeats (memory.py, memmeta,
+# tiers), the most frequent last, where DEFLATE reaches it with the shortest distances.
+# Part of the on-disk format: never edit it; a new dictionary needs a new flag.
+META_DICT = (
+    b'"superseded_by":"merged_into":"importance":0."pinned":true,"tags":["speaker":"'
+    b'"key":"preference","source":"mcp","source":"import","source":"chat",'
+    b'"sources":[{"id":"text":"","source":"api","session":"d","created":17'
+    b'"code":"","recalls":"forgotten_at":17"tier":"forgotten","tier":"cold","tier":"warm",'
+    b'"model":"all-minilm-l6-v2-int8","stability":60.0,"t_last":17'
+    b'{"type":"memory","kind":"episodic","kind":"fact","session":"","when":17'
+)
+# Inflated metadata larger than this is damage (the writer deflates only smaller JSON):
+# DEFLATE expands up to ~1000x, and a damaged length must not become a huge allocation.
+MAX_DEFLATED_META = 16 << 20
 
 # A payload from the log (bytes) or a zero-copy view of an arena blob (``ndarray.data``).
 Payload = bytes | memoryview
@@ -73,6 +96,7 @@ def encode_put(
         text_b = text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidArgumentError(f"text is not valid Unicode: {e}") from None
+    deflated = False
     if meta is None:
         meta_b = b""
     elif not isinstance(meta, dict):
@@ -82,6 +106,11 @@ def encode_put(
             meta_b = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(f"meta must be JSON-serializable: {e}") from None
+        if len(meta_b) <= MAX_DEFLATED_META:
+            z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=META_DICT)
+            packed = z.compress(meta_b) + z.flush()
+            if len(packed) < len(meta_b):
+                meta_b, deflated = packed, True
     vec_b = b""
     vdim = 0
     if vector is not None:
@@ -104,7 +133,7 @@ def encode_put(
             vec_b = np.ascontiguousarray(v, dtype="<f4").tobytes()
         vdim = dim
     pad = (-(_PUT_HEAD.size + len(text_b) + len(meta_b))) % 4
-    flags = VEC_INT8 if quantized and vdim else 0
+    flags = (VEC_INT8 if quantized and vdim else 0) | (META_DEFLATE if deflated else 0)
     head = _PUT_HEAD.pack(id, flags, len(text_b), len(meta_b), vdim, 0)
     return b"".join((head, text_b, meta_b, b"\0" * pad, vec_b))
 
@@ -171,11 +200,35 @@ def put_quantized(payload: Payload) -> bool:
 def decode_put(payload: Payload) -> Item:
     if len(payload) < _PUT_HEAD.size:
         raise CorruptFileError(f"PUT record of {len(payload)} bytes is shorter than its header")
-    id, _flags, tl, ml, _dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    id, flags, tl, ml, _dim, _ = _PUT_HEAD.unpack_from(payload, 0)
     body = memoryview(payload)
     t0 = _PUT_HEAD.size
     if t0 + tl + ml > len(payload):
         raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
-    text = bytes(body[t0 : t0 + tl]).decode("utf-8")
-    meta = json.loads(bytes(body[t0 + tl : t0 + tl + ml])) if ml else {}
+    if flags & ~_FLAGS:
+        raise CorruptFileError(
+            f"PUT record of id {id} has flags {flags:#x} this version does not know (damaged, or "
+            "written by a newer localmem: upgrade to read it)"
+        )
+    meta_b = bytes(body[t0 + tl : t0 + tl + ml])
+    if flags & META_DEFLATE:
+        meta_b = _inflate_meta(id, meta_b)
+    try:
+        text = bytes(body[t0 : t0 + tl]).decode("utf-8")
+        meta = json.loads(meta_b) if meta_b else {}
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CorruptFileError(f"PUT record of id {id} is damaged ({e})") from None
+    if not isinstance(meta, dict):
+        raise CorruptFileError(f"PUT record of id {id} has metadata that is not an object")
     return Item(id=id, text=text, meta=meta, vector=put_vector(payload))
+
+
+def _inflate_meta(id: int, data: bytes) -> bytes:
+    z = zlib.decompressobj(-15, zdict=META_DICT)
+    try:
+        out = z.decompress(data, MAX_DEFLATED_META)
+    except zlib.error as e:
+        raise CorruptFileError(f"PUT record of id {id} has damaged metadata ({e})") from None
+    if not z.eof or z.unconsumed_tail or z.unused_data:
+        raise CorruptFileError(f"PUT record of id {id} has damaged metadata (truncated or long)")
+    return out

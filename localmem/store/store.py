@@ -511,9 +511,11 @@ class Store(StoreViews):
         live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
         if compact is None:
             # Compaction copies only the live bytes, so doing it when garbage outweighs them
-            # costs at most one copy per byte written; the 1 MiB floor keeps small arenas
-            # from being rewritten for a few forgotten memories.
-            compact = end - live > (1 << 20) and live < end // 2
+            # costs at most one copy per byte written; the 256 KiB floor keeps small arenas
+            # from being rewritten for a few forgotten memories. (At 1 MiB, a store with
+            # forgetting swelled past one without it between compactions: every tier move
+            # rewrites an item, and a year's store holds only ~300 KB live.)
+            compact = end - live > (1 << 18) and live < end // 2
         arena, handles, gen = self._arena, self._handles, m.generation
         if compact:
             gen += 1
