@@ -426,13 +426,14 @@ def test_metadata_is_stored_deflated_and_reads_back_exactly():
     # An item written by an earlier version (plain JSON, flags 0) reads the same.
     old = struct.pack("<qIIIII", 5, 0, 1, len(plain), 0, 0) + b"x" + plain
     assert rec.decode_put(old).meta == meta
-    # Damage: every truncation and a sample of byte flips of the deflated metadata.
+    # Damage: the deflated metadata cut short anywhere (the stream never ends), and a sample
+    # of bit flips. A flip may still inflate to other valid JSON: raw DEFLATE has no checksum
+    # of its own (the log's and the arena's CRC32C catch damage before this reader).
     t0 = 24 + head[2]
     for cut in range(head[3]):
-        bad = bytearray(p)
-        bad[t0 + cut : t0 + head[3]] = b"\0" * (head[3] - cut)
-        with pytest.raises(CorruptFileError):
-            rec.decode_put(bytes(bad))
+        short = struct.pack("<qIIIII", 5, rec.META_DEFLATE, head[2], cut, 0, 0)
+        with pytest.raises(CorruptFileError, match="damaged metadata"):
+            rec.decode_put(short + p[24:t0] + p[t0 : t0 + cut])
     rng = np.random.default_rng(0)
     for _ in range(300):
         bad = bytearray(p)
@@ -442,11 +443,46 @@ def test_metadata_is_stored_deflated_and_reads_back_exactly():
         except CorruptFileError:
             continue
         assert isinstance(got.meta, dict)
-    # A deflate bomb (16 MiB + of zeros in a few KB) is refused, not inflated.
+    # A deflate bomb (16 MiB + of spaces in a few KB) is refused, not inflated.
     z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=rec.META_DICT)
     bomb = z.compress(b"{" + b" " * (rec.MAX_DEFLATED_META + 10) + b"}") + z.flush()
     big = struct.pack("<qIIIII", 5, rec.META_DEFLATE, 0, len(bomb), 0, 0) + bomb
     with pytest.raises(CorruptFileError, match="damaged metadata"):
         rec.decode_put(big)
-    with pytest.raises(CorruptFileError, match="newer localmem"):
-        rec.decode_put(struct.pack("<qIIIII", 5, 8, 1, 0, 0, 0) + b"x")
+    unknown = struct.pack("<qIIIII", 5, 8, 1, 0, 0, 0) + b"x"
+    for read in (rec.decode_put, rec.put_vector):  # the index's replay refuses it too
+        with pytest.raises(CorruptFileError, match="newer localmem"):
+            read(unknown)
+
+
+def test_a_store_is_raised_to_the_current_format_before_anything_is_written(tmp_path):
+    """A store an earlier version made (manifest format 1) opens and is marked format 2 at
+    once, so that the earlier version refuses it cleanly instead of meeting deflated items;
+    a manifest from a newer version is refused with the fix."""
+    import json
+
+    from localmem import _core
+    from localmem.errors import CorruptFileError
+    from localmem.store import manifest as mf
+
+    with Store.open(tmp_path / "s", dim=DIM) as s:
+        fill(s, range(3))
+        s.checkpoint()
+    path = tmp_path / "s" / "MANIFEST"
+    m = mf.read_manifest(path)
+    assert m.format == mf.FORMAT == 2
+    # Write it back as format 1, with its checksum, as the earlier version did.
+    old = mf.replace(m, format=1)
+    body = json.dumps(mf.asdict(old), sort_keys=True, separators=(",", ":"))
+    doc = dict(json.loads(body), crc32c=_core.crc32c(body.encode()))
+    path.write_text(json.dumps(doc))
+    assert mf.read_manifest(path).format == 1
+    with Store.open(tmp_path / "s") as s:
+        assert mf.read_manifest(path).format == 2
+        assert s.get(2).meta == {"n": 2}
+    doc = dict(json.loads(body.replace('"format":1', '"format":3')))
+    body3 = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    doc["crc32c"] = _core.crc32c(body3.encode())
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptFileError, match=r"newer localmem.*upgrade"):
+        Store.open(tmp_path / "s")

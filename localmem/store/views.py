@@ -19,7 +19,13 @@ from localmem.errors import ConcurrencyError, CorruptFileError, InvalidArgumentE
 from localmem.index import Int8Index
 from localmem.store import records as rec
 from localmem.store.lock import StoreLock
-from localmem.store.manifest import Manifest, read_manifest, signature, write_manifest
+from localmem.store.manifest import (
+    FORMAT,
+    Manifest,
+    read_manifest,
+    signature,
+    write_manifest,
+)
 
 log = logging.getLogger("localmem.store")
 
@@ -90,6 +96,9 @@ class StoreViews:
                     f"the store at {self.path} has {name}={getattr(m, name)!r}, not {want!r}; "
                     f"open it without {name}= or with the store's value"
                 )
+        if m.format < FORMAT:  # raised before this version writes anything (manifest.FORMAT)
+            write_manifest(mpath, m)
+            m = read_manifest(mpath)
         self._manifest, self._manifest_sig = m, signature(mpath)
         # Always a fresh scan of the log directory: an older Wal object may have followed a
         # chain of segments that another process's checkpoint has deleted since. (Threads
