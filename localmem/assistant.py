@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from localmem import extract
+from localmem import extract, summaries
 from localmem.errors import InvalidArgumentError
 from localmem.llm.engine import Engine, GenerationStats, Message
 
 if TYPE_CHECKING:
-    from localmem.memory import Hit, Memory
+    from localmem.memory import Hit, Memory, MemoryItem
 
 SYSTEM = (
     "You are a helpful assistant running entirely on the user's own computer. You remember "
@@ -163,6 +163,23 @@ class Assistant:
     def ask(self, message: str) -> str:
         """One turn, the whole reply."""
         return self.chat(message).text()
+
+    def summarize(self) -> MemoryItem | None:
+        """Writes the summary of this conversation now, in place of an earlier one
+        (``summaries``): for when it ends. None when nothing is written: memory is left
+        unchanged (``remember=False``), fewer than ``summaries.MIN_TURNS`` turns are stored,
+        or the model said nothing the conversation supports. Costs one generation; the next
+        turn reads its prompt again (the KV cache held the summary's)."""
+        if not self.remember:
+            return None
+        if not self._busy.acquire(blocking=False):
+            raise InvalidArgumentError(
+                "a reply is still streaming in this conversation: finish or close it first"
+            )
+        try:
+            return summaries.summarize_session(self.memory, self.engine, self.session, self.clock())
+        finally:
+            self._busy.release()
 
     # ------------------------------------------------------------------ prompt
 

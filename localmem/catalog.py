@@ -413,6 +413,24 @@ class Catalog:
                 )
             )
 
+    def ended_sessions(
+        self, after: tuple[float, str], before: float, min_turns: int, limit: int
+    ) -> list[tuple[str, float]]:
+        """(session, time of its last turn) of the sessions with at least ``min_turns``
+        live turns whose last turn is past ``after`` (time, session) and at or before
+        ``before``, in that order: the resumable scan of session summaries."""
+        with self._lock:
+            return [
+                (str(s), float(t))
+                for s, t in self.db.execute(
+                    "SELECT session, max(event_time) AS t FROM memories "
+                    f"WHERE kind = 'episodic' AND session IS NOT NULL AND {LIVE} "
+                    "GROUP BY session HAVING count(*) >= ? AND t <= ? "
+                    "AND (t > ? OR (t = ? AND session > ?)) ORDER BY t, session LIMIT ?",
+                    (min_turns, before, after[0], after[0], after[1], limit),
+                )
+            ]
+
     def sample_ids(self, n: int) -> list[int]:
         """Up to ``n`` ids drawn at random."""
         with self._lock:

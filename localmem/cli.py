@@ -308,11 +308,21 @@ def stats(as_json: bool, store: str | None) -> None:
 
 @main.command()
 @click.option("--compact", is_flag=True, help="Also give back freed disk space.")
+@click.option(
+    "--summarize", is_flag=True,
+    help="Also have the chat model summarize conversations that have ended (a few seconds "
+    "each).",
+)  # fmt: skip
+@chat_model_option
 @store_option
-def consolidate(compact: bool, store: str | None) -> None:
+def consolidate(compact: bool, summarize: bool, model: str | None, store: str | None) -> None:
     """Run upkeep now: demote faded memories, purge expired ones, merge duplicates, mark
-    superseded facts."""
+    superseded facts; with --summarize, summarize ended conversations."""
+    if model is not None and not summarize:
+        raise click.UsageError("--model goes with --summarize")
     with _memory(store) as mem:
+        if summarize:
+            _summarize(mem, model)
         total: dict[str, int] = {}
         n = max(1, len(mem.store))
         # Each step looks at up to `limit` memories and the next goes on where it stopped:
@@ -334,6 +344,30 @@ def consolidate(compact: bool, store: str | None) -> None:
                 f"arena {out['arena_bytes_before']:,} -> {out['arena_bytes']:,} B; catalog "
                 f"{out['catalog']['before']:,} -> {out['catalog']['after']:,} B"
             )
+
+
+def _summarize(mem: Any, model: str | None) -> None:
+    from localmem import summaries
+    from localmem.errors import LocalmemError
+    from localmem.llm import open_engine
+
+    todo = len(summaries.pending(mem))
+    if not todo:
+        click.echo("no ended conversation to summarize")
+        return
+    try:
+        llm = open_engine(model)
+    except LocalmemError as e:
+        raise click.ClickException(str(e)) from e
+    n = 0
+    try:
+        with click.progressbar(length=todo, label="summarizing", file=sys.stderr) as bar:
+            for _ in range(todo):  # one conversation a step: the bar moves as each is done
+                n += mem.consolidate(limit=1, llm=llm, sessions=1).get("summarized", 0)
+                bar.update(1)
+    finally:
+        llm.close()
+    click.echo(f"summaries written: {n} of {todo} ended conversations")
 
 
 @main.command()

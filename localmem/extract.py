@@ -168,7 +168,9 @@ _COMMON = frozenset(
 )
 
 
-def _content(text: str) -> list[str]:
+def content_stems(text: str) -> list[str]:
+    """Content words of ``text`` by their first five letters ("allergic" and "allergy" are
+    one), the common words left out."""
     return [w[:5] for w in _WORD.findall(text.lower()) if w not in _COMMON and len(w) > 1]
 
 
@@ -179,7 +181,7 @@ def grounded(statement: str, message: str) -> bool:
     s = statement.strip()
     if not s or len(s) > 300 or s.endswith("?") or not re.match(r"^(?:i|my|i'm)\b", s, re.I):
         return False
-    words, have = _content(s), set(_content(message))
+    words, have = content_stems(s), set(content_stems(message))
     return len(words) >= 1 and sum(w in have for w in words) >= max(1, round(0.8 * len(words)))
 
 
@@ -198,7 +200,7 @@ def extract_with_llm(engine: Any, message: str, *, max_tokens: int = 96) -> list
         s = line.strip().lstrip("-*•0123456789.) \t").strip()
         if s.upper().startswith("NONE") or not grounded(s, message):
             continue
-        e = Extracted(_tidy(s), "fact", 0.7, " ".join(_content(s)[:3]) or "llm")
+        e = Extracted(_tidy(s), "fact", 0.7, " ".join(content_stems(s)[:3]) or "llm")
         if e.text.lower().rstrip(".") not in seen:
             seen.add(e.text.lower().rstrip("."))
             found.append(e)

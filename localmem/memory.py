@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from localmem import consolidate, memmeta, tiers
+from localmem import consolidate, memmeta, summaries, tiers
 from localmem import entities as ents
 from localmem import lifecycle as lc
 from localmem.catalog import Catalog, full_row
@@ -39,6 +39,9 @@ from localmem.errors import (
 from localmem.paths import default_store_path
 from localmem.store import Store
 from localmem.store import records as rec
+
+if TYPE_CHECKING:
+    from localmem.llm.engine import Engine
 
 log = logging.getLogger("localmem")
 
@@ -685,19 +688,30 @@ class Memory:
         return tiers.reinforce(self, ids, self._now(now))
 
     def consolidate(
-        self, *, now: datetime | float | str | None = None, limit: int = 10_000
+        self,
+        *,
+        now: datetime | float | str | None = None,
+        limit: int = 10_000,
+        llm: Engine | None = None,
+        sessions: int = 4,
     ) -> dict[str, int]:
         """One bounded step of upkeep (at most ``limit`` memories looked at by each part; the
         next call goes on where it stopped): demotes faded memories, purges the forgotten past
         their grace period, folds near-duplicates together (keeping every source) and marks
-        facts a newer one contradicts as superseded. Returns what it did, by kind."""
+        facts a newer one contradicts as superseded. With a chat engine ``llm``, also writes
+        the summary of up to ``sessions`` conversations that have ended (``summaries``; a few
+        seconds each with the embedded model). Returns what it did, by kind."""
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31:
             raise InvalidArgumentError("limit must be a positive int")
+        if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 0:
+            raise InvalidArgumentError("sessions must be an int >= 0")
         self._sync()
         t = self._now(now)
         counts = tiers.sweep(self, t, limit)
         counts.update(consolidate.step(self, t, limit))
+        if llm is not None and sessions:
+            counts["summarized"] = summaries.step(self, llm, t, sessions)
         return counts
 
     def compact(self) -> dict[str, Any]:

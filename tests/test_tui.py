@@ -201,3 +201,26 @@ def test_model_command_switches_to_another_gguf(mem, tmp_path):
             assert app.assistant.engine.name == "echo"
 
     asyncio.run(go())
+
+
+def test_conversations_that_ended_are_summarized_when_the_app_starts(mem):
+    """A conversation that ended (its last turn long ago) gets its summary from the model in
+    the loading worker; the chat is usable meanwhile."""
+    turns = ["My sister is called Ana.", "Lovely!", "I am allergic to nuts.", "Noted."]
+    mem.remember_many(
+        [
+            {"text": t, "kind": "episodic", "source": "chat", "session": "old",
+             "tags": ["assistant" if i % 2 else "user"], "when": 1_700_000_000 + i}
+            for i, t in enumerate(turns)
+        ]
+    )  # fmt: skip
+
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: any("summary" in m.tags for m in mem.list()))
+            await reply_to(pilot, app, "hello")
+            (s,) = [m for m in mem.list(limit=100) if "summary" in m.tags]
+            assert s.key == "summary:old" and len(s.sources) == 4
+
+    asyncio.run(go())

@@ -1,13 +1,15 @@
 """``ChatApp``: the terminal chat.
 
 The window paints at once; the memory store and the model load in a worker thread behind a
-loading state (messages typed meanwhile wait for them). Each reply runs in a worker thread:
+loading state (messages typed meanwhile wait for them); then the same worker has the model
+summarize conversations that ended since the last run. Each reply runs in a worker thread:
 recall, prompt, stream (tokens batched onto the UI every few tens of milliseconds, so typing
 stays responsive), write-back. Esc or Ctrl+C stops a reply; F2 opens the memory inspector.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -29,11 +31,13 @@ if TYPE_CHECKING:
     from localmem.memory import Memory
 
 FLUSH_SECONDS = 0.04  # how often streamed tokens reach the screen
+log = logging.getLogger("localmem.tui")
 
 
 class ChatApp(App[None]):
     TITLE = "localmem"
     CSS_PATH = "app.tcss"
+    SUMMARIES_PER_START = 2  # ended conversations summarized when the app starts
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Stop reply"),
         Binding("ctrl+c", "cancel", "Stop reply", show=False, priority=True),
@@ -114,6 +118,24 @@ class ChatApp(App[None]):
             self.call_from_thread(self.status.set, model="not loaded")
             return
         self.call_from_thread(self._loaded)
+        self._summarize_ended()
+
+    def _summarize_ended(self) -> None:
+        """Summaries of conversations that ended since the last run (``summaries``), while
+        the first message is being typed: a second or two each with the embedded model."""
+        from localmem import summaries
+
+        assert self._memory is not None and self._engine is not None
+        try:
+            if not summaries.pending(self._memory, limit=1):
+                return
+            self.call_from_thread(self.status.set, work="summarizing earlier conversations")
+            self._memory.consolidate(llm=self._engine, sessions=self.SUMMARIES_PER_START)
+        except LocalmemError as e:
+            log.warning("session summaries failed: %s", e)
+        finally:
+            self.call_from_thread(self.status.set, work="")
+        self.call_from_thread(self.refresh_stats)
 
     def _loaded(self) -> None:
         assert self._engine is not None

@@ -1,0 +1,153 @@
+"""Session summaries: once a conversation has ended, the local LLM writes what the user said
+in it that is worth keeping, as one memory that names every turn it came from (design
+section 4, consolidation).
+
+Optional, and only with a chat engine — ``Memory.consolidate(llm=...)``, ``localmem
+consolidate --summarize``, ``Assistant.summarize()`` — since rules cannot summarize. A session
+has ended when its last turn is ``IDLE_S`` old; one of fewer than ``MIN_TURNS`` turns says
+too little to summarize. The summary is a fact of its session (tag ``summary``, key
+``summary:<session>``, dated at the last turn) whose ``sources`` are the turns' ids, and it
+fades like any memory unless used.
+
+The prompt gives the model the user's side of the conversation only: with both sides, the
+embedded 135M model continues the dialogue instead of summarizing it. It still invents: each
+sentence of its summary is kept only if nearly all its content words occur in the
+conversation (either side; the test LLM extraction uses, without its first-person rule: a
+summary speaks of "the user"), and a summary left with no sentence is not stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from localmem import extract, tiers
+from localmem.catalog import LIVE
+
+if TYPE_CHECKING:
+    from localmem.llm.engine import Engine
+    from localmem.memory import Memory, MemoryItem
+
+IDLE_S = 6 * 3600.0  # a conversation with no turn for six hours has ended
+MIN_TURNS = 4
+MAX_TOKENS = 96  # two sentences, with room
+TURN_CHARS = 400  # a long turn is cut: the summary needs its gist, the budget every turn
+TAG = "summary"
+PROMPT = (
+    "Here is what a user wrote in a chat:\n\n{messages}\n\n"
+    "Summarize it in two sentences about the user."
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# Words a summary uses to speak of the user that the user never wrote (first five letters,
+# as extract.content_stems gives them).
+_GLUE = frozenset(
+    {
+        *("user", "users", "they", "they'", "their", "them", "he", "she", "his", "her"),
+        *("who", "which", "about", "now", "share", "said", "menti", "told", "talke", "as"),
+        *("also", "both", "while"),
+    }
+)
+
+
+def key(session: str) -> str:
+    return f"summary:{session}"
+
+
+def supported(sentence: str, transcript: str) -> bool:
+    """Whether a sentence of a summary says only what the conversation says: not a question,
+    at least two content words, and at least 80% of them (by their first five letters) in
+    the conversation."""
+    s = sentence.strip()
+    if not s or len(s) > 300 or s.endswith("?"):
+        return False
+    words = [w for w in extract.content_stems(s) if w not in _GLUE]
+    have = set(extract.content_stems(transcript))
+    return len(words) >= 2 and sum(w in have for w in words) >= round(0.8 * len(words))
+
+
+def summarize_session(
+    mem: Memory, llm: Engine, session: str, now: float, *, min_turns: int = MIN_TURNS
+) -> MemoryItem | None:
+    """Writes the summary of ``session`` now (whether or not it has ended), in place of an
+    earlier summary of it (forgotten, so restorable): the stored memory, or None when the
+    session has fewer than ``min_turns`` live turns or the model said nothing the
+    conversation supports."""
+    turns = mem.catalog.select(
+        f"session = ? AND kind = 'episodic' AND {LIVE}", (session,), order="event_time, id"
+    )
+    if not turns or len(turns) < min_turns:
+        return None
+    earlier = [
+        int(r[0])
+        for r in mem.catalog.select(f"session = ? AND key = ? AND {LIVE}", (session, key(session)))
+    ]
+    said = [_text(r) for r in turns if not _by_assistant(r)]
+    if not said:
+        return None
+    transcript = "\n".join(_text(r) for r in turns)
+    messages = "\n".join(f"- {x}" for x in _fit(llm, said))
+    reply = "".join(
+        llm.generate(
+            [{"role": "user", "content": PROMPT.format(messages=messages)}],
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
+        )
+    )
+    kept = [s.strip() for s in _SENTENCE.split(reply.strip()) if supported(s, transcript)]
+    if not kept:
+        return None
+    item = mem.remember(
+        " ".join(kept), kind="fact", session=session, tags=[TAG], importance=0.6,
+        source="chat", key=key(session), when=float(turns[-1][6]),
+    )  # fmt: skip
+    sources = [{"id": int(r[0]), "session": session, "created": float(r[7])} for r in turns]
+    tiers.rewrite(mem, {item.id: ("hot", {"sources": sources})}, now)
+    for id in earlier:
+        mem.forget(id)
+    mem._sync()
+    return mem.get(item.id)
+
+
+def pending(mem: Memory, now: float | None = None, limit: int = 100_000) -> list[tuple[str, float]]:
+    """(session, time of its last turn) of the sessions that ended by ``now`` (default: the
+    store's clock) since the last step, oldest first: what the next steps look at."""
+    now = mem._now(now)
+    cursor = json.loads(mem.catalog.state("summary_cursor") or '[0, ""]')
+    return mem.catalog.ended_sessions(
+        (float(cursor[0]), str(cursor[1])), now - IDLE_S, MIN_TURNS, limit
+    )
+
+
+def step(mem: Memory, llm: Engine, now: float, limit: int) -> int:
+    """Summarizes up to ``limit`` sessions that ended since the last step (and have no
+    summary yet), oldest first; returns how many summaries it stored."""
+    cat = mem.catalog
+    done = 0
+    for session, last in pending(mem, now, limit):
+        # The cursor lives in the catalog, a view: rebuilt, it starts again from the first
+        # session, and the key says which already have their summary.
+        if not cat.count("session = ? AND key = ?", (session, key(session))):
+            done += summarize_session(mem, llm, session, now) is not None
+        cat.set_state("summary_cursor", json.dumps([last, session]))
+    return done
+
+
+def _by_assistant(row: tuple[Any, ...]) -> bool:
+    return "assistant" in json.loads(row[10] or "[]")
+
+
+def _text(row: tuple[Any, ...]) -> str:
+    return " ".join(str(row[1] or "").split())[:TURN_CHARS]
+
+
+def _fit(llm: Engine, lines: list[str]) -> list[str]:
+    """The newest lines that fit in half the model's context (at most 3,000 tokens)."""
+    budget = min(llm.n_ctx // 2, 3000)
+    out: list[str] = []
+    for x in reversed(lines):
+        budget -= llm.count_text_tokens(x) + 3
+        if budget < 0:
+            break
+        out.append(x)
+    return out[::-1]
