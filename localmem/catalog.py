@@ -413,21 +413,27 @@ class Catalog:
                 )
             )
 
-    def ended_sessions(
-        self, after: tuple[float, str], before: float, min_turns: int, limit: int
-    ) -> list[tuple[str, float]]:
+    def ended_sessions(self, before: float, min_turns: int, limit: int) -> list[tuple[str, float]]:
         """(session, time of its last turn) of the sessions with at least ``min_turns``
-        live turns whose last turn is past ``after`` (time, session) and at or before
-        ``before``, in that order: the resumable scan of session summaries."""
+        live turns whose last turn is at or before ``before`` and later than their newest
+        summary (key ``summary:<session>``, dated at the last turn it covers; none yet, or
+        the conversation went on since), oldest first. Two passes over the table: the
+        summaries are written rarely and looked for once per step."""
         with self._lock:
             return [
                 (str(s), float(t))
                 for s, t in self.db.execute(
-                    "SELECT session, max(event_time) AS t FROM memories "
-                    f"WHERE kind = 'episodic' AND session IS NOT NULL AND {LIVE} "
-                    "GROUP BY session HAVING count(*) >= ? AND t <= ? "
-                    "AND (t > ? OR (t = ? AND session > ?)) ORDER BY t, session LIMIT ?",
-                    (min_turns, before, after[0], after[0], after[1], limit),
+                    "SELECT e.session, e.t FROM ("
+                    "  SELECT session, max(event_time) AS t, count(*) AS n FROM memories"
+                    f"  WHERE kind = 'episodic' AND session IS NOT NULL AND {LIVE}"
+                    "  GROUP BY session"
+                    ") e LEFT JOIN ("
+                    "  SELECT session, max(event_time) AS st FROM memories"
+                    "  WHERE key = 'summary:' || session GROUP BY session"
+                    ") d ON d.session = e.session "
+                    "WHERE e.n >= ? AND e.t <= ? AND (d.st IS NULL OR d.st < e.t) "
+                    "ORDER BY e.t, e.session LIMIT ?",
+                    (min_turns, before, limit),
                 )
             ]
 

@@ -13,6 +13,7 @@ neighbours, and the words they do and do not share decide.
   (what about it: "lives") and each saying something the other does not ("Caroline lives
   in Lisbon" / "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by``
   and ranks below (``retrieval``), and its hit's ``why`` names the newer one.
+- Session summaries (``summaries``) take part in neither.
 
 Thresholds were set on MiniLM pairs (see tests/test_consolidate.py): restatements score
 0.93-1.0, elaborations 0.80-0.90, same-subject contradictions 0.75-0.86, different facts
@@ -25,7 +26,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from localmem import tiers
+from localmem import summaries, tiers
 from localmem.retrieval import STOPWORDS
 
 if TYPE_CHECKING:
@@ -60,10 +61,17 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
         older = [(j, s) for j, s in store.search(v, NEIGHBOURS + 1) if j < id]
         near = cat.rows([j for j, _ in older])
         me = rows[id]
+        if _is_summary(me):
+            continue
         mine = content_words(me[1])
         for j, cos in older:
             other = near.get(j)
-            if other is None or other[15] == "forgotten" or other[21] is not None:
+            if (
+                other is None
+                or other[15] == "forgotten"
+                or other[21] is not None
+                or _is_summary(other)
+            ):
                 continue
             theirs = content_words(other[1])
             # Turns of conversation are events, not statements: "Thanks, sounds great!" said
@@ -94,6 +102,13 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
         cat.set_state("consolidate_cursor", int(new[-1][0]))
     mem._sync()
     return {"merged": merged, "superseded": superseded}
+
+
+def _is_summary(row: tuple[Any, ...]) -> bool:
+    """A session summary (``summaries``) restates its conversation: written hours or days
+    after it under a new id, it would pass for the newer of two statements, and merged, its
+    link to its turns would be lost. It neither merges nor supersedes, nor is superseded."""
+    return summaries.TAG in json.loads(row[10] or "[]")
 
 
 def _subject(row: tuple[Any, ...]) -> str | None:

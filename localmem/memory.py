@@ -694,13 +694,15 @@ class Memory:
         limit: int = 10_000,
         llm: Engine | None = None,
         sessions: int = 4,
+        cancel: threading.Event | None = None,
     ) -> dict[str, int]:
         """One bounded step of upkeep (at most ``limit`` memories looked at by each part; the
         next call goes on where it stopped): demotes faded memories, purges the forgotten past
         their grace period, folds near-duplicates together (keeping every source) and marks
         facts a newer one contradicts as superseded. With a chat engine ``llm``, also writes
         the summary of up to ``sessions`` conversations that have ended (``summaries``; a few
-        seconds each with the embedded model). Returns what it did, by kind."""
+        seconds each with the embedded model; ``cancel`` stops them). Returns what it did, by
+        kind."""
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31:
             raise InvalidArgumentError("limit must be a positive int")
@@ -711,7 +713,7 @@ class Memory:
         counts = tiers.sweep(self, t, limit)
         counts.update(consolidate.step(self, t, limit))
         if llm is not None and sessions:
-            counts["summarized"] = summaries.step(self, llm, t, sessions)
+            counts["summarized"] = summaries.step(self, llm, t, sessions, cancel=cancel)
         return counts
 
     def compact(self) -> dict[str, Any]:

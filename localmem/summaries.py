@@ -10,16 +10,20 @@ too little to summarize. The summary is a fact of its session (tag ``summary``, 
 fades like any memory unless used.
 
 The prompt gives the model the user's side of the conversation only: with both sides, the
-embedded 135M model continues the dialogue instead of summarizing it. It still invents: each
-sentence of its summary is kept only if nearly all its content words occur in the
-conversation (either side; the test LLM extraction uses, without its first-person rule: a
-summary speaks of "the user"), and a summary left with no sentence is not stored.
+embedded 135M model continues the dialogue instead of summarizing it. It still invents. Each
+sentence it writes is kept only if nearly all its content words are words the user wrote
+(the test LLM extraction uses, without its first-person rule: a summary speaks of "the
+user"), and a summary left with no sentence is not stored. That drops what the user never
+mentioned, not a wrong combination of what they did ("their sister is allergic to nuts"
+from "my sister ... I am allergic to nuts"): a summary is the model's reading, marked as
+such (tag ``summary``), and its sources say what it read.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 from localmem import extract, tiers
@@ -67,70 +71,100 @@ def supported(sentence: str, transcript: str) -> bool:
 
 
 def summarize_session(
-    mem: Memory, llm: Engine, session: str, now: float, *, min_turns: int = MIN_TURNS
+    mem: Memory,
+    llm: Engine,
+    session: str,
+    now: float,
+    *,
+    min_turns: int = MIN_TURNS,
+    cancel: threading.Event | None = None,
 ) -> MemoryItem | None:
-    """Writes the summary of ``session`` now (whether or not it has ended), in place of an
-    earlier summary of it (forgotten, so restorable): the stored memory, or None when the
-    session has fewer than ``min_turns`` live turns or the model said nothing the
-    conversation supports."""
+    """Writes the summary of ``session`` now (whether or not it has ended), in place of
+    every earlier summary of it (forgotten, so restorable): the stored memory, or None when
+    the session has fewer than ``min_turns`` live turns, the model said nothing the user's
+    words support (remembered: the session is not tried again until it goes on), or
+    ``cancel`` was set."""
     turns = mem.catalog.select(
         f"session = ? AND kind = 'episodic' AND {LIVE}", (session,), order="event_time, id"
     )
-    if not turns or len(turns) < min_turns:
-        return None
-    earlier = [
-        int(r[0])
-        for r in mem.catalog.select(f"session = ? AND key = ? AND {LIVE}", (session, key(session)))
-    ]
     said = [_text(r) for r in turns if not _by_assistant(r)]
-    if not said:
+    if len(turns) < min_turns or not said:
         return None
-    transcript = "\n".join(_text(r) for r in turns)
     messages = "\n".join(f"- {x}" for x in _fit(llm, said))
     reply = "".join(
         llm.generate(
             [{"role": "user", "content": PROMPT.format(messages=messages)}],
             max_tokens=MAX_TOKENS,
             temperature=0.0,
+            cancel=cancel,
         )
     )
-    kept = [s.strip() for s in _SENTENCE.split(reply.strip()) if supported(s, transcript)]
+    if cancel is not None and cancel.is_set():
+        return None
+    last = float(turns[-1][6])
+    what = "\n".join(said)
+    kept = [s.strip() for s in _SENTENCE.split(reply.strip()) if supported(s, what)]
     if not kept:
+        _tried(mem, session, last)
         return None
     item = mem.remember(
         " ".join(kept), kind="fact", session=session, tags=[TAG], importance=0.6,
-        source="chat", key=key(session), when=float(turns[-1][6]),
+        source="chat", key=key(session), when=last,
     )  # fmt: skip
     sources = [{"id": int(r[0]), "session": session, "created": float(r[7])} for r in turns]
     tiers.rewrite(mem, {item.id: ("hot", {"sources": sources})}, now)
-    for id in earlier:
-        mem.forget(id)
+    # Looked up after writing, not before generating: a step in another thread or process
+    # may have summarized the same conversation meanwhile.
     mem._sync()
+    for r in mem.catalog.select(
+        f"session = ? AND key = ? AND id != ? AND {LIVE}", (session, key(session), item.id)
+    ):
+        mem.forget(int(r[0]))
     return mem.get(item.id)
 
 
 def pending(mem: Memory, now: float | None = None, limit: int = 100_000) -> list[tuple[str, float]]:
-    """(session, time of its last turn) of the sessions that ended by ``now`` (default: the
-    store's clock) since the last step, oldest first: what the next steps look at."""
-    now = mem._now(now)
-    cursor = json.loads(mem.catalog.state("summary_cursor") or '[0, ""]')
-    return mem.catalog.ended_sessions(
-        (float(cursor[0]), str(cursor[1])), now - IDLE_S, MIN_TURNS, limit
-    )
+    """(session, time of its last turn) of the conversations that ended by ``now`` (default:
+    the store's clock) and have no summary of their last turn yet, oldest first: what the
+    next steps summarize. Found by what the store holds, not by a cursor, so that an import
+    of old conversations and a conversation that goes on get theirs too."""
+    tried = _tried_map(mem)
+    found = mem.catalog.ended_sessions(mem._now(now) - IDLE_S, MIN_TURNS, limit + len(tried))
+    return [(s, t) for s, t in found if tried.get(s, -1.0) < t][:limit]
 
 
-def step(mem: Memory, llm: Engine, now: float, limit: int) -> int:
-    """Summarizes up to ``limit`` sessions that ended since the last step (and have no
-    summary yet), oldest first; returns how many summaries it stored."""
-    cat = mem.catalog
+def step(
+    mem: Memory, llm: Engine, now: float, limit: int, *, cancel: threading.Event | None = None
+) -> int:
+    """Summarizes up to ``limit`` of the ``pending`` conversations, oldest first; returns
+    how many summaries it stored. ``cancel`` stops it after the current generation."""
     done = 0
-    for session, last in pending(mem, now, limit):
-        # The cursor lives in the catalog, a view: rebuilt, it starts again from the first
-        # session, and the key says which already have their summary.
-        if not cat.count("session = ? AND key = ?", (session, key(session))):
-            done += summarize_session(mem, llm, session, now) is not None
-        cat.set_state("summary_cursor", json.dumps([last, session]))
+    for session, _ in pending(mem, now, limit):
+        if cancel is not None and cancel.is_set():
+            break
+        done += summarize_session(mem, llm, session, now, cancel=cancel) is not None
     return done
+
+
+_TRIED = "summary_tried"  # catalog state: {session: last turn} the model had nothing for
+_TRIED_MAX = 1000
+
+
+def _tried_map(mem: Memory) -> dict[str, float]:
+    try:
+        got = json.loads(mem.catalog.state(_TRIED) or "{}")
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _tried(mem: Memory, session: str, last: float) -> None:
+    """Remembers a conversation the model had nothing supported to say about, up to its
+    last turn (a view's state: lost with a rebuilt catalog, which costs one more try)."""
+    tried = _tried_map(mem)
+    tried.pop(session, None)
+    tried[session] = last
+    mem.catalog.set_state(_TRIED, json.dumps(dict(list(tried.items())[-_TRIED_MAX:])))
 
 
 def _by_assistant(row: tuple[Any, ...]) -> bool:

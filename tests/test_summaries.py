@@ -64,6 +64,12 @@ def mem(tmp_path, clock):
         yield m
 
 
+DISTRACTORS = [
+    "The train to Madrid leaves at nine.", "Bruno fixed the kitchen sink on Tuesday.",
+    "The quarterly report is due in March.", "Our team won the football match 3-1.",
+    "The library closes at six on Saturdays.", "Paula bought a new bicycle.",
+    "The dentist appointment moved to Friday.", "Rain is expected all weekend.",
+]  # fmt: skip
 SUMMARY = (
     "The user's sister Ana lives in Porto. The user owns a purple spaceship on Mars. "
     "They are allergic to nuts and started learning the cello."
@@ -92,10 +98,8 @@ def test_an_ended_conversation_gets_one_summary_naming_its_turns(mem, clock):
     assert s.tags == ("summary",) and s.key == "summary:s1" and s.session == "s1"
     assert [x["id"] for x in s.sources] == ids
     assert s.when.timestamp() == pytest.approx(T0 + 60 * 5)
-    # Once: the next steps find nothing new, even with the catalog rebuilt from the store.
-    assert mem.consolidate(llm=llm)["summarized"] == 0
-    mem.catalog.set_state("summary_cursor", None)
-    assert summaries.pending(mem) and mem.consolidate(llm=llm)["summarized"] == 0
+    # Once: the store says which conversations have their summary (no cursor to lose).
+    assert summaries.pending(mem) == [] and mem.consolidate(llm=llm)["summarized"] == 0
     assert len(llm.prompts) == 1
     # Recall finds it like any memory.
     assert any(h.memory.id == s.id for h in mem.recall("Ana lives in Porto", k=5, floor=False))
@@ -107,8 +111,53 @@ def test_a_summary_the_conversation_does_not_support_is_not_stored(mem, clock):
     llm = ScriptedEngine("User: My friend Max lives in New York. How about you?")
     assert mem.consolidate(llm=llm)["summarized"] == 0
     assert mem.list(kind="fact") == [] and len(llm.prompts) == 1
-    # ... and the session is not asked about again.
-    assert mem.consolidate(llm=llm)["summarized"] == 0 and len(llm.prompts) == 1
+    # ... and the session is not asked about again until it goes on.
+    assert summaries.pending(mem) == [] and mem.consolidate(llm=llm)["summarized"] == 0
+    assert len(llm.prompts) == 1
+    conversation(mem, "s1", T0 + 8 * HOUR, TURNS[:2])
+    clock[0] = T0 + 15 * HOUR
+    assert [s for s, _ in summaries.pending(mem)] == ["s1"]
+
+
+def test_a_conversation_that_goes_on_and_an_import_of_old_ones_get_summaries(mem, clock):
+    llm = ScriptedEngine("The user's sister Ana lives in Porto.")
+    conversation(mem, "s1", T0)
+    clock[0] = T0 + 7 * HOUR
+    assert mem.consolidate(llm=llm)["summarized"] == 1
+    (first,) = mem.list(kind="fact")
+    # The conversation goes on a day later and ends again: a new summary replaces the first.
+    conversation(mem, "s1", T0 + 24 * HOUR, TURNS[4:])
+    clock[0] = T0 + 31 * HOUR
+    llm.reply = "The user's sister Ana lives in Porto and they started learning the cello."
+    assert mem.consolidate(llm=llm)["summarized"] == 1
+    (second,) = mem.list(kind="fact")
+    assert second.id != first.id and len(second.sources) == 8
+    assert mem.get(first.id).tier == "forgotten"
+    # Conversations imported later but dated earlier than every summary are found too.
+    conversation(mem, "imported", T0 - 400 * 24 * HOUR)
+    assert [s for s, _ in summaries.pending(mem)] == ["imported"]
+    assert mem.consolidate(llm=llm)["summarized"] == 1
+
+
+def test_summaries_neither_merge_nor_supersede(tmp_path):
+    """A summary is written hours or days after its conversation under a new id: it must
+    not pass for the newer of two statements (superseding a fact stated since), and an
+    extracted fact saying the same must not swallow it (real embedder: real cosines)."""
+    clock = [T0]
+    with Memory.open(tmp_path / "m", clock=lambda: clock[0]) as mem:
+        conversation(mem, "s1", T0)
+        said = mem.remember("My sister Ana lives in Porto.", kind="fact", session="s1", when=T0)
+        clock[0] = T0 + 24 * HOUR
+        moved = mem.remember("Ana lives in Lisbon now.", kind="fact", when=T0 + 24 * HOUR)
+        clock[0] = T0 + 48 * HOUR
+        llm = ScriptedEngine("The user's sister Ana lives in Porto.")
+        assert mem.consolidate(llm=llm)["summarized"] == 1
+        (s,) = [m for m in mem.list(kind="fact") if "summary" in m.tags]
+        clock[0] = T0 + 49 * HOUR
+        mem.consolidate()
+        assert mem.get(moved.id).superseded_by is None
+        assert mem.get(s.id).merged_into is None and mem.get(said.id).merged_into is None
+        assert mem.get(s.id).key == "summary:s1" and len(mem.get(s.id).sources) == 6
 
 
 def test_supported_sentences():
@@ -161,7 +210,8 @@ def test_the_embedded_model_summarizes_an_ended_conversation(tmp_path):
             summaries.supported(x, said) for x in summaries._SENTENCE.split(s.text)
         )
         assert [x["id"] for x in s.sources] == ids and "summary" in s.tags
-        top = mem.recall("What do you know about my sister?", k=10, floor=False)
+        mem.remember_many([{"text": t, "kind": "fact", "when": T0} for t in DISTRACTORS])
+        top = mem.recall("Where does my sister live?", k=3)
         assert s.id in [h.memory.id for h in top]
 
 

@@ -130,7 +130,9 @@ class ChatApp(App[None]):
             if not summaries.pending(self._memory, limit=1):
                 return
             self.call_from_thread(self.status.set, work="summarizing earlier conversations")
-            self._memory.consolidate(llm=self._engine, sessions=self.SUMMARIES_PER_START)
+            self._memory.consolidate(
+                llm=self._engine, sessions=self.SUMMARIES_PER_START, cancel=self._cancel
+            )
         except LocalmemError as e:
             log.warning("session summaries failed: %s", e)
         finally:
