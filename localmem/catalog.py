@@ -18,6 +18,7 @@ metadata here nearly doubled what each cost.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -87,6 +88,8 @@ COLUMNS = (
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+UNREADABLE_KEPT = 100  # the newest unreadable items the catalog names (state "unreadable")
+log = logging.getLogger("localmem.catalog")
 
 
 class Catalog:
@@ -222,7 +225,11 @@ class Catalog:
 
     def _apply_one(self, lsn: int, rtype: int, payload: bytes) -> None:
         if rtype == rec.PUT:
-            item = rec.decode_put(payload)
+            try:
+                item = rec.decode_put(payload)
+            except CorruptFileError as e:
+                self._note_unreadable(rec.put_id(payload) if len(payload) >= 8 else -1, lsn, e)
+                return
             if item.meta.get("type") != "memory":
                 return  # an item some other layer stored
             self._delete(item.id)
@@ -244,6 +251,27 @@ class Catalog:
                 self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
             self._delete(rec.delete_id(payload))
+
+    def note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
+        """An item whose record is intact (its checksum holds) but whose content this version
+        cannot decode: left out of the catalog, with a warning, rather than making every
+        other memory unreachable. The store keeps its bytes."""
+        with self._lock, self.db:
+            self._note_unreadable(id, lsn, error)
+
+    def _note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
+        if id >= 0:
+            self._delete(id)  # its earlier version is not what the store holds now
+        log.warning("%s: memory %d (log record %d) cannot be read: %s", self.path, id, lsn, error)
+        seen = json.loads(self._state("unreadable") or "[]")
+        seen = [x for x in seen if x["id"] != id][-(UNREADABLE_KEPT - 1) :]
+        seen.append({"id": id, "lsn": lsn, "error": str(error)[:200]})
+        self._set_state("unreadable", json.dumps(seen))
+
+    def unreadable(self) -> list[dict[str, Any]]:
+        """The items left out because they cannot be decoded (newest last)."""
+        got = json.loads(self.state("unreadable") or "[]")
+        return got if isinstance(got, list) else []
 
     def _delete(self, id: int) -> None:
         row = self.db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()

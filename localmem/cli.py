@@ -304,6 +304,12 @@ def stats(as_json: bool, store: str | None) -> None:
         click.echo(
             f"log        {st['store']['wal']['bytes']:,} B; arena {st['store']['arena_bytes']:,} B"
         )
+        if st["unreadable"]:
+            ids = ", ".join(str(x["id"]) for x in st["unreadable"][-10:])
+            click.echo(
+                f"unreadable {len(st['unreadable'])} item(s) left out, e.g. {ids}: "
+                f"{st['unreadable'][-1]['error']} (written by another version of localmem?)"
+            )
 
 
 @main.command()

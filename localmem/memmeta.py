@@ -8,7 +8,7 @@ reader can restore (default values, ``created`` equal to ``when``, ``t_last`` eq
 millisecond; ``unpack`` gives every key back. Both are pure: ``unpack(pack(m), text)`` equals
 ``unpack(m, text)``, and packing twice changes nothing. Old items written in full read the
 same. The store then deflates what is left against a dictionary of these keys
-(``records.META_DEFLATE``): ~150 bytes of JSON become ~50.
+(``records.META_DEFLATE``): ~150 bytes of JSON become ~60.
 """
 
 from __future__ import annotations

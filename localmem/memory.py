@@ -423,7 +423,11 @@ class Memory:
     def _rebuild_catalog(self, last: int) -> None:
         def items() -> Iterable[tuple[int, bytes]]:
             for id in self._store.ids():
-                it = self._store.get(id)
+                try:
+                    it = self._store.get(id)
+                except CorruptFileError as e:
+                    self._catalog.note_unreadable(id, last, e)
+                    continue
                 # The catalog reads text and metadata only: no vector to re-encode.
                 yield last, rec.encode_put(id, it.text, it.meta, None, None)
 
@@ -873,4 +877,6 @@ class Memory:
             "by_tier": by_tier,
             "model": self._embedder.model_id,
             "store": self._store.stats(),
+            # Intact records this version cannot decode, left out (Catalog.note_unreadable).
+            "unreadable": self._catalog.unreadable(),
         }

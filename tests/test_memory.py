@@ -320,3 +320,46 @@ def test_checkpoints_and_readers_in_other_threads_do_not_deadlock(tmp_path):
             t.join(timeout=30)
         assert not any(t.is_alive() for t in threads), "deadlock"
         assert errors_seen == []
+
+
+def test_an_item_this_version_cannot_decode_is_left_out_not_fatal(tmp_path, caplog):
+    """A record whose checksum holds but whose content cannot be decoded (say, metadata
+    deflated by another build's dictionary) is left out of the catalog with a warning and
+    named in stats(); every other memory stays reachable, and a rebuilt catalog does the
+    same."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from localmem.errors import CorruptFileError
+    from localmem.store import records as rec
+
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        ids = [m.id for m in mem.remember_many([{"text": f"fact {i}"} for i in range(5)])]
+        bad = ids[2]  # "fact 2"
+        good = mem.store.get(bad)
+        # Metadata deflated against another dictionary: the record is intact, the JSON is not.
+        js = b'{"type":"memory","kind":"note","when":1700000000}'
+        z = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zdict=b"another dictionary: " + js)
+        meta = z.compress(js) + z.flush()
+        with pytest.raises(CorruptFileError):  # what this version makes of it
+            rec.decode_put(struct.pack("<qIIIII", 1, rec.META_DEFLATE, 0, len(meta), 0, 0) + meta)
+        text = b"written elsewhere"
+        pad = (-(24 + len(text) + len(meta))) % 4
+        vec = np.asarray(good.vector, dtype="<f4").tobytes()
+        head = struct.pack(
+            "<qIIIII", bad, rec.META_DEFLATE, len(text), len(meta), len(good.vector), 0
+        )
+        mem.store._write([(rec.PUT, head + text + meta + b"\0" * pad + vec)])  # as raw bytes
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        assert sorted(m.text for m in mem.list()) == ["fact 0", "fact 1", "fact 3", "fact 4"]
+        assert [u["id"] for u in mem.stats()["unreadable"]] == [bad]
+        assert "cannot be read" in caplog.text
+        assert mem.recall("fact 4", k=1, floor=False)[0].memory.text == "fact 4"
+        with pytest.raises(CorruptFileError):
+            mem.store.get(bad)
+    for f in tmp_path.joinpath("m").glob("catalog.sqlite*"):
+        f.unlink()
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        assert len(mem) == 4 and [u["id"] for u in mem.stats()["unreadable"]] == [bad]

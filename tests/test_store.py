@@ -444,7 +444,7 @@ def test_metadata_is_stored_deflated_and_reads_back_exactly():
             continue
         assert isinstance(got.meta, dict)
     # A deflate bomb (16 MiB + of spaces in a few KB) is refused, not inflated.
-    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=rec.META_DICT)
+    z = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zdict=rec.META_DICT)
     bomb = z.compress(b"{" + b" " * (rec.MAX_DEFLATED_META + 10) + b"}") + z.flush()
     big = struct.pack("<qIIIII", 5, rec.META_DEFLATE, 0, len(bomb), 0, 0) + bomb
     with pytest.raises(CorruptFileError, match="damaged metadata"):

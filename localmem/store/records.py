@@ -9,11 +9,13 @@ place that knows their layout. All integers are little-endian.
             With flag ``VEC_INT8`` the vector is its INT8 code instead: ``<f scale>`` +
             ``dim`` int8 (a quarter of the bytes; the warm tier's form). Quantizing its
             dequantized values gives the same code back, so the index holds it exactly.
-            With flag ``META_DEFLATE`` the meta bytes are raw DEFLATE (RFC 1951) of the JSON
-            with ``META_DICT`` as preset dictionary: a memory's metadata is ~150 bytes of
-            JSON whose keys and many values every item repeats; deflated against them it is
-            a third of that, and for a cold or forgotten memory the metadata is half of what
-            it costs. Written only when it is shorter.
+            With flag ``META_DEFLATE`` the meta bytes are a zlib stream (RFC 1950) of the
+            JSON with ``META_DICT`` as preset dictionary: a memory's metadata is ~150 bytes
+            of JSON whose keys and many values every item repeats; deflated against them it
+            is a third of that, and for a cold or forgotten memory the metadata is half of
+            what it costs. Written only when it is shorter. The zlib wrapper's 10 bytes name
+            the dictionary (its Adler-32) and check the inflated JSON: a stream read with
+            another dictionary is an error, never plausible JSON with wrong values.
 ``DELETE``  ``<q id>``; the arena keeps a tombstone blob with the same payload.
 ``CHECKPOINT`` ``<Q generation>``: a marker appended by each checkpoint; applying it is a
             no-op, but a writer in another process finds the log moved and re-reads the
@@ -108,7 +110,7 @@ def encode_put(
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(f"meta must be JSON-serializable: {e}") from None
         if len(meta_b) <= MAX_DEFLATED_META:
-            z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=META_DICT)
+            z = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zdict=META_DICT)
             packed = z.compress(meta_b) + z.flush()
             if len(packed) < len(meta_b):
                 meta_b, deflated = packed, True
@@ -230,7 +232,7 @@ def _check_flags(id: int, flags: int) -> None:
 
 
 def _inflate_meta(id: int, data: bytes) -> bytes:
-    z = zlib.decompressobj(-15, zdict=META_DICT)
+    z = zlib.decompressobj(15, zdict=META_DICT)
     try:
         out = z.decompress(data, MAX_DEFLATED_META)
     except zlib.error as e:
