@@ -88,7 +88,7 @@ COLUMNS = (
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-UNREADABLE_KEPT = 100  # the newest unreadable items the catalog names (state "unreadable")
+UNREADABLE_KEPT = 1000  # the newest unreadable items the catalog names (state "unreadable")
 log = logging.getLogger("localmem.catalog")
 
 
@@ -209,6 +209,7 @@ class Catalog:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.db.execute("DELETE FROM memories")
+                self.db.execute("DELETE FROM state WHERE k='unreadable'")
                 self.db.execute("DELETE FROM memories_fts")
                 self.db.execute("DELETE FROM entities")
                 self.db.execute("DROP TABLE IF EXISTS cold_codes")
@@ -232,6 +233,7 @@ class Catalog:
                 return
             if item.meta.get("type") != "memory":
                 return  # an item some other layer stored
+            self._readable(item.id)
             self._delete(item.id)
             row, code = _row(lsn, item)
             tier = row[15]
@@ -250,6 +252,7 @@ class Catalog:
             if tier == "cold" and isinstance(code, str):
                 self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
+            self._readable(rec.delete_id(payload))
             self._delete(rec.delete_id(payload))
 
     def note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
@@ -263,15 +266,37 @@ class Catalog:
         if id >= 0:
             self._delete(id)  # its earlier version is not what the store holds now
         log.warning("%s: memory %d (log record %d) cannot be read: %s", self.path, id, lsn, error)
-        seen = json.loads(self._state("unreadable") or "[]")
-        seen = [x for x in seen if x["id"] != id][-(UNREADABLE_KEPT - 1) :]
+        seen = [x for x in self._unreadable() if x["id"] != id][-(UNREADABLE_KEPT - 1) :]
         seen.append({"id": id, "lsn": lsn, "error": str(error)[:200]})
         self._set_state("unreadable", json.dumps(seen))
 
-    def unreadable(self) -> list[dict[str, Any]]:
-        """The items left out because they cannot be decoded (newest last)."""
-        got = json.loads(self.state("unreadable") or "[]")
+    def _readable(self, id: int) -> None:
+        """A later write or delete of ``id`` was applied: it is no longer left out."""
+        seen = self._unreadable()
+        if any(x["id"] == id for x in seen):
+            self._set_state("unreadable", json.dumps([x for x in seen if x["id"] != id]))
+
+    def _unreadable(self) -> list[dict[str, Any]]:
+        try:
+            got = json.loads(self._state("unreadable") or "[]")
+        except ValueError:
+            return []
         return got if isinstance(got, list) else []
+
+    def unreadable(self) -> list[dict[str, Any]]:
+        """The items left out because they cannot be decoded (newest last; the newest
+        ``UNREADABLE_KEPT``). ``Memory.open`` tries them again: an upgrade may read them."""
+        with self._lock:
+            return self._unreadable()
+
+    def readmit(self, lsn: int, payload: bytes | None, *, id: int) -> None:
+        """An item that was left out: applies its PUT ``payload`` (it reads now), or with
+        None takes ``id`` off the list (it is gone from the store)."""
+        with self._lock, self.db:
+            if payload is None:
+                self._readable(id)
+            else:
+                self._apply_one(lsn, rec.PUT, payload)
 
     def _delete(self, id: int) -> None:
         row = self.db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()

@@ -329,6 +329,7 @@ class Memory:
         store.retain(lambda: mem._catalog_lsn)
         try:
             mem._sync()
+            mem._retry_unreadable()
             mem._check_model(reembed, progress)
         except BaseException:
             mem.close()
@@ -419,6 +420,22 @@ class Memory:
         except LogTruncatedError:
             self._rebuild_catalog(last)
         self._catalog_lsn = self._catalog.applied_lsn
+
+    def _retry_unreadable(self) -> None:
+        """Items left out of the catalog because they could not be decoded: readmitted if
+        they read now (this version is newer than the one that failed), dropped from the
+        list if gone."""
+        for u in self._catalog.unreadable():
+            id = int(u["id"])
+            try:
+                it = self._store.get(id)
+            except UnknownIdError:
+                self._catalog.readmit(int(u["lsn"]), None, id=id)
+                continue
+            except CorruptFileError:
+                continue
+            payload = rec.encode_put(id, it.text, it.meta, None, None)
+            self._catalog.readmit(int(u["lsn"]), payload, id=id)
 
     def _rebuild_catalog(self, last: int) -> None:
         def items() -> Iterable[tuple[int, bytes]]:
@@ -627,6 +644,10 @@ class Memory:
         self._check_open()
         self._sync()
         if not self._catalog.rows([self._check_id(id)]):
+            if purge and any(u["id"] == id for u in self._catalog.unreadable()):
+                self._store.delete(id)  # an item left out as unreadable: deleting it is fine
+                self._sync()
+                return
             raise UnknownIdError(f"no memory with id {id}")
         if purge:
             self._store.delete(id)

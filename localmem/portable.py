@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,8 @@ from typing import IO, Any
 from localmem import memmeta
 from localmem.errors import CorruptFileError, InvalidArgumentError
 from localmem.memory import Memory, Progress
+
+log = logging.getLogger("localmem.portable")
 
 FORMAT, VERSION = "localmem-export", 1
 
@@ -47,7 +50,11 @@ def export_jsonl(mem: Memory, out: IO[str]) -> int:
     })  # fmt: skip
     n = 0
     for id in ids:
-        it = mem.store.get(id)
+        try:
+            it = mem.store.get(id)
+        except CorruptFileError as e:  # intact but undecodable: the rest is still exported
+            log.warning("export: memory %d left out, it cannot be read: %s", id, e)
+            continue
         if it.meta.get("type") != "memory":
             continue
         meta = memmeta.unpack(it.meta, it.text)

@@ -322,7 +322,7 @@ def test_checkpoints_and_readers_in_other_threads_do_not_deadlock(tmp_path):
         assert errors_seen == []
 
 
-def test_an_item_this_version_cannot_decode_is_left_out_not_fatal(tmp_path, caplog):
+def test_an_item_this_version_cannot_decode_is_left_out_not_fatal(tmp_path, caplog, monkeypatch):
     """A record whose checksum holds but whose content cannot be decoded (say, metadata
     deflated by another build's dictionary) is left out of the catalog with a warning and
     named in stats(); every other memory stays reachable, and a rebuilt catalog does the
@@ -359,7 +359,28 @@ def test_an_item_this_version_cannot_decode_is_left_out_not_fatal(tmp_path, capl
         assert mem.recall("fact 4", k=1, floor=False)[0].memory.text == "fact 4"
         with pytest.raises(CorruptFileError):
             mem.store.get(bad)
+        # Export, the way out of a troubled store, takes every other memory.
+        import io
+
+        from localmem import portable
+
+        out = io.StringIO()
+        assert portable.export_jsonl(mem, out) == 4
+        mem.store.checkpoint()  # the log is dropped: a new catalog is rebuilt from the items
     for f in tmp_path.joinpath("m").glob("catalog.sqlite*"):
         f.unlink()
     with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
         assert len(mem) == 4 and [u["id"] for u in mem.stats()["unreadable"]] == [bad]
+    # A version that can read it (here: one that knows that dictionary) takes it back in.
+    monkeypatch.setattr(rec, "META_DICT", b"another dictionary: " + js)
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        assert mem.stats()["unreadable"] == [] and mem.get(bad).text == "written elsewhere"
+    monkeypatch.undo()
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        mem.store._write([(rec.PUT, head + text + meta + b"\0" * pad + vec)])
+        mem.store.refresh()
+        assert [u["id"] for u in mem.stats()["unreadable"]] == [bad]
+        mem.forget(bad, purge=True)  # the one thing to do with it here: delete it
+        assert mem.stats()["unreadable"] == [] and len(mem) == 4
+        with pytest.raises(errors.UnknownIdError):
+            mem.store.get(bad)
