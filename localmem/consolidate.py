@@ -27,6 +27,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from localmem import summaries, tiers
+from localmem.errors import CorruptFileError
 from localmem.retrieval import STOPWORDS
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
         rows = cat.rows([id])
         if not rows or rows[id][15] not in ("hot", "warm") or rows[id][21] is not None:
             continue  # merged or forgotten by an earlier step of this loop
-        v = store.get(id).vector
+        try:
+            v = store.get(id).vector
+        except CorruptFileError:  # intact, undecodable here (Catalog.note_unreadable)
+            continue
         if v is None:
             continue
         older = [(j, s) for j, s in store.search(v, NEIGHBOURS + 1) if j < id]
@@ -80,8 +84,7 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
             if mergeable and (
                 cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
             ):
-                _merge(mem, keep=j, drop=id, rows={j: other, id: me}, now=now)
-                merged += 1
+                merged += _merge(mem, keep=j, drop=id, rows={j: other, id: me}, now=now)
                 break
             if (
                 cos >= SAME_SUBJECT
@@ -120,11 +123,15 @@ def _subject(row: tuple[Any, ...]) -> str | None:
 
 def _merge(
     mem: Memory, *, keep: int, drop: int, rows: dict[int, tuple[Any, ...]], now: float
-) -> None:
+) -> bool:
     """Folds ``drop`` into ``keep`` (the older id): the longer text, both provenances, the
-    stronger lifecycle state. ``drop`` is forgotten (restorable), never deleted."""
+    stronger lifecycle state. ``drop`` is forgotten (restorable), never deleted. False if
+    ``keep`` cannot be read here (left as they are)."""
     k, d = rows[keep], rows[drop]
-    item = mem.store.get(keep)
+    try:
+        item = mem.store.get(keep)
+    except CorruptFileError:
+        return False
     meta = dict(item.meta)
     sources = list(meta.get("sources", []))
     for r in (k, d) if not sources else (d,):
@@ -146,3 +153,4 @@ def _merge(
         meta.pop("tier", None)
         tiers.rewrite(mem, {keep: ("hot", meta)}, now)
     tiers.rewrite(mem, {drop: ("forgotten", {"merged_into": keep})}, now)
+    return True

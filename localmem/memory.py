@@ -495,7 +495,11 @@ class Memory:
             items: list[tuple[int, str, dict[str, Any], Any, bool]] = []
             for r in live:
                 id = int(r[0])
-                it = self._store.get(id)
+                try:
+                    it = self._store.get(id)
+                except CorruptFileError as e:  # intact, undecodable here: left as it is
+                    log.warning("reembed: memory %d left as it is, it cannot be read: %s", id, e)
+                    continue
                 meta = memmeta.pack(dict(it.meta, model=model))
                 tier = r[15]
                 if tier == "cold":

@@ -17,6 +17,7 @@ lost the vector: the text is what a memory is; the vector is derived from it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -26,12 +27,13 @@ import numpy.typing as npt
 
 from localmem import lifecycle as lc
 from localmem import memmeta
-from localmem.errors import UnknownIdError
+from localmem.errors import CorruptFileError, UnknownIdError
 
 if TYPE_CHECKING:
     from localmem.memory import Memory
 
 RANK = {t: i for i, t in enumerate(lc.TIERS)}
+log = logging.getLogger("localmem.tiers")
 
 
 def binary_code(v: npt.NDArray[np.float32]) -> bytes:
@@ -65,6 +67,9 @@ def rewrite(mem: Memory, changes: dict[int, tuple[str, dict[str, Any]]], now: fl
         try:
             items[id] = store.get(id)
         except UnknownIdError:
+            continue
+        except CorruptFileError as e:  # intact, undecodable here: left as it is
+            log.warning("memory %d left as it is, it cannot be read: %s", id, e)
             continue
     need = [
         id

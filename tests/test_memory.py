@@ -384,3 +384,18 @@ def test_an_item_this_version_cannot_decode_is_left_out_not_fatal(tmp_path, capl
         assert mem.stats()["unreadable"] == [] and len(mem) == 4
         with pytest.raises(errors.UnknownIdError):
             mem.store.get(bad)
+
+
+def test_upkeep_and_reinforce_pass_over_items_that_stopped_decoding(tmp_path, monkeypatch, caplog):
+    """Rows the catalog applied while their items still decoded, whose items this build
+    cannot decode (another dictionary): reinforcing, the sweep and consolidation leave those
+    items as they are, with a warning, instead of failing the call."""
+    from localmem.store import records as rec
+
+    with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
+        ids = [m.id for m in mem.remember_many([{"text": f"fact {i}"} for i in range(4)])]
+        monkeypatch.setattr(rec, "META_DICT", b"a dictionary these items were not written with")
+        assert mem.reinforce(ids) == 0
+        assert "cannot be read" in caplog.text
+        mem.consolidate(now=time.time() + 400 * 86400)  # everything due for demotion
+        assert len(mem.recall("fact 2", k=4, floor=False)) == 4
