@@ -88,7 +88,10 @@ def summarize_session(
         f"session = ? AND kind = 'episodic' AND {LIVE}", (session,), order="event_time, id"
     )
     said = [_text(r) for r in turns if not _by_assistant(r)]
-    if len(turns) < min_turns or not said:
+    if len(turns) < min_turns:
+        return None
+    if not said:  # the assistant's side only: nothing the user said to summarize
+        _tried(mem, session, float(turns[-1][6]))
         return None
     messages = "\n".join(f"- {x}" for x in _fit(llm, said))
     reply = "".join(
