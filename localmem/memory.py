@@ -739,10 +739,13 @@ class Memory:
             raise InvalidArgumentError("sessions must be an int >= 0")
         self._sync()
         t = self._now(now)
-        counts = tiers.sweep(self, t, limit)
-        counts.update(consolidate.step(self, t, limit))
-        if llm is not None and sessions:
-            counts["summarized"] = summaries.step(self, llm, t, sessions, cancel=cancel)
+        # One upkeep at a time in this process: an automatic step another thread's call
+        # started finishes first (it is bounded), and none starts meanwhile.
+        with self._upkeep_lock:
+            counts = tiers.sweep(self, t, limit)
+            counts.update(consolidate.step(self, t, limit))
+            if llm is not None and sessions:
+                counts["summarized"] = summaries.step(self, llm, t, sessions, cancel=cancel)
         return counts
 
     def compact(self) -> dict[str, Any]:
