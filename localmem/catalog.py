@@ -129,6 +129,7 @@ class Catalog:
         except apsw.Error as e:
             raise StorageError(f"cannot open the catalog {self.path}: {e}") from e
         self._lock = threading.RLock()
+        self._unread: set[int] = set()  # see _load_unread
 
     def close(self) -> None:
         self.db.close()
@@ -170,6 +171,19 @@ class Catalog:
         with self._lock:
             return self._state(k)
 
+    def _state_json(self, k: str, kind: type) -> Any:
+        """State ``k`` as the JSON ``kind`` (list, dict) it holds; empty if unset or not one
+        (the catalog is a view: damage there costs a rebuild, never an exception here)."""
+        try:
+            got = json.loads(self._state(k) or "null")
+        except ValueError:
+            return kind()
+        return got if isinstance(got, kind) else kind()
+
+    def state_json(self, k: str, kind: type) -> Any:
+        with self._lock:
+            return self._state_json(k, kind)
+
     def set_state(self, k: str, v: Any) -> None:
         with self._lock, self.db:
             self._set_state(k, v)
@@ -187,6 +201,7 @@ class Catalog:
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                self._load_unread()
                 done = int(self._state("applied_lsn") or 0)
                 for lsn, rtype, payload in records:
                     if lsn <= done:
@@ -210,6 +225,7 @@ class Catalog:
             try:
                 self.db.execute("DELETE FROM memories")
                 self.db.execute("DELETE FROM state WHERE k='unreadable'")
+                self._unread = set()
                 self.db.execute("DELETE FROM memories_fts")
                 self.db.execute("DELETE FROM entities")
                 self.db.execute("DROP TABLE IF EXISTS cold_codes")
@@ -252,14 +268,16 @@ class Catalog:
             if tier == "cold" and isinstance(code, str):
                 self._insert_cold(item.id, bytes.fromhex(code))
         elif rtype == rec.DELETE:
-            self._readable(rec.delete_id(payload))
-            self._delete(rec.delete_id(payload))
+            id = rec.delete_id(payload)
+            self._readable(id)
+            self._delete(id)
 
     def note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
         """An item whose record is intact (its checksum holds) but whose content this version
         cannot decode: left out of the catalog, with a warning, rather than making every
         other memory unreachable. The store keeps its bytes."""
         with self._lock, self.db:
+            self._load_unread()
             self._note_unreadable(id, lsn, error)
 
     def _note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
@@ -269,19 +287,24 @@ class Catalog:
         seen = [x for x in self._unreadable() if x["id"] != id][-(UNREADABLE_KEPT - 1) :]
         seen.append({"id": id, "lsn": lsn, "error": str(error)[:200]})
         self._set_state("unreadable", json.dumps(seen))
+        self._unread = {int(x["id"]) for x in seen}
+
+    def _load_unread(self) -> None:
+        """The ids of the unreadable list, read once per transaction: every applied record
+        asks whether its id is among them (almost never), and a set answers that for free."""
+        self._unread = {int(x["id"]) for x in self._unreadable()}
 
     def _readable(self, id: int) -> None:
         """A later write or delete of ``id`` was applied: it is no longer left out."""
-        seen = self._unreadable()
-        if any(x["id"] == id for x in seen):
-            self._set_state("unreadable", json.dumps([x for x in seen if x["id"] != id]))
+        if id in self._unread:
+            self._unread.discard(id)
+            seen = [x for x in self._unreadable() if x["id"] != id]
+            self._set_state("unreadable", json.dumps(seen))
 
     def _unreadable(self) -> list[dict[str, Any]]:
-        try:
-            got = json.loads(self._state("unreadable") or "[]")
-        except ValueError:
-            return []
-        return got if isinstance(got, list) else []
+        return [
+            x for x in self._state_json("unreadable", list) if isinstance(x, dict) and "id" in x
+        ]
 
     def unreadable(self) -> list[dict[str, Any]]:
         """The items left out because they cannot be decoded (newest last; the newest
@@ -293,6 +316,7 @@ class Catalog:
         """An item that was left out: applies its PUT ``payload`` (it reads now), or with
         None takes ``id`` off the list (it is gone from the store)."""
         with self._lock, self.db:
+            self._load_unread()
             if payload is None:
                 self._readable(id)
             else:

@@ -154,11 +154,8 @@ _TRIED_MAX = 1000
 
 
 def _tried_map(mem: Memory) -> dict[str, float]:
-    try:
-        got = json.loads(mem.catalog.state(_TRIED) or "{}")
-    except ValueError:
-        return {}
-    return got if isinstance(got, dict) else {}
+    got: dict[str, float] = mem.catalog.state_json(_TRIED, dict)
+    return got
 
 
 def _tried(mem: Memory, session: str, last: float) -> None:
