@@ -286,7 +286,7 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
             stmts_now = [(mem.get(i).text, mem.get(i).tier) for i in good if _exists(mem, i)]
             print(f"missed: {q} {stmts_now}", file=sys.stderr)
             for i in good:
-                sb = mem.get(i).superseded_by
+                sb = mem.get(i).superseded_by if _exists(mem, i) else None
                 if sb:
                     print(f"   superseded by {sb}: {mem.get(sb).text!r}", file=sys.stderr)
             for h in mem.recall(q, k=12, floor=False):

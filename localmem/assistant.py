@@ -10,12 +10,15 @@ The prompt keeps the conversation so far — the user's messages and the replies
 memory notes of earlier turns: a note is about its own message, and twenty recalled
 memories a turn would fill the context with stale ones in a few turns. Each prompt therefore
 starts with the previous one up to its note, and the engine's KV cache evaluates only the
-rest (the previous reply, the new message and note), never the whole history.
+rest (the previous reply, the new message and note), never the whole history. The cut and
+the reply's end are done as soon as the reply is written back (``Engine.prepare``), while
+the user reads it: the next turn waits only for its message and memories.
 When the context fills, the oldest turns go first.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -25,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from localmem import extract, summaries
-from localmem.errors import InvalidArgumentError
+from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.llm.engine import Engine, GenerationStats, Message
 
 if TYPE_CHECKING:
@@ -38,6 +41,8 @@ SYSTEM = (
 )
 NOTE_HEAD = "Notes from your memory, under their dates:"
 MAX_MESSAGE_CHARS = 32_000
+
+log = logging.getLogger("localmem.assistant")
 
 
 @dataclass
@@ -233,35 +238,48 @@ class Assistant:
         try:
             turn.stats = self.engine.last_stats
             complete = complete and not turn.stats.cancelled
-            reply = turn.reply.strip()
             self.history.append({"role": "user", "content": turn.message})
             self.history.append({"role": "assistant", "content": turn.reply})
-            if not self.remember:
-                return
-            now = self.clock()
-            items: list[dict[str, Any]] = [
-                {"text": turn.message, "kind": "episodic", "source": "chat",
-                 "session": self.session, "tags": ["user"], "when": now},
-            ]  # fmt: skip
-            if reply:
-                tags = ["assistant"] if complete else ["assistant", "cancelled"]
-                items.append(
-                    {"text": reply, "kind": "episodic", "source": "chat",
-                     "session": self.session, "tags": tags, "importance": 0.3, "when": now}
-                )  # fmt: skip
-            turn.facts = (
-                extract.extract_with_llm(self.engine, turn.message)
-                if self.llm_extract
-                else extract.extract(turn.message)
-            )
-            for f in turn.facts:
-                items.append(
-                    {"text": f.text, "kind": f.kind, "source": "chat", "session": self.session,
-                     "importance": f.importance, "key": f.key, "tags": ["extracted"], "when": now}
-                )  # fmt: skip
-            turn.stored = [m.id for m in self.memory.remember_many(items)]
+            if self.remember:
+                self._write_back(turn, complete)
+            self._read_ahead()
         finally:
             self._busy.release()
+
+    def _write_back(self, turn: Turn, complete: bool) -> None:
+        reply = turn.reply.strip()
+        now = self.clock()
+        items: list[dict[str, Any]] = [
+            {"text": turn.message, "kind": "episodic", "source": "chat",
+             "session": self.session, "tags": ["user"], "when": now},
+        ]  # fmt: skip
+        if reply:
+            tags = ["assistant"] if complete else ["assistant", "cancelled"]
+            items.append(
+                {"text": reply, "kind": "episodic", "source": "chat",
+                 "session": self.session, "tags": tags, "importance": 0.3, "when": now}
+            )  # fmt: skip
+        turn.facts = (
+            extract.extract_with_llm(self.engine, turn.message)
+            if self.llm_extract
+            else extract.extract(turn.message)
+        )
+        for f in turn.facts:
+            items.append(
+                {"text": f.text, "kind": f.kind, "source": "chat", "session": self.session,
+                 "importance": f.importance, "key": f.key, "tags": ["extracted"], "when": now}
+            )  # fmt: skip
+        turn.stored = [m.id for m in self.memory.remember_many(items)]
+
+    def _read_ahead(self) -> None:
+        """While the user reads the reply and types: the next prompt will be this
+        conversation without this turn's memory note, then a new message. The engine cuts
+        the note out of its cache now and reads the turn's end, so the next turn's first
+        token waits only for the new message and its memories."""
+        try:
+            self.engine.prepare([{"role": "system", "content": self.system}, *self.history])
+        except LocalmemError as e:  # the next turn reads its whole prompt: slower, not wrong
+            log.warning("could not ready the model for the next turn: %s", e)
 
 
 def _distinct(hits: list[Hit]) -> list[Hit]:

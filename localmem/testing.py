@@ -109,6 +109,7 @@ class EchoEngine:
         self.load_stats = LoadStats("echo", 0.0, 0, 0, 0, 0, n_ctx, 1)
         self.last_stats = GenerationStats()
         self.prompts: list[list[dict[str, str]]] = []
+        self.prepared: list[dict[str, str]] = []  # the last conversation given to prepare()
 
     def count_text_tokens(self, text: str) -> int:
         return len(text.split())
@@ -142,6 +143,10 @@ class EchoEngine:
             st.stop_reason = "stop"
 
         return stream()
+
+    def prepare(self, messages: Sequence[dict[str, str]]) -> int:
+        self.prepared = [dict(m) for m in messages]
+        return 0
 
     def close(self) -> None:
         pass

@@ -66,6 +66,28 @@ def test_each_prompt_extends_the_last_up_to_its_memory_note(mem):
     assert sum(m["content"].startswith(NOTE_HEAD) for m in p3) == 1  # old notes are dropped
 
 
+def test_after_each_reply_the_engine_is_readied_for_the_next_prompt(mem, caplog):
+    mem.remember("Marco plays the cello", kind="fact")
+    eng = EchoEngine()
+    bot = Assistant(mem, eng, remember=False)
+    bot.chat("who plays the cello?").text()
+    # The conversation so far, without the note: what the next prompt starts with.
+    assert eng.prepared == eng.prompts[-1][:-2] + bot.history
+    assert eng.prepared[-1] == {"role": "assistant", "content": "echo: who plays the cello?"}
+    ahead = eng.prepared
+    bot.chat("and the piano?").text()
+    assert eng.prompts[-1][: len(ahead)] == ahead
+
+    def fails(messages):
+        raise errors.LocalmemError("llama.cpp failed reading the conversation ahead")
+
+    eng.prepare = fails  # a failure there costs the next turn time, not the reply
+    with caplog.at_level("WARNING", logger="localmem.assistant"):
+        assert bot.chat("and the drums?").text() == "echo: and the drums?"
+    assert "could not ready the model" in caplog.text
+    assert bot.chat("and the flute?").text()  # the conversation goes on
+
+
 def test_oldest_turns_go_first_when_the_context_fills(mem):
     eng = EchoEngine(n_ctx=200)
     bot = Assistant(mem, eng, max_tokens=40, remember=False)

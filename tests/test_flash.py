@@ -16,6 +16,7 @@ from localmem import _core, errors
 from localmem.llm import FlashEngine, open_engine
 from localmem.llm.flash import sample
 from localmem.llm.llamacpp import resolve
+from tests.engine_checks import check_read_ahead
 
 TEXT = (Path(__file__).parent / "data" / "english.txt").read_text()
 KERNELS = _core.llm_kernels_available()
@@ -364,6 +365,10 @@ def test_flash_engine_streams_reuses_its_cache_and_cancels(flash):
         list(flash.generate([{"role": "robot", "content": "x"}]))
     with pytest.raises(errors.InvalidArgumentError, match="context"):
         list(flash.generate([{"role": "user", "content": "word " * 5000}], max_tokens=8))
+
+
+def test_flash_engine_reads_ahead_like_llama_cpp(flash):
+    check_read_ahead(flash)
 
 
 def test_temperature_zero_is_greedy_and_repeatable(flash):

@@ -14,6 +14,7 @@ import pytest
 from localmem import errors, registry
 from localmem.llm import LlamaCppEngine, open_engine
 from localmem.llm.llamacpp import resolve
+from tests.engine_checks import check_read_ahead
 
 Q = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -183,6 +184,10 @@ def test_a_dropped_memory_note_is_cut_out_of_the_cache_not_re_read(engine):
     engine.reset()
     "".join(engine.generate(turn2, max_tokens=8, temperature=0))
     assert engine.last_stats.reused_tokens == 0 and engine.last_stats.spliced == 0
+
+
+def test_reading_ahead_readies_the_cache_and_changes_no_reply(engine):
+    check_read_ahead(engine)
 
 
 def test_the_context_fits_the_model_and_the_machine(engine):

@@ -116,6 +116,12 @@ class Engine(Protocol):
         ``cancel`` (or closing the iterator) stops it after the current token."""
         ...
 
+    def prepare(self, messages: Sequence[Message]) -> int:
+        """Readies the KV cache, while the user is still typing, for a prompt that will
+        continue ``messages`` with a user message: what the next ``generate`` would do to
+        the cache before reading that message, done now. Returns the tokens evaluated."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -136,6 +142,9 @@ def check_generation(max_tokens: int, temperature: float) -> None:
         raise InvalidArgumentError(f"max_tokens must be a positive int, got {max_tokens!r}")
     if not 0.0 <= float(temperature) <= 5.0:
         raise InvalidArgumentError(f"temperature must be in [0, 5], got {temperature!r}")
+
+
+PREPARE_MAX_TOKENS = 64
 
 
 class ChatEngine:
@@ -188,6 +197,19 @@ class ChatEngine:
         cancel: threading.Event | None,
     ) -> Iterator[str]:
         raise NotImplementedError
+
+    def prepare(self, messages: Sequence[Message]) -> int:
+        """See ``Engine.prepare``. At most ``PREPARE_MAX_TOKENS`` are evaluated: more means
+        the cache holds another prompt (an extraction, a summary), and the next turn reads
+        its prompt in any case; holding the model for seconds here would only delay it."""
+        with self._lock:
+            self._check_open()
+            toks = self._prompt.next_turn_prefix(messages)
+            return self._prepare(toks) if 0 < len(toks) < self.n_ctx else 0
+
+    def _prepare(self, toks: list[int]) -> int:
+        """Makes the cache hold ``toks`` (under the lock); the tokens evaluated."""
+        return 0
 
     def _prompt_tokens(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
         """The prompt's tokens, refused when it and the reply cannot fit the context.

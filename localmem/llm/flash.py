@@ -28,6 +28,7 @@ from localmem.errors import (
 )
 from localmem.llm import gguf
 from localmem.llm.engine import (
+    PREPARE_MAX_TOKENS,
     ChatEngine,
     GenerationStats,
     LoadStats,
@@ -277,6 +278,25 @@ class FlashEngine(ChatEngine):
                 # The cache holds what was evaluated, whatever stopped the loop.
                 self._cached = self._cached[: int(self._model.n_past)]
                 st.read_bytes = io_read_bytes() - io0
+
+    def _prepare(self, toks: list[int]) -> int:
+        self._splice(toks)
+        keep = common_prefix(self._cached, toks)
+        tail = toks[keep:]
+        if not tail or len(tail) > PREPARE_MAX_TOKENS:
+            return 0
+        self._model.truncate(keep)
+        del self._cached[keep:]
+        try:
+            self._model.eval(np.asarray(tail, dtype=np.int32))
+        except Exception as e:
+            self._model.truncate(0)
+            self._cached = []
+            raise LocalmemError(
+                f"the flash engine failed reading the conversation ahead: {e}"
+            ) from e
+        self._cached += tail
+        return len(tail)
 
     def _splice(self, toks: list[int]) -> int:
         """Cuts an earlier turn's memory note out of the cache (see LlamaCppEngine)."""

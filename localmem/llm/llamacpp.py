@@ -25,6 +25,7 @@ from localmem.errors import (
 )
 from localmem.llm import gguf
 from localmem.llm.engine import (
+    PREPARE_MAX_TOKENS,
     ChatEngine,
     GenerationStats,
     LoadStats,
@@ -239,6 +240,24 @@ class LlamaCppEngine(ChatEngine):
         llm._input_ids[: len(kept)] = kept
         llm.n_tokens = len(kept)
         return end - begin
+
+    def _prepare(self, toks: list[int]) -> int:
+        spliced = self._splice_cache(toks)
+        llm = self._llm
+        n = common_prefix(llm._input_ids[: llm.n_tokens].tolist(), toks)
+        # After a cut, one token at least: llama.cpp re-rotates the shifted keys at its next
+        # decode, and that decode should be this one, not the next turn's.
+        start = min(n, len(toks) - 1) if spliced else n
+        tail = toks[start:]
+        if not tail or len(tail) > PREPARE_MAX_TOKENS:
+            return 0
+        try:
+            llm.n_tokens = start
+            llm.eval(tail)
+        except Exception as e:
+            llm.reset()  # what the cache holds is unknown: the next prompt is read in full
+            raise LocalmemError(f"llama.cpp failed reading the conversation ahead: {e}") from e
+        return len(tail)
 
     def _cached_prefix(self, toks: list[int]) -> int:
         """How many leading prompt tokens the KV cache already holds."""

@@ -14,6 +14,9 @@ from localmem.llm.engine import Message
 
 # A cut is worth making when at least this many cached tokens after it are kept.
 SPLICE_MIN_TOKENS = 16
+# Stands for the next user message when rendering what comes before it (private-use code
+# points: no message contains them by accident, and a template copies them as they are).
+_NEXT = "\ue000next\ue001"
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -81,6 +84,20 @@ class ChatPrompt:
         prompt = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
         toks: list[int] = self.vocab.tokenize(prompt.encode("utf-8"), False, True)
         return toks
+
+    def next_turn_prefix(self, messages: Sequence[Message]) -> list[int]:
+        """The tokens every prompt that continues ``messages`` with a user message starts
+        with: the template up to where that message's text goes, less its last token (which
+        the text could merge with). Empty when the template does not place the text after
+        the conversation."""
+        check_messages(messages)
+        msgs = [*messages, {"role": "user", "content": _NEXT}]
+        prompt = self._formatter(messages=msgs).prompt  # type: ignore[arg-type]
+        cut = prompt.find(_NEXT)
+        if cut <= 0:
+            return []
+        toks: list[int] = self.vocab.tokenize(prompt[:cut].encode("utf-8"), False, True)
+        return toks[:-1]
 
     def text_tokens(self, text: str, *, special: bool = False) -> list[int]:
         toks: list[int] = self.vocab.tokenize(text.encode("utf-8"), False, special)
