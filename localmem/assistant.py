@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from localmem import extract, summaries
-from localmem.errors import InvalidArgumentError, LocalmemError
+from localmem.errors import InvalidArgumentError
 from localmem.llm.engine import Engine, GenerationStats, Message
 
 if TYPE_CHECKING:
@@ -72,6 +72,11 @@ class Turn:
                 yield piece
             done = True
         finally:
+            # Closed first: a stream left open early (the reader stopped) still holds the
+            # engine, which finishing the turn may need (extraction, reading ahead).
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
             self._finish(self, complete=done)
 
     def text(self) -> str:
@@ -87,7 +92,8 @@ class Assistant:
     ``recall_k``: how many memories to consider; ``remember=False`` leaves memory
     unchanged (no write-back, no reinforcement); ``llm_extract=True`` also asks the model
     for the facts in each message (``extract.extract_with_llm``: a second generation a
-    turn), beside the rules, which always run."""
+    turn), beside the rules, which always run; ``read_ahead=False`` leaves the engine as the
+    reply left it (for one question: nothing comes next)."""
 
     def __init__(
         self,
@@ -102,6 +108,7 @@ class Assistant:
         temperature: float = 0.7,
         remember: bool = True,
         llm_extract: bool = False,
+        read_ahead: bool = True,
         clock: Any = time.time,
     ) -> None:
         for name, v, lo in (
@@ -121,9 +128,11 @@ class Assistant:
         self.temperature = temperature
         self.remember = remember
         self.llm_extract = llm_extract
+        self.read_ahead = read_ahead
         self.clock = clock
         self.history: list[Message] = []  # earlier messages and replies, oldest first
         self._busy = threading.Lock()
+        self._ahead: threading.Thread | None = None
 
     # ------------------------------------------------------------------ a turn
 
@@ -147,6 +156,7 @@ class Assistant:
                 "a reply is still streaming in this conversation: finish or close it first"
             )
         try:
+            self.wait_ready()
             k = self.recall_k if recall_k is None else recall_k
             hits = self.memory.recall(message, k=2 * k, now=self.clock()) if k > 0 else []
             placed = self._budget(_distinct(hits)[:k])
@@ -182,6 +192,7 @@ class Assistant:
                 "a reply is still streaming in this conversation: finish or close it first"
             )
         try:
+            self.wait_ready()
             return summaries.summarize_session(self.memory, self.engine, self.session, self.clock())
         finally:
             self._busy.release()
@@ -242,9 +253,21 @@ class Assistant:
             self.history.append({"role": "assistant", "content": turn.reply})
             if self.remember:
                 self._write_back(turn, complete)
-            self._read_ahead()
+            if self.read_ahead:
+                convo = [{"role": "system", "content": self.system}, *self.history]
+                self._ahead = threading.Thread(
+                    target=self._read_ahead, args=(convo,), name="localmem-read-ahead", daemon=True
+                )
+                self._ahead.start()
         finally:
             self._busy.release()
+
+    def wait_ready(self) -> None:
+        """Waits until the engine is readied for the next turn (``read_ahead``: started when
+        the last reply ended, in a thread of its own). ``chat`` waits for it by itself."""
+        ahead = self._ahead
+        if ahead is not None:
+            ahead.join()
 
     def _write_back(self, turn: Turn, complete: bool) -> None:
         reply = turn.reply.strip()
@@ -271,14 +294,17 @@ class Assistant:
             )  # fmt: skip
         turn.stored = [m.id for m in self.memory.remember_many(items)]
 
-    def _read_ahead(self) -> None:
-        """While the user reads the reply and types: the next prompt will be this
-        conversation without this turn's memory note, then a new message. The engine cuts
-        the note out of its cache now and reads the turn's end, so the next turn's first
-        token waits only for the new message and its memories."""
+    def _read_ahead(self, convo: list[Message]) -> None:
+        """While the user reads the reply and types: the next prompt will be ``convo``
+        (this conversation without this turn's memory note), then a new message. The
+        engine cuts the note out of its cache now and reads the turn's end, so the next
+        turn's first token waits only for the new message and its memories."""
+        prepare = getattr(self.engine, "prepare", None)  # an engine of the user's may lack it
+        if prepare is None:
+            return
         try:
-            self.engine.prepare([{"role": "system", "content": self.system}, *self.history])
-        except LocalmemError as e:  # the next turn reads its whole prompt: slower, not wrong
+            prepare(convo)
+        except Exception as e:  # the next turn reads its whole prompt: slower, not wrong
             log.warning("could not ready the model for the next turn: %s", e)
 
 

@@ -154,7 +154,7 @@ def ask(
         with Memory.open(store) as mem:
             bot = Assistant(
                 mem, llm, max_tokens=max_tokens, temperature=temperature,
-                remember=not no_remember,
+                remember=not no_remember, read_ahead=False,  # one question: none follows
             )  # fmt: skip
             turn = bot.chat(message)
             if show_memories:

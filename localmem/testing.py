@@ -110,6 +110,13 @@ class EchoEngine:
         self.last_stats = GenerationStats()
         self.prompts: list[list[dict[str, str]]] = []
         self.prepared: list[dict[str, str]] = []  # the last conversation given to prepare()
+        # Held while a reply streams, as the real engines hold theirs: a caller that needs
+        # the engine while a stream it left open holds it fails here instead of hanging.
+        self._lock = threading.Lock()
+
+    def _hold(self) -> None:
+        if not self._lock.acquire(timeout=5):
+            raise RuntimeError("the engine is held by a reply stream nobody closed")
 
     def count_text_tokens(self, text: str) -> int:
         return len(text.split())
@@ -132,20 +139,28 @@ class EchoEngine:
         last = next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
         def stream() -> Iterator[str]:
-            for i, w in enumerate(["echo:", *last.split()][:max_tokens]):
-                if cancel is not None and cancel.is_set():
-                    st.cancelled, st.stop_reason = True, "cancelled"
-                    return
-                st.generated_tokens += 1
-                if self.delay:
-                    time.sleep(self.delay)  # a slow model, to cancel mid-reply
-                yield w if i == 0 else " " + w
-            st.stop_reason = "stop"
+            self._hold()
+            try:
+                for i, w in enumerate(["echo:", *last.split()][:max_tokens]):
+                    if cancel is not None and cancel.is_set():
+                        st.cancelled, st.stop_reason = True, "cancelled"
+                        return
+                    st.generated_tokens += 1
+                    if self.delay:
+                        time.sleep(self.delay)  # a slow model, to cancel mid-reply
+                    yield w if i == 0 else " " + w
+                st.stop_reason = "stop"
+            finally:
+                self._lock.release()
 
         return stream()
 
     def prepare(self, messages: Sequence[dict[str, str]]) -> int:
-        self.prepared = [dict(m) for m in messages]
+        self._hold()
+        try:
+            self.prepared = [dict(m) for m in messages]
+        finally:
+            self._lock.release()
         return 0
 
     def close(self) -> None:

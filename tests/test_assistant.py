@@ -71,6 +71,7 @@ def test_after_each_reply_the_engine_is_readied_for_the_next_prompt(mem, caplog)
     eng = EchoEngine()
     bot = Assistant(mem, eng, remember=False)
     bot.chat("who plays the cello?").text()
+    bot.wait_ready()  # it runs in a thread of its own, while the user reads
     # The conversation so far, without the note: what the next prompt starts with.
     assert eng.prepared == eng.prompts[-1][:-2] + bot.history
     assert eng.prepared[-1] == {"role": "assistant", "content": "echo: who plays the cello?"}
@@ -84,8 +85,23 @@ def test_after_each_reply_the_engine_is_readied_for_the_next_prompt(mem, caplog)
     eng.prepare = fails  # a failure there costs the next turn time, not the reply
     with caplog.at_level("WARNING", logger="localmem.assistant"):
         assert bot.chat("and the drums?").text() == "echo: and the drums?"
+        bot.wait_ready()
     assert "could not ready the model" in caplog.text
     assert bot.chat("and the flute?").text()  # the conversation goes on
+
+
+def test_a_reply_closed_early_frees_the_engine_for_what_follows(mem):
+    eng = EchoEngine()
+    bot = Assistant(mem, eng, llm_extract=True)  # finishing the turn runs the engine again
+    it = iter(bot.chat("My sister is called Ana and she lives in Porto."))
+    assert next(it) == "echo:"
+    it.close()  # the reader stops: the engine's stream must let go before the turn finishes
+    bot.wait_ready()
+    assert eng.prompts[-1][-1]["content"].endswith(
+        "Message: My sister is called Ana and she lives in Porto."
+    )  # extraction ran
+    assert eng.prepared[-1] == {"role": "assistant", "content": "echo:"}
+    assert bot.chat("and my brother?").text() == "echo: and my brother?"
 
 
 def test_oldest_turns_go_first_when_the_context_fills(mem):
