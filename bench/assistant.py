@@ -103,9 +103,9 @@ def conversation(
     for t, q in enumerate(questions(turns)):
         turn = bot.chat(q)
         a = timed(turn)
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         bot.wait_ready()  # the read-ahead, before the peer's turn: never beside its timing
-        a["ahead"] = time.perf_counter() - t
+        a["ahead"] = time.perf_counter() - t0
         st = turn.stats
         assert st is not None
         # The same messages to plain llama-cpp-python, whose cache holds its previous turn.

@@ -60,6 +60,7 @@ class Turn:
     stats: GenerationStats | None = None
     _stream: Iterator[str] | None = None
     _finish: Any = None
+    _engine: Any = None
 
     def __iter__(self) -> Iterator[str]:
         if self._stream is None:
@@ -68,16 +69,27 @@ class Turn:
         done = False
         try:
             for piece in stream:
+                self._take_stats()
                 self.reply += piece
                 yield piece
             done = True
         finally:
-            # Closed first: a stream left open early (the reader stopped) still holds the
-            # engine, which finishing the turn may need (extraction, reading ahead).
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            self._finish(self, complete=done)
+            self._take_stats()
+            try:
+                # Closed first: a stream left open early (the reader stopped) still holds
+                # the engine, which finishing the turn may need (extraction, read-ahead).
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                if self._finish is not None:
+                    self._finish(self, complete=done)
+
+    def _take_stats(self) -> None:
+        # The engine's figures for this reply, taken while its stream holds the engine:
+        # once it lets go, another caller's generation may replace them.
+        if self.stats is None and self._engine is not None:
+            self.stats = self._engine.last_stats
 
     def text(self) -> str:
         """Consumes the stream; the whole reply."""
@@ -169,7 +181,7 @@ class Assistant:
             turn._stream = self.engine.generate(
                 messages, max_tokens=self.max_tokens, temperature=self.temperature, cancel=cancel
             )
-            turn._finish = self._finish
+            turn._finish, turn._engine = self._finish, self.engine
         except BaseException:
             self._busy.release()
             raise
@@ -247,7 +259,8 @@ class Assistant:
 
     def _finish(self, turn: Turn, *, complete: bool) -> None:
         try:
-            turn.stats = self.engine.last_stats
+            if turn.stats is None:
+                turn.stats = self.engine.last_stats
             complete = complete and not turn.stats.cancelled
             self.history.append({"role": "user", "content": turn.message})
             self.history.append({"role": "assistant", "content": turn.reply})
@@ -255,10 +268,14 @@ class Assistant:
                 self._write_back(turn, complete)
             if self.read_ahead:
                 convo = [{"role": "system", "content": self.system}, *self.history]
-                self._ahead = threading.Thread(
+                ahead = threading.Thread(
                     target=self._read_ahead, args=(convo,), name="localmem-read-ahead", daemon=True
                 )
-                self._ahead.start()
+                try:
+                    ahead.start()
+                    self._ahead = ahead
+                except RuntimeError as e:  # no thread to be had: the next turn reads it all
+                    log.warning("could not ready the model for the next turn: %s", e)
         finally:
             self._busy.release()
 

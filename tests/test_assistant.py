@@ -104,6 +104,76 @@ def test_a_reply_closed_early_frees_the_engine_for_what_follows(mem):
     assert bot.chat("and my brother?").text() == "echo: and my brother?"
 
 
+class OrderedEngine(EchoEngine):
+    """Records the order of calls; its read-ahead starts late, as a busy thread would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.late = threading.Event()
+
+    def generate(self, messages, **kw):
+        self.calls.append("generate")
+        return super().generate(messages, **kw)
+
+    def prepare(self, messages):
+        self.late.wait(2)
+        self.calls.append("prepare")
+        return super().prepare(messages)
+
+
+def test_the_next_turn_waits_for_the_read_ahead_of_the_last(mem):
+    eng = OrderedEngine()
+    bot = Assistant(mem, eng)
+    bot.chat("first").text()
+    threading.Timer(0.3, eng.late.set).start()
+    bot.chat("second").text()  # would generate before the late read-ahead without waiting
+    bot.wait_ready()
+    assert eng.calls == ["generate", "prepare", "generate", "prepare"]
+
+
+def test_a_turn_finishes_when_no_thread_can_read_ahead_or_the_stream_fails_to_close(
+    mem, monkeypatch, caplog
+):
+    import localmem.assistant as assistant_mod
+
+    class NoThread(threading.Thread):
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    bot = Assistant(mem, EchoEngine())
+    monkeypatch.setattr(assistant_mod.threading, "Thread", NoThread)
+    with caplog.at_level("WARNING", logger="localmem.assistant"):
+        assert bot.chat("one").text() == "echo: one"
+    assert "can't start new thread" in caplog.text
+    monkeypatch.undo()
+    assert bot.chat("two").text() == "echo: two"  # not stuck on a thread never started
+
+    class BadClose:
+        def __init__(self, pieces):
+            self.pieces = iter(pieces)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.pieces)
+
+        def close(self):
+            raise OSError("the engine's stream failed to close")
+
+    eng = EchoEngine()
+    eng.generate = lambda messages, **kw: BadClose(["a", " reply"])
+    bot = Assistant(mem, eng, session="s2")
+    with pytest.raises(OSError):
+        bot.chat("three").text()
+    assert bot.history[-1] == {"role": "assistant", "content": "a reply"}  # finished anyway
+    assert mem.list(session="s2")  # and written back
+    with pytest.raises(OSError):  # not InvalidArgumentError: "a reply is still streaming"
+        bot.chat("four").text()
+    assert bot.history[-2] == {"role": "user", "content": "four"}
+
+
 def test_oldest_turns_go_first_when_the_context_fills(mem):
     eng = EchoEngine(n_ctx=200)
     bot = Assistant(mem, eng, max_tokens=40, remember=False)
