@@ -165,6 +165,10 @@ def test_the_real_model_answers_in_the_chat(tmp_path, engine):
                 assert type(app.assistant.engine).__name__ == {
                     "llama": "LlamaCppEngine", "flash": "FlashEngine"
                 }[engine]  # fmt: skip
+                ahead = app.assistant._ahead  # the model readied for the next message
+                assert ahead is not None
+            app.close()
+            assert not ahead.is_alive()  # nothing left running in the model at exit
 
     asyncio.run(go())
 

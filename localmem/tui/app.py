@@ -408,6 +408,8 @@ class ChatApp(App[None]):
 
     def close(self) -> None:
         """Closes the store this app opened (after ``run()`` returns)."""
+        if self.assistant is not None:
+            self.assistant.wait_ready()  # not exit with the model mid-read (64 tokens at most)
         if self._own_memory and self._memory is not None:
             self._memory.close()
 
