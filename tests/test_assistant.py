@@ -174,6 +174,34 @@ def test_a_turn_finishes_when_no_thread_can_read_ahead_or_the_stream_fails_to_cl
     assert bot.history[-2] == {"role": "user", "content": "four"}
 
 
+def test_a_turn_keeps_its_own_stats_when_another_generation_follows_at_once(mem):
+    eng = EchoEngine()
+    real = eng.generate
+
+    def generate(messages, **kw):
+        stream = real(messages, **kw)
+
+        class Handover:  # the moment the stream lets go, someone else generates
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                return next(stream)
+
+            def close(self):
+                stream.close()
+                "".join(real([{"role": "user", "content": "another caller"}]))
+
+        return Handover()
+
+    eng.generate = generate
+    bot = Assistant(mem, eng, remember=False, read_ahead=False)
+    turn = bot.chat("a message of six words here")
+    assert turn.text() == "echo: a message of six words here"
+    assert turn.stats is not None and turn.stats.generated_tokens == 7  # not the other's 3
+    assert eng.last_stats.generated_tokens == 3
+
+
 def test_oldest_turns_go_first_when_the_context_fills(mem):
     eng = EchoEngine(n_ctx=200)
     bot = Assistant(mem, eng, max_tokens=40, remember=False)
