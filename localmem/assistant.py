@@ -163,12 +163,8 @@ class Assistant:
             raise InvalidArgumentError(
                 f"message is {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}"
             )
-        if not self._busy.acquire(blocking=False):
-            raise InvalidArgumentError(
-                "a reply is still streaming in this conversation: finish or close it first"
-            )
+        self._claim()
         try:
-            self.wait_ready()
             k = self.recall_k if recall_k is None else recall_k
             hits = self.memory.recall(message, k=2 * k, now=self.clock()) if k > 0 else []
             placed = self._budget(_distinct(hits)[:k])
@@ -199,12 +195,8 @@ class Assistant:
         turn reads its prompt again (the KV cache held the summary's)."""
         if not self.remember:
             return None
-        if not self._busy.acquire(blocking=False):
-            raise InvalidArgumentError(
-                "a reply is still streaming in this conversation: finish or close it first"
-            )
+        self._claim()
         try:
-            self.wait_ready()
             return summaries.summarize_session(self.memory, self.engine, self.session, self.clock())
         finally:
             self._busy.release()
@@ -278,6 +270,19 @@ class Assistant:
                     log.warning("could not ready the model for the next turn: %s", e)
         finally:
             self._busy.release()
+
+    def _claim(self) -> None:
+        """Takes the conversation for a turn or a summary (released when it ends), once the
+        engine is readied from the last turn."""
+        if not self._busy.acquire(blocking=False):
+            raise InvalidArgumentError(
+                "a reply is still streaming in this conversation: finish or close it first"
+            )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self._busy.release()
+            raise
 
     def wait_ready(self) -> None:
         """Waits until the engine is readied for the next turn (``read_ahead``: started when

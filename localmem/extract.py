@@ -174,6 +174,13 @@ def content_stems(text: str) -> list[str]:
     return [w[:5] for w in _WORD.findall(text.lower()) if w not in _COMMON and len(w) > 1]
 
 
+def mostly_within(words: list[str], source: str) -> bool:
+    """Whether at least 80% of ``words`` (content stems) are stems of ``source``: how what a
+    model restates (here, and in ``summaries``) is held to what the user wrote."""
+    have = set(content_stems(source))
+    return bool(words) and sum(w in have for w in words) >= max(1, round(0.8 * len(words)))
+
+
 def grounded(statement: str, message: str) -> bool:
     """Whether a model's restatement says only what the message says: first person, not a
     question, and nearly every content word (compared by its first five letters, so
@@ -181,8 +188,7 @@ def grounded(statement: str, message: str) -> bool:
     s = statement.strip()
     if not s or len(s) > 300 or s.endswith("?") or not re.match(r"^(?:i|my|i'm)\b", s, re.I):
         return False
-    words, have = content_stems(s), set(content_stems(message))
-    return len(words) >= 1 and sum(w in have for w in words) >= max(1, round(0.8 * len(words)))
+    return mostly_within(content_stems(s), message)
 
 
 def extract_with_llm(engine: Any, message: str, *, max_tokens: int = 96) -> list[Extracted]:

@@ -66,8 +66,7 @@ def supported(sentence: str, transcript: str) -> bool:
     if not s or len(s) > 300 or s.endswith("?"):
         return False
     words = [w for w in extract.content_stems(s) if w not in _GLUE]
-    have = set(extract.content_stems(transcript))
-    return len(words) >= 2 and sum(w in have for w in words) >= round(0.8 * len(words))
+    return len(words) >= 2 and extract.mostly_within(words, transcript)
 
 
 def summarize_session(
