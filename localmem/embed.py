@@ -29,6 +29,17 @@ from localmem.machine import usable_cpus
 EMBEDDING_ENV = "LOCALMEM_EMBEDDING"  # a registry name or an ONNX path: the default model
 Progress = Callable[[int, int], object]  # (done, total)
 
+# onnxruntime's official wheels carry Microsoft's telemetry (the 1DS SDK), on by default. It
+# starts when onnxruntime is *imported*: it writes a device id and an event queue under
+# ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and, some 9 s later, resolves and posts to
+# mobile.events.data.microsoft.com — seen from the MCP server (tests/test_no_network.py).
+# Only this variable, set before the import, stops all of it (uploader, events, device id);
+# ``onnxruntime.disable_telemetry_events()`` alone still leaves the device id, the queue and
+# the DNS queries. It is set when this module is imported, so that an onnxruntime imported
+# later by anything in the process starts with telemetry off too, and again before our import.
+ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+os.environ[ORT_TELEMETRY_ENV] = "1"
+
 
 class Embedder(Protocol):
     """What the memory layer needs from an embedding model."""
@@ -123,7 +134,7 @@ class OnnxEmbedder:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort  # type: ignore[import-untyped]
+            ort = _import_onnxruntime()
             from tokenizers import Tokenizer
 
             if isinstance(self._tok_source, registry.Asset):
@@ -208,6 +219,19 @@ class OnnxEmbedder:
             h = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
         norm = np.linalg.norm(h, axis=1, keepdims=True)
         return np.ascontiguousarray(h / np.maximum(norm, 1e-12), dtype=np.float32)
+
+
+def _import_onnxruntime() -> Any:
+    """onnxruntime with its telemetry off (see ORT_TELEMETRY_ENV): nothing leaves the machine."""
+    os.environ[ORT_TELEMETRY_ENV] = "1"
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    # Too late to matter if something imported onnxruntime before localmem.embed, but then
+    # it still turns off the events a session would queue.
+    disable = getattr(ort, "disable_telemetry_events", None)
+    if disable is not None:
+        disable()
+    return ort
 
 
 def _file_digest(path: Path) -> str:
