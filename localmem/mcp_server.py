@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -166,7 +167,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
 
 
 def _stamp(s: str, what: str) -> float:
-    from localmem.memory import to_timestamp
+    from localmem.validate import to_timestamp
 
     return float(to_timestamp(s, what))
 
@@ -182,6 +183,16 @@ def serve(store: str | Path | None = None, *, http_port: int | None = None) -> N
     streamable HTTP bound to 127.0.0.1 only (this machine's clients, nobody else's)."""
     server = build_server(store)
     if http_port is None:
-        server.run("stdio")
+        anyio.run(_serve_stdio, server)
     else:
         server.run("streamable-http", host="127.0.0.1", port=http_port)
+
+
+async def _serve_stdio(server: MCPServer[State]) -> None:
+    """``server.run("stdio")`` on localmem's own stdio transport, which answers malformed
+    lines with JSON-RPC errors where the SDK's drops them (see ``localmem.mcp_guard``)."""
+    from localmem.mcp_guard import stdio_server
+
+    lowlevel = server._lowlevel_server  # no public accessor; the SDK's own Client uses it too
+    async with stdio_server() as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

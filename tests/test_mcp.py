@@ -156,3 +156,108 @@ def test_streamable_http_on_loopback(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+def test_malformed_lines_get_json_rpc_errors_and_the_server_keeps_serving(tmp_path):
+    import queue
+    import threading
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "localmem", "mcp", "--store", str(tmp_path / "s")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        encoding="utf-8",
+    )  # fmt: skip
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read():  # a thread, so a missing reply fails the test instead of hanging it
+        for line in p.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def send(line):
+        p.stdin.write(line + "\n")
+        p.stdin.flush()
+
+    def reply(timeout=10.0):
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no reply within {timeout}s") from None
+        assert line, f"the server exited: {p.stderr.read()}"
+        return json.loads(line)
+
+    def request(id, method, params, timeout=60.0):
+        send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        msg = reply(timeout)
+        assert msg["id"] == id, msg
+        return msg
+
+    try:
+        hello = {"name": "raw", "version": "0"}
+        init = request(1, "initialize", {"protocolVersion": "2025-06-18", "clientInfo": hello,
+                                         "capabilities": {}})  # fmt: skip
+        assert init["result"]["serverInfo"]["name"] == "localmem"
+        send('{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        malformed = [  # (line, code, id of the reply)
+            ('{"jsonrpc": "2.0", "id": 2, "method": "ping"', -32700, None),  # invalid JSON
+            ("42", -32600, None),
+            ('"x"', -32600, None),
+            ("null", -32600, None),
+            ('[{"jsonrpc": "2.0", "id": 3, "method": "ping"}]', -32600, None),  # a batch
+            ("[]", -32600, None),
+            ('{"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": []}', -32602, 4),
+            ('{"jsonrpc": "2.0", "id": "5", "method": "tools/list", "params": [1]}', -32602, "5"),
+            ('{"jsonrpc": "2.0", "id": 6, "method": 7}', -32600, 6),
+            ('{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', -32600, None),  # not an id
+            ('{"jsonrpc": "2.0", "id": 8, "method": "ping", "params": NaN}', -32700, None),
+        ]  # fmt: skip
+        for line, code, id in malformed:
+            send(line)
+            msg = reply()
+            assert msg.get("error", {}).get("code") == code and msg["id"] == id, (line, msg)
+        # A malformed notification is never answered, and the server still is.
+        send('{"jsonrpc": "2.0", "method": "notifications/progress", "params": [1]}')
+        assert request(9, "ping", {})["result"] == {}
+        # A lone surrogate (half of an emoji) becomes U+FFFD; the request goes through.
+        send('{"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": '
+             '"remember", "arguments": {"text": "I love caf\\ud800 au lait"}}}')  # fmt: skip
+        stored = reply(60.0)
+        assert stored["id"] == 10 and not stored["result"].get("isError"), stored
+        assert stored["result"]["structuredContent"]["text"] == "I love caf\ufffd au lait"
+        send('{"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": '
+             '"nope\\udfff", "arguments": {}}}')  # fmt: skip
+        unknown = reply()
+        assert unknown["id"] == 11 and unknown["result"]["isError"]
+        assert "nope\ufffd" in unknown["result"]["content"][0]["text"]
+        stats = request(12, "tools/call", {"name": "memory_stats", "arguments": {}})
+        assert not stats["result"].get("isError"), stats
+        assert stats["result"]["structuredContent"]["memories"] == 1
+    finally:
+        p.stdin.close()  # EOF: the server closes the store and exits
+        assert p.wait(timeout=30) == 0
+
+
+def test_triage_and_dump_leave_no_request_unanswered():
+    from mcp_types import JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+
+    from localmem.mcp_guard import dump, triage
+
+    ok = triage('{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
+    assert isinstance(ok, JSONRPCRequest) and ok.id == 1
+    note = triage('{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+    assert isinstance(note, JSONRPCNotification)
+    assert triage('{"jsonrpc": "2.0", "method": "x", "params": 1}') is None  # a notification
+    assert triage('{"jsonrpc": "2.0", "id": 1, "result": 5}') is None  # a client's response
+    # Lone halves of a surrogate pair become U+FFFD, in keys too; whole pairs stay.
+    req = triage('{"jsonrpc": "2.0", "id": 2, "method": "x", '
+                 '"params": {"\\udc00k": ["\\ud83d\\ude00", "\\ud83d", "\\\\ud800"]}}')  # fmt: skip
+    assert isinstance(req, JSONRPCRequest)
+    assert req.params == {"\ufffdk": ["\U0001f600", "\ufffd", "\\ud800"]}
+    # A reply that cannot be encoded becomes an internal error for its request.
+    bad = JSONRPCResponse(jsonrpc="2.0", id=3, result={"text": "\ud800"})
+    assert json.loads(dump(bad)) == {
+        "jsonrpc": "2.0", "id": 3,
+        "error": {"code": -32603, "message": "Internal error: the reply could not be encoded"},
+    }  # fmt: skip
