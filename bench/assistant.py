@@ -11,6 +11,10 @@ bytes read from storage (``/proc/self/io``) for a load with the model evicted fr
 cache, and turn 10's TTFT with its cache dropped (what KV reuse saves).
 
     python bench/assistant.py --check      # the issue's must-show (~5 minutes)
+
+``--compare-build native=DIR`` (repeatable) also times plain llama-cpp-python from another
+build of llama.cpp (``bench/_builds.py``): the cost of the README's portable build beside
+the ``-march=native`` one it replaced, on this CPU.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+from _builds import compare  # bench/, on sys.path when a bench runs as a script
+from _checks import print_checks
 
 from localmem import Memory
 from localmem.assistant import Assistant
@@ -113,6 +118,7 @@ def conversation(
         rows.append(
             {
                 "turn": t + 1, "placed": len(turn.memories), "ours": a, "plain": b,
+                "messages": turn.messages,
                 "prompt": st.prompt_tokens, "reused": st.reused_tokens,
                 "read": st.read_bytes,
             }
@@ -129,6 +135,34 @@ def med(xs: Iterable[float]) -> float:
     return statistics.median(v) if v else float("nan")
 
 
+def compare_builds(
+    builds: dict[str, str | None], path: Path, results: dict[int, list[list[dict[str, Any]]]],
+    threads: int, n_ctx: int, rounds: int,
+) -> list[tuple[str, float, str, float | None]]:  # fmt: skip
+    """Plain llama-cpp-python of each build on the first conversation of each memory count,
+    in child processes; tok/s and TTFT beside the installed build's."""
+    from localmem.llm.probe import system_features
+
+    convs = [[r["messages"] for r in convs[0]] for convs in results.values()]
+    info = compare(builds, path, convs, threads, n_ctx, MAX_TOKENS, rounds)
+    base = info["installed"]
+    print(
+        f"\nllama.cpp builds, plain llama-cpp-python, {rounds} rounds x {len(convs)} conversations"
+    )
+    print(f"{'build':<12} {'tok/s':>7} {'/ installed':>12} {'TTFT':>8}  features")
+    figures: list[tuple[str, float, str, float | None]] = []
+    for name, b in info.items():
+        if "crashed" in b:
+            print(f"{name:<12} crashed with {b['crashed']}")
+            continue
+        feats = " ".join(system_features(b.get("system_info", "")))
+        ratio = b["tok_s"] / base["tok_s"] if "tok_s" in base else float("nan")
+        print(f"{name:<12} {b['tok_s']:>7.1f} {ratio:>12.3f} {b['ttft'] * 1000:>6.0f}ms  {feats}")
+        if name != "installed":
+            figures.append((f"generation tok/s, installed / {name} build", 1 / ratio, ">=", None))
+    return figures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,7 +171,18 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="conversations per memory count")
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--dir", default="/work/.benchtmp")
+    ap.add_argument(
+        "--compare-build", action="append", default=[], metavar="NAME=DIR",
+        help="another llama-cpp-python build (pip install --target DIR) to time beside this one",
+    )  # fmt: skip
+    ap.add_argument("--build-rounds", type=int, default=3)
     args = ap.parse_args()
+    builds: dict[str, str | None] = {"installed": None}
+    for spec in args.compare_build:
+        name, _, site = spec.partition("=")
+        if not site or not Path(site, "llama_cpp").is_dir():
+            ap.error(f"--compare-build {spec}: expected NAME=DIR with DIR/llama_cpp")
+        builds[name] = site
     import llama_cpp
 
     _, path = resolve(None)
@@ -238,6 +283,8 @@ def main() -> int:
         f"max {max(r['ours']['ahead'] for r in all_rows) * 1000:.0f} ms"
     )
     checks.append(("generation tok/s, ours / plain (median per turn)", med(ratios), ">=", 0.95))
+    if len(builds) > 1:
+        checks += compare_builds(builds, path, results, threads, ours.n_ctx, args.build_rounds)
     checks.append(("load s (model not in page cache)", cold_load["s"], "<=", None))
     miss = print_checks(checks, 50)
     return 1 if (args.check and miss) else 0

@@ -19,9 +19,10 @@ chat_model_option = click.option(
     "the embedded SmolLM2-135M-Instruct).",
 )  # fmt: skip
 engine_option = click.option(
-    "--engine", type=click.Choice(["llama", "flash"]), default=None,
-    help="What runs the chat model: llama (llama.cpp) or flash (localmem's own engine) "
-    "(default: $LOCALMEM_ENGINE, else llama).",
+    "--engine", type=click.Choice(["auto", "llama", "flash"]), default=None,
+    help="What runs the chat model: llama (llama.cpp), flash (localmem's own engine) or auto "
+    "(llama.cpp, unless it crashed in its check on this CPU: then flash) "
+    "(default: $LOCALMEM_ENGINE, else auto).",
 )  # fmt: skip
 budget_option = click.option(
     "--weight-budget", "weight_budget", type=float, default=None, metavar="FRACTION|BYTES",
@@ -151,6 +152,8 @@ def ask(
 
     try:
         llm = open_engine(model, engine=engine, **engine_options(engine, weight_budget))
+        if llm.notice:
+            click.echo(f"note: {llm.notice}", err=True)
         with Memory.open(store) as mem:
             bot = Assistant(
                 mem, llm, max_tokens=max_tokens, temperature=temperature,

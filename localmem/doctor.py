@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -150,6 +152,27 @@ def check_embeddings(rng: np.random.Generator) -> tuple[bool, str]:
     )
 
 
+def check_llama_build(rng: np.random.Generator) -> tuple[bool, str]:
+    """The installed llama.cpp: the CPU features it was compiled for (its own
+    ``llama_print_system_info``) and whether it was built for this machine only."""
+    from localmem.llm import probe
+
+    build = probe.installed_build()
+    if build is None:
+        return False, "llama-cpp-python is not installed (pip install llama-cpp-python)"
+    problems = probe.build_problems(build)
+    features = " ".join(build.features) or "none reported"
+    where = (
+        f"GGML_NATIVE={build.options['GGML_NATIVE']} in its build record"
+        if "GGML_NATIVE" in build.options
+        else "no build record"
+    )
+    detail = f"llama-cpp-python {build.version}: CPU features {features} ({where})"
+    if problems:
+        return False, f"{detail}; {'; '.join(problems)}: {probe.rebuild_advice()}"
+    return True, detail
+
+
 def check_chat_model(rng: np.random.Generator) -> tuple[bool, str]:
     """The embedded chat model: verified against the registry, loaded, a short reply."""
     from localmem.llm import LlamaCppEngine
@@ -195,22 +218,83 @@ CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
     ("index file", check_file),
     ("crc32c", check_crc),
     ("store", check_store),
-    ("embeddings", check_embeddings),
+    ("llama.cpp", check_llama_build),
     ("chat model", check_chat_model),
+    ("embeddings", check_embeddings),
 ]
 
 
-def run_checks() -> list[Check]:
+def _crash_advice(name: str) -> str:
+    from localmem.llm import probe
+
+    if name in ("llama.cpp", "chat model"):
+        return probe.crash_advice()
+    if name in ("kernels", "search", "index file"):
+        return (
+            "LOCALMEM_KERNEL=scalar runs the portable kernel; please report this with the "
+            "output of localmem doctor"
+        )
+    return "please report this with the output of localmem doctor"
+
+
+def run_checks(on_result: Callable[[Check], None] | None = None) -> list[Check]:
+    """Every check, in a child process that reports each as it ends: a check that crashes
+    in native code (an illegal instruction in a library compiled for another CPU, say) kills
+    the child, not the doctor, and fails with the signal and the fix; a new child runs the
+    checks after it."""
+    from localmem.llm.probe import describe_signal
+
+    names = [name for name, _ in CHECKS]
+    results: list[Check] = []
+
+    def done(c: Check) -> None:
+        names.remove(c.name)
+        results.append(c)
+        if on_result:
+            on_result(c)
+
+    while names:
+        t0 = time.perf_counter()
+        # stderr to a file: a pipe could fill up while stdout is being read.
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "localmem.doctor", *names],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    c = Check(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue  # a library's own output
+                if c.name in names:
+                    done(c)
+                    t0 = time.perf_counter()
+            rc = proc.wait()
+            errors.seek(0)
+            last = errors.read().strip().splitlines()[-1:]
+        if not names:
+            break
+        what = f"crashed with {describe_signal(-rc)}" if rc < 0 else f"exited with {rc}"
+        why = f": {last[0]}" if last and rc >= 0 else ""
+        done(Check(names[0], False, f"{what}{why}; {_crash_advice(names[0])}",
+                   time.perf_counter() - t0))  # fmt: skip
+    return results
+
+
+def _run_in_child(names: list[str]) -> int:
+    """In the child: the named checks, one JSON line each as it ends."""
     rng = np.random.default_rng(7)
-    results = []
-    for name, fn in CHECKS:
+    funcs = dict(CHECKS)
+    for name in names:
         t0 = time.perf_counter()
         try:
-            ok, detail = fn(rng)
+            ok, detail = funcs[name](rng)
         except Exception as e:  # a self-check reports every failure, it does not stop
             ok, detail = False, f"{type(e).__name__}: {e}"
-        results.append(Check(name, ok, detail, time.perf_counter() - t0))
-    return results
+        c = Check(name, ok, detail, time.perf_counter() - t0)
+        print(json.dumps(c.__dict__), flush=True)
+    return 0
 
 
 def report(echo: Callable[[str], None] = print) -> bool:
@@ -226,10 +310,16 @@ def report(echo: Callable[[str], None] = print) -> bool:
     if info["kernel_override_error"]:
         echo(f"  warning    {info['kernel_override_error']}")
     echo(f"  store      {store}  {store_summary(store)}")
-    echo("self-check")
-    results = run_checks()
-    for c in results:
+    echo("self-check (in a child process: a native crash fails its check, not the doctor)")
+
+    def show(c: Check) -> None:
         echo(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<11} {c.detail}  ({c.seconds * 1000:.0f} ms)")
-    ok = all(c.ok for c in results)
+
+    results = run_checks(show)
+    ok = all(c.ok for c in results) and len(results) == len(CHECKS)
     echo("all checks passed" if ok else "SELF-CHECK FAILED")
     return ok
+
+
+if __name__ == "__main__":
+    sys.exit(_run_in_child(sys.argv[1:]))

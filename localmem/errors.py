@@ -35,6 +35,11 @@ class StorageError(LocalmemError, OSError):
     """An operating-system call on the store failed (open, write, fsync, rename, mmap)."""
 
 
+class StorageFullError(StorageError):
+    """The disk is full: the message names the path and the free space. A call that raised
+    this did not happen, unless the message says it may have."""
+
+
 class ConcurrencyError(LocalmemError):
     """Files changed underneath an object (another process wrote): refresh and retry. The
     store does this itself; seeing it from the public API is a bug worth reporting."""
@@ -53,6 +58,11 @@ class ModelNotFoundError(LocalmemError, FileNotFoundError):
     """A model file (or the package that ships it) is not on this machine."""
 
 
+class EngineCrashError(LocalmemError):
+    """The LLM engine crashed in native code on this machine (seen in a child process that
+    checks it, so this one lives): the message says what happened and the fallback."""
+
+
 class ModelMismatchError(LocalmemError):
     """The store's vectors come from another embedding model than the one configured:
     re-embed (``Memory.open(..., reembed=True)``) or open it with its own model."""
@@ -62,12 +72,14 @@ __all__ = [
     "ConcurrencyError",
     "CorruptFileError",
     "DuplicateIdError",
+    "EngineCrashError",
     "InvalidArgumentError",
     "LocalmemError",
     "LogTruncatedError",
     "ModelMismatchError",
     "ModelNotFoundError",
     "StorageError",
+    "StorageFullError",
     "StoreLockedError",
     "UnknownIdError",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import platformdirs
 
 from localmem.errors import CorruptFileError, InvalidArgumentError, ModelNotFoundError
+from localmem.files import write_private
 
 _CANDIDATES = (
     Path(__file__).parent / "_data" / "registry.json",  # installed wheel
@@ -146,10 +147,7 @@ def _verified(p: Path, asset: Asset) -> Path:
     try:
         stamps = stamps if isinstance(stamps, dict) else {}
         stamps[str(p)] = stamp
-        stamps_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stamps_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(stamps))
-        os.replace(tmp, stamps_file)
+        write_private(stamps_file, json.dumps(stamps).encode())
     except OSError:
         pass  # a read-only cache dir: hash again next time
     return p

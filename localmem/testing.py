@@ -101,6 +101,7 @@ class EchoEngine:
     of a feature: tests/test_llm.py and tests/test_assistant_model.py run the real model."""
 
     name = "echo"
+    notice = ""  # open_engine's word when it chose another engine than the one asked
 
     def __init__(self, n_ctx: int = 4096, *, delay: float = 0.0) -> None:
         from localmem.llm.engine import GenerationStats, LoadStats

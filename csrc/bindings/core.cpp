@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
 #include <string>
 
 #include "../core/cpu.h"
@@ -74,6 +75,11 @@ py::dict build_info() {
 #elif defined(__GNUC__)
     d["compiler"] = std::string("gcc ") + __VERSION__;
 #endif
+#ifdef LOCALMEM_CXX_FLAGS
+    d["cxx_flags"] = LOCALMEM_CXX_FLAGS;
+#else
+    d["cxx_flags"] = "";
+#endif
 #ifdef LOCALMEM_NATIVE_BUILD
     d["march_native"] = true;
 #else
@@ -104,7 +110,8 @@ PYBIND11_MODULE(_core, m) {
         } catch (const lm::CorruptFile& e) {
             raise_as("CorruptFileError", e.what());
         } catch (const lm::IoError& e) {
-            raise_as("StorageError", e.what());
+            const bool full = e.code == ENOSPC || e.code == EDQUOT;
+            raise_as(full ? "StorageFullError" : "StorageError", e.what());
         } catch (const lm::LockTimeout& e) {
             raise_as("StoreLockedError", e.what());
         } catch (const lm::StaleState& e) {

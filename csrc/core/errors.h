@@ -28,9 +28,12 @@ struct CorruptFile : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// An operating-system call failed: open, write, fsync, mmap, rename (-> StorageError).
+// An operating-system call failed: open, write, fsync, mmap, rename (-> StorageError;
+// StorageFullError when errno says the disk or the quota is full).
 struct IoError : std::runtime_error {
-    using std::runtime_error::runtime_error;
+    explicit IoError(const std::string& what, int code = 0)
+        : std::runtime_error(what), code(code) {}
+    int code;  // errno of the failed call, 0 if none
 };
 
 // The files changed underneath this object (another process appended or compacted):

@@ -14,7 +14,8 @@
 namespace lm {
 
 void throw_errno(const std::string& what, const std::string& path) {
-    throw IoError(what + " " + path + ": " + std::strerror(errno));
+    const int code = errno;
+    throw IoError(what + " " + path + ": " + std::strerror(code), code);
 }
 
 UniqueFd::~UniqueFd() {

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from localmem.errors import InvalidArgumentError
+from localmem.errors import EngineCrashError, InvalidArgumentError, LocalmemError
 from localmem.llm.engine import ChatEngine, Engine, GenerationStats, LoadStats, Message
 from localmem.llm.flash import FlashEngine
 from localmem.llm.llamacpp import LlamaCppEngine
@@ -26,25 +28,43 @@ __all__ = [
     "open_engine",
 ]
 
+log = logging.getLogger("localmem.llm")
+
 ENGINE_ENV = "LOCALMEM_ENGINE"  # which engine runs the chat model when none is named
-# llama.cpp stays the default until the flash engine beats it (issue 10's must-show).
 ENGINES: dict[str, Callable[..., ChatEngine]] = {
     "llama": LlamaCppEngine,
     "flash": FlashEngine,
 }
+# "auto" (the default): llama.cpp, which runs every GGUF architecture and quantization,
+# unless it crashed in its check on this CPU (``probe``); then the flash engine.
+ENGINE_CHOICES = ("auto", *ENGINES)
 
 _lock = threading.Lock()
 _current: ChatEngine | None = None
 
 
-def engine_class(engine: str | None) -> Callable[..., ChatEngine]:
-    name = engine or os.environ.get(ENGINE_ENV) or "llama"
-    if name not in ENGINES:
+def engine_name(engine: str | None) -> str:
+    """The engine asked for: ``engine``, else ``$LOCALMEM_ENGINE``, else "auto"."""
+    name = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if name not in ENGINE_CHOICES:
         raise InvalidArgumentError(
-            f"unknown engine {name!r}: choose one of {', '.join(ENGINES)} "
+            f"unknown engine {name!r}: choose one of {', '.join(ENGINE_CHOICES)} "
             f"(--engine, or ${ENGINE_ENV})"
         )
-    return ENGINES[name]
+    return name
+
+
+def _llama_runs_here(model: Path) -> tuple[bool, str]:
+    """Whether llama.cpp survived its check on this CPU (run once per build and CPU, on the
+    embedded model when it is installed: it loads in a second), and what happened if not."""
+    from localmem import registry
+    from localmem.llm import probe
+    from localmem.llm.llamacpp import resolve
+
+    with contextlib.suppress(LocalmemError):  # no embedded model: the check runs the user's
+        model = resolve(registry.default_name("llm"))[1]
+    result = probe.probe(model)
+    return not result.crashed, result.detail
 
 
 def open_engine(
@@ -53,20 +73,43 @@ def open_engine(
     """The process's one chat model: loaded on first use, shared by later calls naming the
     same model and engine with the same options; naming another closes the previous one
     first (two models' weights and KV caches in one process is rarely what anyone wants).
-    ``engine``: "llama" (llama.cpp, the default) or "flash" (localmem's own)."""
+    ``engine``: "auto" (the default: llama.cpp unless it crashes on this CPU, then the flash
+    engine; ``engine.notice`` says so), "llama" (llama.cpp; ``EngineCrashError`` where it
+    crashes) or "flash" (localmem's own)."""
     global _current
     from localmem.llm.llamacpp import resolve
+    from localmem.llm.probe import crash_advice, rebuild_advice
 
-    cls = engine_class(engine)
+    name = engine_name(engine)
     with _lock:
         _, path = resolve(model)
+        notice = ""
+        if name != "flash":
+            runs, detail = _llama_runs_here(path)
+            if not runs and name == "llama":
+                raise EngineCrashError(f"{detail} when checked on this machine: {crash_advice()}")
+            if not runs:
+                notice = (
+                    f"{detail} when checked on this machine, so localmem's own engine answers "
+                    f"(--engine flash); to use llama.cpp, {rebuild_advice()}"
+                )
+            name = "llama" if runs else "flash"
+        cls = ENGINES[name]
         cur = _current
         if cur is not None and not cur._closed:
             if type(cur) is cls and cur.path == path and cur._options == options:
                 return cur
             cur.close()
-        _current = cls(model, **options)
+        try:
+            _current = cls(model, **options)
+        except LocalmemError as e:
+            if notice:
+                raise EngineCrashError(f"{notice}; but the flash engine cannot run it: {e}") from e
+            raise
         _current._options = options
+        if notice:
+            log.info("%s", notice)  # the CLI and the chat show engine.notice
+            _current.notice = notice
         return _current
 
 

@@ -93,6 +93,7 @@ class Engine(Protocol):
     n_ctx: int
     load_stats: LoadStats
     last_stats: GenerationStats
+    notice: str  # why open_engine chose this engine when it was not the one asked for
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens of ``messages`` rendered with the model's chat template (with the
@@ -165,6 +166,7 @@ class ChatEngine:
         self._lock = threading.Lock()
         self._closed = False
         self._options: dict[str, Any] = {}  # what open_engine was given, to share it
+        self.notice = ""  # why open_engine chose this engine when it was not the one asked
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         with self._lock:

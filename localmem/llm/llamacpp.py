@@ -34,6 +34,7 @@ from localmem.llm.engine import (
 )
 from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice
 from localmem.machine import available_memory, io_read_bytes, usable_cpus
+from localmem.store.faults import crash_point
 
 MODEL_ENV = "LOCALMEM_LLM"  # the chat model when none is named: a registry name or a path
 DEFAULT_N_CTX = 8192
@@ -136,6 +137,7 @@ class LlamaCppEngine(ChatEngine):
         self.load_stats = LoadStats.since(self.path, t0, io0, self.n_ctx, threads)
 
     def _load(self, llama_cpp: Any, n_ctx: int, threads: int, seed: int) -> Any:
+        crash_point("llama:load")  # tests: a llama.cpp that dies here, as one built elsewhere
         try:
             return llama_cpp.Llama(
                 model_path=str(self.path),

@@ -145,6 +145,8 @@ class ChatApp(App[None]):
         msgs = list(self.query(ChatMessage))
         if msgs and msgs[0].role == "system":
             msgs[0].remove()
+        if self._engine.notice:  # the engine asked for could not run here
+            self._say("system", f"**Note:** {self._engine.notice}")
         self.ready.set()
         self.refresh_stats()
         pending, self._pending = self._pending, []
