@@ -690,7 +690,13 @@ def locomo_items(n: int, data: Path) -> list[dict[str, Any]]:
                         "source": "import",
                     }
                 )
-    return [dict(base[i % len(base)]) for i in range(n)]
+    # Past the data set's end it repeats, each round under keys of its own: the same key and
+    # text again is a retry, which remember() answers with the memory already stored.
+    return [
+        dict(base[i % len(base)], key=f"{base[i % len(base)]['key']}/{i // len(base)}")
+        if i >= len(base) else dict(base[i])
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def ingest(root: Path, n: int, data: Path, repeats: int = 2) -> dict[str, Any]:

@@ -19,21 +19,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import shutil
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import apsw
 import sqlite_vec  # type: ignore[import-untyped]
 
+from localmem import _core, memmeta
 from localmem import entities as ents
-from localmem import memmeta
-from localmem.errors import CorruptFileError, StorageError
+from localmem.errors import CorruptFileError, StorageError, StorageFullError, StoreLockedError
+from localmem.files import private_files
 from localmem.store import records as rec
 
-SCHEMA_VERSION = 6  # 6: slim rows for forgotten memories, two indexes fewer
+SCHEMA_VERSION = 7  # 6: slim rows for forgotten memories; 7: a checksum per row
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -64,13 +69,15 @@ CREATE TABLE IF NOT EXISTS memories (
     forgotten_at REAL,
     superseded_by INTEGER,  -- a newer fact that contradicts this one
     merged_into INTEGER,    -- the memory this near-duplicate was merged into
-    sources TEXT NOT NULL DEFAULT '[]'  -- provenance of the duplicates merged into this one
+    sources TEXT NOT NULL DEFAULT '[]',  -- provenance of the duplicates merged into this one
+    crc INTEGER NOT NULL  -- CRC32C of the other columns (_row_check): verified on every read
 );
 CREATE INDEX IF NOT EXISTS memories_tier ON memories(tier, id);
 -- Forgotten memories are out of every index; the queries these serve say LIVE too.
 CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id) WHERE {LIVE};
 CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time) WHERE {LIVE};
 CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker) WHERE speaker IS NOT NULL;
+CREATE INDEX IF NOT EXISTS memories_key ON memories(key) WHERE key IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
 );
@@ -86,8 +93,16 @@ COLUMNS = (
     "superseded_by, merged_into, sources"
 )
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
+_READ = COLUMNS + ", crc"  # what a read selects: the row and its checksum
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# What SQLite raises on a damaged file: its corruption errors, and the SQL errors of a
+# schema whose text was damaged (the catalog's statements themselves are fixed).
+SQLITE_DAMAGE = (
+    apsw.CorruptError, apsw.NotADBError, apsw.FormatError, apsw.SQLError,
+    apsw.SchemaChangeError, apsw.MismatchError, apsw.RangeError, apsw.TooBigError,
+)  # fmt: skip
+OPEN_TIMEOUT = 10.0  # seconds an open, a read or a write waits for another process's lock
 UNREADABLE_KEPT = 1000  # the newest unreadable items the catalog names (state "unreadable")
 log = logging.getLogger("localmem.catalog")
 
@@ -95,41 +110,114 @@ log = logging.getLogger("localmem.catalog")
 class Catalog:
     """The SQLite catalog of one store (``<store>/catalog.sqlite``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = OPEN_TIMEOUT) -> None:
         self.path = Path(path)
-        try:
-            self.db = apsw.Connection(str(self.path))
-            self.db.set_busy_timeout(30_000)
-            # sqlite-vec: the cold tier's compact binary codes (vec0 table, Hamming KNN).
-            self.db.enable_load_extension(True)
-            self.db.load_extension(sqlite_vec.loadable_path())
-            self.db.enable_load_extension(False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            with self.db:
-                self.db.execute(
-                    "CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID"
-                )
-                v = self._state("schema")
-                if v is not None and v != SCHEMA_VERSION:
-                    # Another layout: the catalog is a view, so drop it; the next sync
-                    # rebuilds it from the log (or from the store's items).
-                    for t in _TABLES:
-                        self.db.execute(f"DROP TABLE IF EXISTS {t}")
-                    self.db.execute(
-                        "DELETE FROM state WHERE k IN ('applied_lsn', 'schema', 'cold_bits')"
-                    )
-                self.db.execute(_SCHEMA)
-                self._set_state("schema", SCHEMA_VERSION)
-        except (apsw.NotADBError, apsw.CorruptError) as e:
-            raise CorruptFileError(
-                f"{self.path} is damaged or not a SQLite database ({e}); delete it and reopen: the "
-                "catalog is rebuilt from the store"
-            ) from e
-        except apsw.Error as e:
-            raise StorageError(f"cannot open the catalog {self.path}: {e}") from e
+        self.timeout = timeout
         self._lock = threading.RLock()
         self._unread: set[int] = set()  # see _load_unread
+        # id -> (lsn, PUT payload) of the store's item, or None: what a damaged row is
+        # rewritten from (set by Memory; without it, a damaged row is an error).
+        self.source: Callable[[int], tuple[int, bytes] | None] | None = None
+        private_files(self.path)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.db = apsw.Connection(str(self.path))
+            except apsw.Error as e:
+                raise _storage_error(self.path, "open", e) from e
+            try:
+                self._open()
+                return
+            except apsw.BusyError as e:
+                # Only the first statements can fail this way (before a busy handler
+                # applies, or a WAL recovery by another connection): try again, bounded.
+                self.db.close()
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"the catalog {self.path} stayed locked for {timeout:.0f} s ({e}): "
+                        "another process holds it; try again"
+                    ) from e
+                time.sleep(0.02)
+            except SQLITE_DAMAGE as e:
+                self.db.close()
+                raise CorruptFileError(
+                    f"{self.path} is damaged or not a SQLite database ({e}); localmem repair "
+                    "rebuilds it from the store"
+                ) from e
+            except apsw.Error as e:
+                self.db.close()
+                raise _storage_error(self.path, "open", e) from e
+
+    def _open(self) -> None:
+        """Settings and schema. Writes nothing when the catalog is already current, so a
+        store opens for reading on a full disk, and opens never contend for the write
+        lock."""
+        self.db.set_busy_timeout(int(self.timeout * 1000))
+        # sqlite-vec: the cold tier's compact binary codes (vec0 table, Hamming KNN).
+        self.db.enable_load_extension(True)
+        self.db.load_extension(sqlite_vec.loadable_path())
+        self.db.enable_load_extension(False)
+        mode = self.db.execute("PRAGMA journal_mode").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        if self._current():
+            return
+        with self._txn():
+            if self._current():  # another process made it so meanwhile
+                return
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID"
+            )
+            if self._state("schema") is not None:
+                # Another layout: the catalog is a view, so drop it; the next sync rebuilds
+                # it from the log (or from the store's items).
+                for t in _TABLES:
+                    self.db.execute(f"DROP TABLE IF EXISTS {t}")
+                self.db.execute(
+                    "DELETE FROM state WHERE k IN ('applied_lsn', 'schema', 'cold_bits', "
+                    "'applied_crc')"
+                )
+            self.db.execute(_SCHEMA)
+            self._set_state("schema", SCHEMA_VERSION)
+
+    def _current(self) -> bool:
+        has_state = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='state'"
+        ).fetchone()
+        return bool(has_state) and self._state("schema") == SCHEMA_VERSION
+
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        """A write transaction, with the write lock taken at its start: a deferred one that
+        reads first fails at once (SQLITE_BUSY, no waiting) when another connection wrote
+        in between. A full disk is a StorageFullError; a COMMIT that failed has rolled
+        back. Inside another ``_txn`` of this thread, part of that one."""
+        with self._lock:
+            if self.db.in_transaction:  # this thread's own, further out (the lock is ours)
+                yield
+                return
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except apsw.Error as e:
+                raise _storage_error(self.path, "write", e) from e
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException as e:
+                self._rollback()
+                if isinstance(e, apsw.Error) and not isinstance(e, apsw.ConstraintError):
+                    raise _storage_error(self.path, "write", e) from e
+                raise
+
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL at COMMIT):
+        # a ROLLBACK then fails with "no transaction is active", hiding the real error.
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except apsw.Error as e:
+                log.warning("%s: rollback failed: %s", self.path, e)
 
     def close(self) -> None:
         self.db.close()
@@ -185,7 +273,7 @@ class Catalog:
             return self._state_json(k, kind)
 
     def set_state(self, k: str, v: Any) -> None:
-        with self._lock, self.db:
+        with self._txn():
             self._set_state(k, v)
 
     @property
@@ -198,85 +286,100 @@ class Catalog:
         """Applies log records past this catalog's LSN in one transaction; returns how many.
         Safe to run from two processes at once: the second skips what the first applied."""
         n = 0
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self._load_unread()
-                done = int(self._state("applied_lsn") or 0)
-                for lsn, rtype, payload in records:
-                    if lsn <= done:
-                        continue
-                    self._apply_one(lsn, rtype, payload)
-                    n += 1
-                if upto > done:
-                    self._set_state("applied_lsn", upto)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._txn():
+            self._load_unread()
+            done = int(self._state("applied_lsn") or 0)
+            last: tuple[int, bytes] | None = None
+            for lsn, rtype, payload in records:
+                if lsn <= done:
+                    continue
+                self._apply_one(lsn, rtype, payload)
+                last = (lsn, payload)
+                n += 1
+            if upto > done:
+                self._set_state("applied_lsn", upto)
+                # Which record the catalog ends on, to tell after a recovery whether the
+                # log still holds that very record (``ends_on``).
+                check = _core.crc32c(last[1]) if last is not None and last[0] == upto else None
+                self._set_state("applied_crc", check)
         return n
+
+    def ends_on(self, lsn: int, payload: bytes) -> bool | None:
+        """Whether the catalog's last applied record is ``payload`` (the log's record at
+        ``lsn``): False when a recovery cut the log and new records took those LSNs."""
+        with self._lock:
+            if int(self._state("applied_lsn") or 0) != lsn:
+                return None
+            check = self._state("applied_crc")
+        return None if check is None else int(check) == _core.crc32c(payload)
 
     def rebuild(self, items: Iterable[tuple[int, bytes]], *, lsn: int) -> int:
         """Replaces every row with ``items`` (``(lsn, PUT payload)`` of each live item): for
         when the log no longer reaches back to this catalog's LSN."""
         n = 0
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute("DELETE FROM memories")
-                self.db.execute("DELETE FROM state WHERE k='unreadable'")
-                self._unread = set()
-                self.db.execute("DELETE FROM memories_fts")
-                self.db.execute("DELETE FROM entities")
-                self.db.execute("DROP TABLE IF EXISTS cold_codes")
-                self.db.execute("DELETE FROM state WHERE k='cold_bits'")
-                for item_lsn, payload in items:
-                    self._apply_one(item_lsn, rec.PUT, payload)
-                    n += 1
-                self._set_state("applied_lsn", lsn)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._txn():
+            self.db.execute("DELETE FROM memories")
+            self.db.execute("DELETE FROM state WHERE k IN ('unreadable', 'applied_crc')")
+            self._unread = set()
+            self.db.execute("DELETE FROM memories_fts")
+            self.db.execute("DELETE FROM entities")
+            self.db.execute("DROP TABLE IF EXISTS cold_codes")
+            self.db.execute("DELETE FROM state WHERE k='cold_bits'")
+            for item_lsn, payload in items:
+                self._apply_one(item_lsn, rec.PUT, payload)
+                n += 1
+            self._set_state("applied_lsn", lsn)
         return n
 
     def _apply_one(self, lsn: int, rtype: int, payload: bytes) -> None:
         if rtype == rec.PUT:
+            id = rec.put_id(payload) if len(payload) >= 8 else -1
             try:
                 item = rec.decode_put(payload)
-            except CorruptFileError as e:
-                self._note_unreadable(rec.put_id(payload) if len(payload) >= 8 else -1, lsn, e)
+                if item.meta.get("type") != "memory":
+                    return  # an item some other layer stored
+                row, code = item_row(lsn, item)
+            except (CorruptFileError, ValueError, TypeError, KeyError, OverflowError) as e:
+                # Intact in the log but not a memory the catalog can hold (a crafted import
+                # written by an older version, say): left out and named, never a reason the
+                # store cannot open (design.md, invariant 6).
+                self._note_unreadable(id, lsn, e)
                 return
-            if item.meta.get("type") != "memory":
-                return  # an item some other layer stored
             self._readable(item.id)
             self._delete(item.id)
-            row, code = _row(lsn, item)
-            tier = row[15]
-            if tier == "forgotten":
-                row = _slim(row)  # restorable until the purge, in no index (module doc)
-            self.db.execute(f"INSERT INTO memories({COLUMNS}) VALUES ({','.join('?' * 23)})", row)
-            if tier == "forgotten":
-                return
-            self.db.execute(
-                "INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (item.id, item.text)
-            )
-            self.db.executemany(
-                "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
-                [(e, item.id) for e in _entity_keys(row[11])],
-            )
-            if tier == "cold" and isinstance(code, str):
-                self._insert_cold(item.id, bytes.fromhex(code))
+            try:
+                self._insert(row, code, item.text)
+            except apsw.ConstraintError as e:
+                self._delete(item.id)
+                self._note_unreadable(id, lsn, e)
         elif rtype == rec.DELETE:
             id = rec.delete_id(payload)
             self._readable(id)
             self._delete(id)
 
+    def _insert(self, row: tuple[Any, ...], code: Any, text: str) -> None:
+        """A memory's row and its index entries (a forgotten one has none: module doc)."""
+        tier = row[15]
+        if tier == "forgotten":
+            row = _slim(row)
+        row = (*row, _row_check(row))
+        self.db.execute(f"INSERT INTO memories({_READ}) VALUES ({','.join('?' * 24)})", row)
+        if tier == "forgotten":
+            return
+        id = row[0]
+        self.db.execute("INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (id, text))
+        self.db.executemany(
+            "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
+            [(e, id) for e in _entity_keys(row[11])],
+        )
+        if tier == "cold" and isinstance(code, str):
+            self._insert_cold(id, bytes.fromhex(code))
+
     def note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
         """An item whose record is intact (its checksum holds) but whose content this version
         cannot decode: left out of the catalog, with a warning, rather than making every
         other memory unreachable. The store keeps its bytes."""
-        with self._lock, self.db:
+        with self._txn():
             self._load_unread()
             self._note_unreadable(id, lsn, error)
 
@@ -315,12 +418,18 @@ class Catalog:
     def readmit(self, lsn: int, payload: bytes | None, *, id: int) -> None:
         """An item that was left out: applies its PUT ``payload`` (it reads now), or with
         None takes ``id`` off the list (it is gone from the store)."""
-        with self._lock, self.db:
+        with self._txn():
             self._load_unread()
             if payload is None:
                 self._readable(id)
             else:
                 self._apply_one(lsn, rec.PUT, payload)
+
+    def keyed(self, key: str, text: str) -> tuple[Any, ...] | None:
+        """A live memory with this ``key`` and this very text (what a retried ``remember``
+        finds of its first try)."""
+        rows = self.select(f"key = ? AND text = ? AND {LIVE}", (key, text), limit=1)
+        return rows[0] if rows else None
 
     def _delete(self, id: int) -> None:
         row = self.db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()
@@ -368,13 +477,14 @@ class Catalog:
     # ------------------------------------------------------------------ reading
 
     def rows(self, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
-        """id -> row (in COLUMNS order) for the ids that exist."""
+        """id -> row (in COLUMNS order, then its checksum) for the ids that exist; every row
+        verified (``_verified``)."""
         out: dict[int, tuple[Any, ...]] = {}
         with self._lock:
             for i in range(0, len(ids), 500):
                 chunk = list(ids[i : i + 500])
-                q = f"SELECT {COLUMNS} FROM memories WHERE id IN ({','.join('?' * len(chunk))})"
-                for row in self.db.execute(q, chunk):
+                q = f"SELECT {_READ} FROM memories WHERE id IN ({','.join('?' * len(chunk))})"
+                for row in self._verified(list(self.db.execute(q, chunk))):
                     out[int(row[0])] = row
         return out
 
@@ -387,12 +497,55 @@ class Catalog:
         limit: int = -1,
         offset: int = 0,
     ) -> list[tuple[Any, ...]]:
-        q = f"SELECT {COLUMNS} FROM memories"
+        q = f"SELECT {_READ} FROM memories"
         if where:
             q += f" WHERE {where}"
         q += f" ORDER BY {order} LIMIT ? OFFSET ?"
         with self._lock:
-            return list(self.db.execute(q, (*params, limit, offset)))
+            return self._verified(list(self.db.execute(q, (*params, limit, offset))))
+
+    def _verified(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``rows`` with each one whose checksum fails (SQLite has none of its own: a changed
+        byte would be served as the truth) replaced by the store's version of it, which is
+        written back: the catalog repairs itself as it is read. A row the store no longer
+        holds is dropped."""
+        out = []
+        for row in rows:
+            if _row_check(row[:23]) == row[23]:
+                out.append(row)
+                continue
+            fixed = self._repair_row(row[0])
+            if fixed is not None:
+                out.append(fixed)
+        return out
+
+    def _repair_row(self, id: Any) -> tuple[Any, ...] | None:
+        if self.source is None or not isinstance(id, int):
+            raise CatalogDamageError(f"{self.path}: a row failed its checksum")
+        log.warning("%s: the row of memory %d was damaged: served from the log and rewritten",
+                    self.path, id)  # fmt: skip
+        found = self.source(id)
+        with self._txn():
+            self._delete_row_only(id)
+            if found is not None:
+                self._load_unread()
+                self._apply_one(found[0], rec.PUT, found[1])
+            self._set_state("repaired", int(self._state("repaired") or 0) + 1)
+        if found is None:
+            return None
+        row = self.db.execute(f"SELECT {_READ} FROM memories WHERE id=?", (id,)).fetchone()
+        if row is None or _row_check(row[:23]) != row[23]:
+            raise CatalogDamageError(f"{self.path}: memory {id}'s row cannot be rewritten")
+        return tuple(row)
+
+    def _delete_row_only(self, id: int) -> None:
+        """Deletes a row whose own columns cannot be trusted: its index entries are found by
+        id, not by what the row says."""
+        self.db.execute("DELETE FROM memories WHERE id=?", (id,))
+        self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
+        self.db.execute("DELETE FROM entities WHERE id=?", (id,))
+        if self._state("cold_bits") is not None:
+            self.db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
 
     def count(self, where: str = "", params: Sequence[Any] = ()) -> int:
         q = "SELECT count(*) FROM memories" + (f" WHERE {where}" if where else "")
@@ -537,36 +690,71 @@ def _entity_keys(names_json: str) -> list[str]:
     return list(dict.fromkeys(str(e).lower() for e in json.loads(names_json)))
 
 
-def _row(lsn: int, item: rec.Item) -> tuple[tuple[Any, ...], Any]:
-    """A memory item's full catalog row (COLUMNS order) and its cold code (hex or None)."""
+def item_row(lsn: int, item: rec.Item) -> tuple[tuple[Any, ...], Any]:
+    """A memory item's full catalog row (COLUMNS order) and its cold code (hex or None).
+    Every value has the type SQLite gives back for its column, so that the row's checksum
+    is the same written and read; a value the catalog cannot hold (a time that is not a
+    finite number, a kind that is not a string) raises ValueError or TypeError."""
     m = memmeta.unpack(item.meta, item.text)
     names = [str(e) for e in m["entities"]]
     row = (
         item.id,
         item.text,
-        m["kind"],
-        m["source"],
-        m["session"],
-        m["key"],
-        float(m["when"]),
-        float(m["created"]),
-        float(m["importance"]),
+        _str(m["kind"]),
+        _str(m["source"]),
+        _opt(_str, m["session"]),
+        _opt(_str, m["key"]),
+        _real(m["when"]),
+        _real(m["created"]),
+        _real(m["importance"]),
         int(bool(m["pinned"])),
         json.dumps(m["tags"], ensure_ascii=False),
         json.dumps(names, ensure_ascii=False),
-        m.get("model"),
+        _opt(_str, m.get("model")),
         lsn,
         ents.speaker(item.text),
-        str(m["tier"]),
-        float(m["stability"]),
-        float(m["t_last"]),
-        int(m["recalls"]),
-        m["forgotten_at"],
-        m["superseded_by"],
-        m["merged_into"],
+        _str(m["tier"]),
+        _real(m["stability"]),
+        _real(m["t_last"]),
+        _int(m["recalls"]),
+        _opt(_real, m["forgotten_at"]),
+        _opt(_int, m["superseded_by"]),
+        _opt(_int, m["merged_into"]),
         json.dumps(m["sources"], ensure_ascii=False),
     )
     return row, m["code"]
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _real(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+        raise ValueError(f"expected a 64-bit integer, got {v!r}")
+    return v
+
+
+def _opt(check: Any, v: Any) -> Any:
+    return None if v is None else check(v)
+
+
+def _row_check(row: Sequence[Any]) -> int:
+    """The checksum of a row's 23 columns: CRC32C of their repr (floats round-trip exactly;
+    a text with a lone surrogate, which SQLite cannot hold anyway, still hashes)."""
+    return _core.crc32c(repr(tuple(row)).encode("utf-8", "surrogatepass"))
+
+
+class CatalogDamageError(CorruptFileError):
+    """The catalog cannot serve a read: damaged beyond a row the store can rewrite."""
 
 
 # What a forgotten memory's row drops (COLUMNS positions -> the value kept instead).
@@ -582,5 +770,21 @@ def full_row(row: Sequence[Any], item: rec.Item) -> tuple[Any, ...]:
     from its store item; any other row as it is."""
     if row[15] != "forgotten":
         return tuple(row)
-    full, _ = _row(int(row[13]), item)
+    full, _ = item_row(int(row[13]), item)
     return full
+
+
+def _storage_error(path: Path, doing: str, e: apsw.Error) -> StorageError:
+    """An SQLite failure as the error a caller can act on."""
+    if isinstance(e, apsw.FullError) or "full" in str(e).lower():
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = -1
+        return StorageFullError(
+            f"the disk holding {path} is full ({free:,} bytes free): cannot {doing} the "
+            "catalog. Free some space and try again; nothing acknowledged was lost"
+        )
+    if isinstance(e, apsw.BusyError):
+        return StorageError(f"the catalog {path} stayed locked by another process: {e}")
+    return StorageError(f"cannot {doing} the catalog {path}: {e}")

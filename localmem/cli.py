@@ -207,6 +207,13 @@ def _memory(store: str | None, **kw: Any) -> Iterator[Any]:
             yield mem
     except LocalmemError as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # a path the user gave: missing, a directory, not writable
+        raise click.ClickException(_os_message(e)) from e
+
+
+def _os_message(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
 
 
 def _item_line(m: Any) -> str:
@@ -316,6 +323,28 @@ def stats(as_json: bool, store: str | None) -> None:
 
 
 @main.command()
+@store_option
+def repair(store: str | None) -> None:
+    """Rebuild the store's catalog (its SQLite index of texts and metadata) from the log,
+    for a catalog that reads as damaged; the old one is kept aside. Memories are not
+    touched: the log holds them."""
+    with (
+        _memory(store) as mem,
+        click.progressbar(
+            length=max(1, len(mem.store)), label="rebuilding the catalog", file=sys.stderr
+        ) as bar,
+    ):
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(done - bar.pos)
+
+        out = mem.repair(progress)
+    click.echo(f"catalog rebuilt: {out['memories']:,} memories ({out['items']:,} items read)")
+    for f in out["moved_aside"]:
+        click.echo(f"kept aside: {f} (delete it once you no longer need it)")
+
+
+@main.command()
 @click.option("--compact", is_flag=True, help="Also give back freed disk space.")
 @click.option(
     "--summarize", is_flag=True,
@@ -385,16 +414,15 @@ def _summarize(mem: Any, model: str | None) -> None:
 @store_option
 def export(output: str, store: str | None) -> None:
     """Write every memory as checksummed JSONL (localmem import reads it back)."""
+    from localmem.files import private_output
     from localmem.portable import export_jsonl
 
     with _memory(store) as mem:
         if output == "-":
             n = export_jsonl(mem, sys.stdout)
         else:
-            tmp = Path(output + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
+            with private_output(Path(output)) as f:  # 0600: every memory's text is in it
                 n = export_jsonl(mem, f)
-            tmp.replace(output)
         click.echo(f"exported {n:,} memories", err=True)
 
 
@@ -404,7 +432,7 @@ def export(output: str, store: str | None) -> None:
 def import_(path: str, store: str | None) -> None:
     """Import PATH: a localmem export (- reads standard input), a ChatGPT
     conversations.json, or Markdown / text notes (a memory per paragraph)."""
-    from localmem.portable import import_file, import_jsonl
+    from localmem.portable import import_data, import_file
 
     with _memory(store) as mem:
         bar: Any = None
@@ -419,7 +447,7 @@ def import_(path: str, store: str | None) -> None:
 
         try:
             if path == "-":
-                what, n = "localmem export", import_jsonl(mem, sys.stdin, progress)
+                what, n = import_data(mem, sys.stdin.buffer.read(), "stdin", None, progress)
             else:
                 what, n = import_file(mem, Path(path), progress)
         finally:

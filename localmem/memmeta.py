@@ -13,7 +13,6 @@ same. The store then deflates what is left against a dictionary of these keys
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from localmem import entities as ents
@@ -64,7 +63,8 @@ def pack(meta: dict[str, Any]) -> dict[str, Any]:
 
 def unpack(meta: dict[str, Any], text: str) -> dict[str, Any]:
     """Every key of a memory's metadata, defaults filled in (a fresh dict)."""
-    m = copy.deepcopy(DEFAULTS)
+    m = dict(DEFAULTS)  # its mutable values are the two empty lists, made anew here
+    m["tags"], m["sources"] = [], []
     m.update(meta)
     m.setdefault("when", 0.0)
     m.setdefault("created", m["when"])

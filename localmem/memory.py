@@ -9,10 +9,10 @@ the TUI) is visible on the next call.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -20,36 +20,30 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from localmem import consolidate, memmeta, summaries, tiers
-from localmem import entities as ents
+from localmem import consolidate, memmeta, reconcile, summaries, tiers
 from localmem import lifecycle as lc
-from localmem.catalog import Catalog, full_row
+from localmem.catalog import Catalog, full_row, item_row
 from localmem.embed import Embedder, OnnxEmbedder
 from localmem.errors import (
     CorruptFileError,
     InvalidArgumentError,
     LogTruncatedError,
     ModelMismatchError,
+    StorageError,
     UnknownIdError,
 )
 from localmem.paths import default_store_path
 from localmem.store import Store
 from localmem.store import records as rec
+from localmem.validate import KINDS, check_id, check_item, check_text, to_timestamp
 
 if TYPE_CHECKING:
     from localmem.llm.engine import Engine
 
 log = logging.getLogger("localmem")
 
-KINDS = ("episodic", "fact", "preference", "note")
-SOURCES = ("chat", "mcp", "import", "api", "cli")
-#: The longest text one memory holds, in characters (a long document is several memories).
-MAX_TEXT_CHARS = 16_384
-MAX_TAGS = 64
 Progress = Callable[[int, int | None], object]  # (done, total or None)
 
 
@@ -146,117 +140,29 @@ class Hit:
         }
 
 
-def to_timestamp(when: Any, what: str = "when") -> float:
-    """A datetime (naive = local time), unix seconds, or an ISO 8601 string -> unix seconds."""
-    if when is None:
-        return time.time()
-    if isinstance(when, bool):
-        raise InvalidArgumentError(f"{what} must be a datetime, a timestamp or an ISO string")
-    if isinstance(when, datetime):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _heals(method: F) -> F:
+    """A call that meets a damaged catalog (SQLite has no checksums of its own: a bad page
+    is an error on read) rebuilds it from the store and runs again; if it fails again, the
+    error says what fixes it."""
+
+    @functools.wraps(method)
+    def call(self: Memory, *args: Any, **kwargs: Any) -> Any:
         try:
-            t = when.timestamp()
-        except (ValueError, OverflowError, OSError):
-            raise InvalidArgumentError(f"{what}={when!r} is out of range") from None
-    elif isinstance(when, (int, float)):
-        t = float(when)
-    elif isinstance(when, str):
+            return method(self, *args, **kwargs)
+        except reconcile.DAMAGE as e:
+            self._heal(e)
         try:
-            parsed = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"{what}={when!r} is not an ISO 8601 date or time (e.g. 2023-05-08 or "
-                "2023-05-08T13:56:00)"
-            ) from None
-        try:
-            t = parsed.timestamp()
-        except (ValueError, OverflowError, OSError):
-            raise InvalidArgumentError(f"{what}={when!r} is out of range") from None
-    else:
-        raise InvalidArgumentError(
-            f"{what} must be a datetime, a unix timestamp or an ISO string, got "
-            f"{type(when).__name__}"
-        )
-    # Year 1 .. 9999: what datetime can represent and SQLite sorts.
-    if not math.isfinite(t) or not (-62135596800.0 <= t <= 253402300799.0):
-        raise InvalidArgumentError(f"{what}={when!r} is out of range")
-    return t
+            return method(self, *args, **kwargs)
+        except reconcile.DAMAGE as e:
+            raise CorruptFileError(
+                f"the catalog of {self.path} is damaged and a rebuild did not help ({e}): "
+                "run `localmem repair`, and check the disk"
+            ) from e
 
-
-def _check_text(text: Any, what: str = "text") -> str:
-    if not isinstance(text, str):
-        raise InvalidArgumentError(f"{what} must be a str, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidArgumentError(f"{what} is empty: there is nothing to remember")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidArgumentError(
-            f"{what} has {len(text):,} characters; one memory holds at most "
-            f"{MAX_TEXT_CHARS:,}: split it into several memories"
-        )
-    if "\x00" in text:
-        raise InvalidArgumentError(f"{what} contains a NUL character")
-    return text
-
-
-def _check_item(
-    text: Any,
-    when: Any = None,
-    kind: str = "note",
-    tags: Iterable[str] = (),
-    importance: float = 0.5,
-    source: str = "api",
-    session: str | None = None,
-    key: str | None = None,
-    pinned: bool = False,
-) -> tuple[str, dict[str, Any]]:
-    text = _check_text(text)
-    if kind not in KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if source not in SOURCES:
-        raise InvalidArgumentError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
-    if isinstance(importance, bool) or not isinstance(
-        importance, (int, float, np.integer, np.floating)
-    ):
-        raise InvalidArgumentError("importance must be a number in [0, 1]")
-    if not 0.0 <= float(importance) <= 1.0:
-        raise InvalidArgumentError(f"importance must be in [0, 1], got {importance}")
-    if isinstance(tags, str):
-        raise InvalidArgumentError("tags must be a list of strings, not one string")
-    tag_list = list(tags or ())
-    if len(tag_list) > MAX_TAGS or not all(isinstance(t, str) and t.strip() for t in tag_list):
-        raise InvalidArgumentError(f"tags must be at most {MAX_TAGS} non-empty strings")
-    for name, v in (("session", session), ("key", key)):
-        if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
-            raise InvalidArgumentError(f"{name} must be a non-empty string of at most 256 chars")
-    meta = {
-        "type": "memory",
-        "kind": kind,
-        "source": source,
-        "session": session,
-        "key": key,
-        "when": None if when is None else to_timestamp(when),  # None: now, by the clock
-        "importance": float(importance),
-        "pinned": bool(pinned),
-        "tags": [t.strip() for t in tag_list],
-        "entities": ents.extract(text),
-        "tier": "hot",
-        "stability": lc.initial_stability(kind, float(importance)),
-        "recalls": 0,
-    }
-    return text, meta
-
-
-def _open_catalog(path: Path) -> Catalog:
-    """Opens the catalog; a damaged one is moved aside (kept for a post-mortem) and rebuilt
-    from the store, which holds everything it held."""
-    try:
-        return Catalog(path)
-    except CorruptFileError as e:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for f in path.parent.glob(path.name + "*"):
-            if ".corrupt-" not in f.name:
-                f.rename(f.with_name(f"{f.name}.corrupt-{stamp}"))
-        log.warning("%s was damaged (%s); moved aside and rebuilt from the store", path, e)
-        return Catalog(path)
+    return call  # type: ignore[return-value]
 
 
 _ITEM_KEYS = frozenset(
@@ -284,6 +190,8 @@ class Memory:
         self._upkeep_lock = threading.Lock()
         self._catalog_lsn = catalog.applied_lsn  # what the log must keep for the catalog
         self._last_upkeep = time.monotonic()
+        self._heal_lock = threading.Lock()
+        catalog.source = reconcile.item_source(store)
         from localmem.retrieval import Retriever
 
         self._retriever = Retriever(self)
@@ -319,7 +227,7 @@ class Memory:
         p = Path(path).expanduser() if path is not None else default_store_path()
         store = Store.open(p, dim=emb.dim, metric="cos", sync=sync)  # type: ignore[arg-type]
         try:
-            catalog = _open_catalog(p / "catalog.sqlite")
+            catalog = reconcile.open_catalog(p / "catalog.sqlite")
         except BaseException:
             store.close()
             raise
@@ -328,8 +236,11 @@ class Memory:
         # lock, and reading the catalog there would invert the lock order of _sync.
         store.retain(lambda: mem._catalog_lsn)
         try:
-            mem._sync()
-            mem._retry_unreadable()
+            try:
+                mem._reconcile()
+                mem._retry_unreadable()
+            except reconcile.DAMAGE as e:
+                mem._heal(e)
             mem._check_model(reembed, progress)
         except BaseException:
             mem.close()
@@ -407,9 +318,12 @@ class Memory:
         last = self._store.last_lsn
         done = self._catalog.applied_lsn
         self._catalog_lsn = done
-        if done >= last:
+        if done == last:
             return
         try:
+            if done > last:  # the log was cut under it (a recovery in another process)
+                self._rebuild_catalog(f"it is ahead of the log ({done:,} > {last:,})")
+                return
             # Read from the store, then apply under the catalog's lock: never both locks
             # at once (a checkpoint holds the store's and asks for _catalog_lsn).
             changes = self._store.changes(done)
@@ -418,8 +332,57 @@ class Memory:
                 self._catalog_lsn = batch[-1][0]
             self._catalog.apply([], upto=last)
         except LogTruncatedError:
-            self._rebuild_catalog(last)
+            self._rebuild_catalog()
+        except reconcile.DAMAGE as e:
+            self._heal(e)
         self._catalog_lsn = self._catalog.applied_lsn
+
+    def _reconcile(self) -> None:
+        """At open: the catalog caught up with the log, and rebuilt if it cannot be: ahead
+        of the log (a recovery cut it since), or listing other memories than the store
+        holds (damage while closed, a lost file)."""
+        why = reconcile.ahead_of_log(self._store, self._catalog)
+        if why is None:
+            self._sync()
+            why = reconcile.listing_mismatch(self._store, self._catalog)
+        if why is not None:
+            self._rebuild_catalog(why)
+
+    def _heal(self, error: BaseException) -> None:
+        """A read of the catalog failed on damage: a new catalog, rebuilt from the store."""
+        log.warning("%s: the catalog is damaged (%s): rebuilding it from the store",
+                    self.path, error)  # fmt: skip
+        self._replace_catalog()
+
+    def _replace_catalog(self, progress: Progress | None = None) -> int:
+        """The catalog's files moved aside and a new one rebuilt from the store."""
+        with self._heal_lock:
+            path = self._catalog.path
+            self._catalog.close()
+            self._catalog = reconcile.fresh_catalog(path)
+            self._catalog.source = reconcile.item_source(self._store)
+            return self._rebuild_catalog(progress=progress)
+
+    def _rebuild_catalog(self, why: str = "", progress: Progress | None = None) -> int:
+        if why:
+            log.warning("%s: the catalog disagrees with the log (%s): rebuilding it from the "
+                        "store", self.path, why)  # fmt: skip
+        n = reconcile.rebuild(self._store, self._catalog, progress)
+        self._catalog_lsn = self._catalog.applied_lsn
+        return n
+
+    def repair(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Rebuilds the catalog from the log whatever state it is in (``localmem repair``):
+        the old file is moved aside (``catalog.sqlite.corrupt-<time>``), a new one is
+        filled from the store's items with ``progress(done, total)``. Returns how many
+        memories it lists and what was moved aside."""
+        self._check_open()
+        read = self._replace_catalog(progress)
+        self._retry_unreadable()
+        self._check_model(False, None)
+        path = self._catalog.path
+        moved = sorted(str(f) for f in path.parent.glob(path.name + "*.corrupt-*"))
+        return {"items": read, "memories": len(self), "moved_aside": moved}
 
     def _retry_unreadable(self) -> None:
         """Items left out of the catalog because they could not be decoded: readmitted if
@@ -436,19 +399,6 @@ class Memory:
                 continue
             payload = rec.encode_put(id, it.text, it.meta, None, None)
             self._catalog.readmit(int(u["lsn"]), payload, id=id)
-
-    def _rebuild_catalog(self, last: int) -> None:
-        def items() -> Iterable[tuple[int, bytes]]:
-            for id in self._store.ids():
-                try:
-                    it = self._store.get(id)
-                except CorruptFileError as e:
-                    self._catalog.note_unreadable(id, last, e)
-                    continue
-                # The catalog reads text and metadata only: no vector to re-encode.
-                yield last, rec.encode_put(id, it.text, it.meta, None, None)
-
-        self._catalog.rebuild(items(), lsn=last)
 
     def _check_model(self, reembed: bool, progress: Progress | None) -> None:
         stored = self._catalog.state("model")
@@ -515,23 +465,16 @@ class Memory:
     def _new_ids(self, n: int) -> list[int]:
         """Fresh ids, unique across processes: the counter lives in the catalog and is
         advanced in an IMMEDIATE transaction; it never falls below the store's largest id."""
-        with self._ids:
+        with self._ids, self._catalog._txn():
             cat = self._catalog
-            with cat._lock:
-                cat.db.execute("BEGIN IMMEDIATE")
-                try:
-                    counter = cat._state("next_id")
-                    if counter is None:
-                        # A rebuilt catalog lost the counter, and a purged id may have been
-                        # the largest. Every id ever issued had its own PUT, so none is
-                        # above the log's last LSN: start past it.
-                        counter = self._store.last_lsn + 1
-                    nxt = max(int(counter), cat.max_id() + 1)
-                    cat._set_state("next_id", nxt + n)
-                    cat.db.execute("COMMIT")
-                except BaseException:
-                    cat.db.execute("ROLLBACK")
-                    raise
+            counter = cat._state("next_id")
+            if counter is None:
+                # A rebuilt catalog lost the counter, and a purged id may have been the
+                # largest. Every id ever issued had its own PUT, so none is above the log's
+                # last LSN: start past it.
+                counter = self._store.last_lsn + 1
+            nxt = max(int(counter), cat.max_id() + 1)
+            cat._set_state("next_id", nxt + n)
         return list(range(nxt, nxt + n))
 
     # ------------------------------------------------------------------ writing
@@ -591,7 +534,7 @@ class Memory:
             if "text" not in d:
                 raise InvalidArgumentError(f"item {i} has no 'text'")
             try:
-                chunk.append(_check_item(**d))
+                chunk.append(check_item(**d))
             except InvalidArgumentError as e:
                 raise InvalidArgumentError(f"item {i}: {e}") from None
             if len(chunk) == batch:
@@ -625,23 +568,63 @@ class Memory:
         progress: Callable[[int, int], object] | None = None,
     ) -> list[MemoryItem]:
         self._check_open()
-        vecs = self._embedder.embed([t for t, _ in chunk], progress=progress)
-        ids = self._new_ids(len(chunk))
-        now = self._clock()
-        model = self._embedder.model_id
-        items = []
-        for id, (text, meta), v in zip(ids, chunk, vecs, strict=True):
-            meta["created"] = now
-            meta["t_last"] = now
-            if meta["when"] is None:
-                meta["when"] = now
-            meta["model"] = model
-            items.append((id, text, memmeta.pack(meta), v))
-        self._store.put_many(items)
-        self._sync()
-        rows = self._catalog.rows(ids)
-        return [MemoryItem.from_row(rows[i]) for i in ids]
+        # A memory with a key is written once: a retry (the same key and text, after an
+        # error that left the caller unsure) gets the memory its first try stored.
+        out: dict[int, MemoryItem] = {}
+        first: dict[tuple[str, str], int] = {}
+        todo: list[int] = []
+        for i, (text, meta) in enumerate(chunk):
+            k = meta.get("key")
+            if k is not None:
+                if (k, text) in first:
+                    continue
+                first[(k, text)] = i
+                row = self._catalog.keyed(k, text)
+                if row is not None:
+                    out[i] = self._item(row)
+                    continue
+            todo.append(i)
+        if todo:
+            vecs = self._embedder.embed([chunk[i][0] for i in todo], progress=progress)
+            ids = self._new_ids(len(todo))
+            now = self._clock()
+            model = self._embedder.model_id
+            items = []
+            for id, i, v in zip(ids, todo, vecs, strict=True):
+                text, meta = chunk[i]
+                meta["created"] = now
+                meta["t_last"] = now
+                if meta["when"] is None:
+                    meta["when"] = now
+                meta["model"] = model
+                items.append((id, text, memmeta.pack(meta), v))
+            self._store.put_many(items)  # durable: from here on the memories exist
+            out.update(zip(todo, self._stored(items), strict=True))
+        for i, (text, meta) in enumerate(chunk):
+            if i not in out:
+                out[i] = out[first[(meta["key"], text)]]
+        return [out[i] for i in range(len(chunk))]
 
+    def _stored(self, items: list[tuple[int, str, dict[str, Any], Any]]) -> list[MemoryItem]:
+        """The memories just written to the log, as the catalog lists them; when the
+        catalog cannot take them now (a full disk), as the log holds them: the write
+        happened, and the catalog catches up on a later call."""
+        ids = [id for id, *_ in items]
+        try:
+            self._sync()
+            rows = self._catalog.rows(ids)
+            if len(rows) == len(ids):
+                return [MemoryItem.from_row(rows[i]) for i in ids]
+        except StorageError as e:
+            log.warning("%s: %d memories are in the log, not yet in the catalog: %s",
+                        self.path, len(ids), e)  # fmt: skip
+        lsn = self._store.last_lsn
+        return [
+            MemoryItem.from_row(item_row(lsn, rec.Item(id, text, meta, None))[0])
+            for id, text, meta, _ in items
+        ]
+
+    @_heals
     def forget(self, id: int, *, purge: bool = False) -> None:
         """Takes memory ``id`` out of every index. Its text stays for a grace period
         (``restore(id)`` brings it back) and is then purged; ``purge=True`` deletes it now."""
@@ -659,6 +642,7 @@ class Memory:
             tiers.rewrite(self, {id: ("forgotten", {})}, self._clock())
         self._sync()
 
+    @_heals
     def restore(self, id: int) -> MemoryItem:
         """Undoes a demotion or a forget (until the purge): the memory is hot again."""
         self._check_open()
@@ -666,6 +650,7 @@ class Memory:
         tiers.restore(self, self._check_id(id), self._clock())
         return self.get(id)
 
+    @_heals
     def update(
         self, id: int, *, text: str | None = None, tags: Iterable[str] | None = None
     ) -> MemoryItem:
@@ -675,7 +660,7 @@ class Memory:
         id = self._check_id(id)
         if text is None and tags is None:
             raise InvalidArgumentError("give text=, tags= or both")
-        checked, meta_new = _check_item(
+        checked, meta_new = check_item(
             self.get(id).text if text is None else text, tags=() if tags is None else tags
         )
         self._sync()
@@ -688,6 +673,7 @@ class Memory:
         self._sync()
         return self.get(id)
 
+    @_heals
     def pin(self, id: int, pinned: bool = True) -> MemoryItem:
         """Pins memory ``id`` (it never fades; a demoted one comes back to hot) or, with
         ``pinned=False``, lets it fade again from now on. A forgotten memory must be
@@ -707,6 +693,7 @@ class Memory:
             self._sync()
         return self.get(m.id)
 
+    @_heals
     def reinforce(self, ids: Iterable[int], *, now: datetime | float | str | None = None) -> int:
         """Marks recalled memories as used (the assistant does this for what it put in the
         prompt): their stability grows, their forgetting clock restarts, and a demoted one
@@ -716,6 +703,7 @@ class Memory:
         self._sync()
         return tiers.reinforce(self, ids, self._now(now))
 
+    @_heals
     def consolidate(
         self,
         *,
@@ -748,6 +736,7 @@ class Memory:
                 counts["summarized"] = summaries.step(self, llm, t, sessions, cancel=cancel)
         return counts
 
+    @_heals
     def compact(self) -> dict[str, Any]:
         """Gives back the bytes that forgetting freed: brings the catalog up to the log,
         checkpoints the store with compaction (live blobs copied into a new arena, the log
@@ -761,16 +750,9 @@ class Memory:
 
     # ------------------------------------------------------------------ reading
 
-    @staticmethod
-    def _check_id(id: Any) -> int:
-        if (
-            isinstance(id, bool)
-            or not isinstance(id, (int, np.integer))
-            or not 0 < id <= rec.MAX_ID
-        ):
-            raise InvalidArgumentError(f"a memory id is an int in [1, 2**63 - 1], got {id!r}")
-        return int(id)
+    _check_id = staticmethod(check_id)
 
+    @_heals
     def get(self, id: int) -> MemoryItem:
         """Memory ``id``; UnknownIdError if there is none."""
         self._check_open()
@@ -790,6 +772,7 @@ class Memory:
                 raise UnknownIdError(f"no memory with id {row[0]}") from None
         return MemoryItem.from_row(row)
 
+    @_heals
     def list(
         self,
         *,
@@ -834,12 +817,14 @@ class Memory:
         )
         return [self._item(r) for r in rows]
 
+    @_heals
     def __len__(self) -> int:
         """Memories not forgotten."""
         self._check_open()
         self._sync()
         return self._catalog.count("tier != 'forgotten'")
 
+    @_heals
     def recall(
         self,
         query: str,
@@ -857,7 +842,7 @@ class Memory:
         now). ``reinforce=True`` counts the hits as used (see ``reinforce``); a cold hit is
         promoted either way."""
         self._check_open()
-        query = _check_text(query, "query")
+        query = check_text(query, "query")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
             raise InvalidArgumentError(f"k must be an int in [1, 1000], got {k!r}")
         if kind is not None and kind not in KINDS:
@@ -886,6 +871,7 @@ class Memory:
         self._maybe_upkeep()
         return hits
 
+    @_heals
     def stats(self) -> dict[str, Any]:
         """Counts by kind, the model, and the store's own figures."""
         self._check_open()

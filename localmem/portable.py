@@ -16,10 +16,13 @@ ids, text, times, tags and lifecycle state.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import math
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import IO, Any
 from localmem import memmeta
 from localmem.errors import CorruptFileError, InvalidArgumentError
 from localmem.memory import Memory, Progress
+from localmem.validate import MAX_TEXT_CHARS, check_record
 
 log = logging.getLogger("localmem.portable")
 
@@ -76,7 +80,7 @@ def read_jsonl(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise CorruptFileError(f"line {i} is not JSON ({e}): the export is damaged") from None
         if footer is not None:
             raise CorruptFileError(f"line {i} comes after the checksum line: damaged export")
@@ -117,33 +121,71 @@ def read_jsonl(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any
 
 def import_jsonl(mem: Memory, lines: Iterable[str], progress: Progress | None = None) -> int:
     """Imports an export, keeping ids (so provenance links hold) and every memory's state;
-    embeds the texts with this store's model. Refuses ids the store already has."""
+    embeds the texts with this store's model. The file is untrusted: every record passes the
+    checks ``remember`` makes (``validate.check_record``), or nothing is imported. Refuses
+    ids the store already has, and an id the file gives twice."""
     _, records = read_jsonl(lines)
-    clash = [r["id"] for r in records if r["id"] in mem.store]
+    checked: list[tuple[int, str, dict[str, Any]]] = []
+    seen: set[int] = set()
+    for n, r in enumerate(records, 1):
+        try:
+            id, text, meta = check_record(r["id"], r["text"], r["meta"])
+        except InvalidArgumentError as e:
+            raise InvalidArgumentError(f"memory {n} of the export (id {r['id']!r}): {e}") from None
+        if id in seen:
+            raise InvalidArgumentError(f"the export gives id {id} twice: it was edited or damaged")
+        seen.add(id)
+        checked.append((id, text, meta))
+    clash = [id for id, _, _ in checked if id in mem.store]
     if clash:
         raise InvalidArgumentError(
             f"this store already has {len(clash)} of the exported ids (first: {clash[0]}): "
             "import an export into an empty store"
         )
     model = mem.embedder.model_id
-    items = []
-    for r in records:
-        meta = dict(r["meta"], type="memory", model=model)
-        meta.pop("code", None)
-        items.append((r["id"], r["text"], memmeta.pack(meta), None))
+    items = [(id, text, memmeta.pack(dict(meta, model=model)), None) for id, text, meta in checked]
     for i in range(0, len(items), 1000):
         mem.store.put_many(items[i : i + 1000])
     mem._sync()
-    mem._reembed(progress, [r["id"] for r in records])
+    mem._reembed(progress, [id for id, _, _ in checked])
     return len(records)
 
 
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 
 
+def split_long(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """``text`` as pieces of at most ``limit`` characters, cut after a sentence or at a
+    space where there is one in the last fifth of a piece: a long paragraph becomes
+    several memories, none of it dropped."""
+    out = []
+    while len(text) > limit:
+        cut = max(text.rfind(". ", limit * 4 // 5, limit), text.rfind(" ", limit * 4 // 5, limit))
+        cut = cut + 1 if cut > 0 else limit
+        out.append(text[:cut].strip())
+        text = text[cut:]
+    out.append(text.strip())
+    return [p for p in out if p]
+
+
+def clean_label(s: str, limit: int = 64) -> str:
+    """A tag or session taken from an untrusted file: control characters out, one line,
+    at most ``limit`` characters."""
+    return " ".join("".join(c if unicodedata.category(c) != "Cc" else " " for c in s).split())[
+        :limit
+    ]
+
+
+def clean_text(s: str) -> str:
+    """Text from an untrusted file as valid Unicode: a lone surrogate (a JSON ``\ud800``
+    escape) becomes U+FFFD, NUL characters go."""
+    return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\x00", "")
+
+
 def note_chunks(text: str) -> Iterator[str]:
     """Markdown or plain text as memories: each heading's section, split into paragraphs
-    (blank lines); a paragraph under a heading carries the heading ("Trip: we landed…")."""
+    (blank lines); a paragraph under a heading carries the heading ("Trip: we landed…"); a
+    paragraph longer than a memory holds is cut into several."""
     heading = ""
     para: list[str] = []
 
@@ -151,13 +193,15 @@ def note_chunks(text: str) -> Iterator[str]:
         body = " ".join(x.strip() for x in para).strip()
         para.clear()
         if body:
-            yield f"{heading}: {body}" if heading else body
+            prefix = f"{heading[:200]}: " if heading else ""
+            for piece in split_long(body, MAX_TEXT_CHARS - len(prefix)):
+                yield prefix + piece
 
     for line in text.splitlines():
         m = _HEADING.match(line.strip())
         if m:
             yield from flush()
-            heading = m.group(1).strip()
+            heading = clean_label(m.group(1), 200)
         elif not line.strip():
             yield from flush()
         else:
@@ -165,59 +209,128 @@ def note_chunks(text: str) -> Iterator[str]:
     yield from flush()
 
 
-def import_notes(mem: Memory, path: Path, progress: Progress | None = None) -> int:
-    text = path.read_text(encoding="utf-8")
-    when = path.stat().st_mtime
-    chunks = [c[:16_000] for c in note_chunks(text)]
+def import_notes(mem: Memory, text: str, name: str, when: float,
+                 progress: Progress | None = None) -> int:  # fmt: skip
+    tag = clean_label(name) or "notes"
     items = [
-        {"text": c, "kind": "note", "source": "import", "when": when, "tags": [path.stem[:64]]}
-        for c in chunks
+        {"text": c, "kind": "note", "source": "import", "when": when, "tags": [tag]}
+        for c in note_chunks(clean_text(text))
+        if c.strip()
     ]
     return len(mem.remember_many(items, progress=progress)) if items else 0
 
 
+def _time(v: Any) -> float | None:
+    """A unix time from an untrusted file, or None when it is not a plausible one."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    t = float(v)
+    return t if math.isfinite(t) and 0 <= t <= 253402300799.0 else None
+
+
 def chatgpt_messages(data: Any) -> Iterator[dict[str, Any]]:
     """The messages of a ChatGPT ``conversations.json``: one item per user or assistant
-    message with text, with its time and its conversation as the session."""
+    message with text, with its time and its conversation as the session. Anything that is
+    not of that shape is passed over."""
     if not isinstance(data, list):
         raise InvalidArgumentError("a ChatGPT export is a JSON list of conversations")
+    now = time.time()
     for conv in data:
         if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
             continue
-        session = str(conv.get("id") or conv.get("title") or "chatgpt")[:256]
-        title = str(conv.get("title") or "")[:64]
+        session = clean_label(str(conv.get("id") or conv.get("title") or ""), 256) or "chatgpt"
+        title = clean_label(str(conv.get("title") or ""))
+        conv_time = _time(conv.get("create_time"))
         for node in conv["mapping"].values():
-            msg = (node or {}).get("message") or {}
-            role = (msg.get("author") or {}).get("role")
-            parts = (msg.get("content") or {}).get("parts") or []
-            text = "\n".join(p for p in parts if isinstance(p, str)).strip()
-            if role not in ("user", "assistant") or not text:
+            msg = node.get("message") if isinstance(node, dict) else None
+            if not isinstance(msg, dict):
                 continue
-            t = msg.get("create_time") or conv.get("create_time") or time.time()
-            tags = [role, "chatgpt"] + ([title] if title.strip() else [])
-            yield {
-                "text": text[:16_000], "kind": "episodic", "source": "import",
-                "session": session, "when": float(t), "tags": tags,
-                "importance": 0.5 if role == "user" else 0.3,
-            }  # fmt: skip
+            author, content = msg.get("author"), msg.get("content")
+            role = author.get("role") if isinstance(author, dict) else None
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if role not in ("user", "assistant") or not isinstance(parts, list):
+                continue
+            text = clean_text("\n".join(p for p in parts if isinstance(p, str))).strip()
+            if not text:
+                continue
+            t = _time(msg.get("create_time")) or conv_time or now
+            tags = [role, "chatgpt"] + ([title] if title else [])
+            for piece in split_long(text):
+                yield {
+                    "text": piece, "kind": "episodic", "source": "import",
+                    "session": session, "when": t, "tags": tags,
+                    "importance": 0.5 if role == "user" else 0.3,
+                }  # fmt: skip
 
 
-def import_chatgpt(mem: Memory, path: Path, progress: Progress | None = None) -> int:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise CorruptFileError(f"{path} is not JSON: {e}") from None
+def import_chatgpt(mem: Memory, data: Any, progress: Progress | None = None) -> int:
+    """The messages of a parsed ChatGPT ``conversations.json`` as episodic memories."""
     items = sorted(chatgpt_messages(data), key=lambda x: x["when"])
     return len(mem.remember_many(items, progress=progress)) if items else 0
 
 
-def import_file(mem: Memory, path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """Imports ``path`` by what it holds: a localmem export, a ChatGPT export, or notes."""
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096)
+def decode(data: bytes, name: str) -> str:
+    """An import's text: UTF-8 (a BOM allowed), or an error that says what it is."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidArgumentError(f"{name} is UTF-16 text: save it as UTF-8 and import that")
+    if data.startswith(b"PK\x03\x04"):
+        raise InvalidArgumentError(
+            f"{name} is a zip archive: unzip it first (a ChatGPT export holds conversations.json)"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidArgumentError(
+            f"{name} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start:,}): "
+            "localmem imports its own export (.jsonl), a ChatGPT conversations.json, or "
+            "Markdown / text notes"
+        ) from None
+    if "\x00" in text:
+        raise InvalidArgumentError(f"{name} holds NUL bytes: a binary file, not text")
+    return text
+
+
+def import_data(
+    mem: Memory, data: bytes, name: str, when: float | None = None,
+    progress: Progress | None = None,
+) -> tuple[str, int]:  # fmt: skip
+    """Imports ``data`` by what it holds: a localmem export, a ChatGPT export, or notes
+    (tagged ``name``, dated ``when``). It is untrusted: anything it holds is checked as
+    ``remember`` checks its input, and a file that is none of these is refused."""
+    text = decode(data, name)
+    head = text[:4096]
     if head.lstrip().startswith('{"format":"' + FORMAT) or f'"format": "{FORMAT}"' in head[:200]:
-        with open(path, encoding="utf-8") as f:
-            return "localmem export", import_jsonl(mem, f, progress)
-    if head.lstrip().startswith("[") and '"mapping"' in head:
-        return "ChatGPT export", import_chatgpt(mem, path, progress)
-    return "notes", import_notes(mem, path, progress)
+        return "localmem export", import_jsonl(mem, io.StringIO(text, newline=None), progress)
+    if text.lstrip()[:1] in ("[", "{"):  # JSON, or notes that start with a bracket
+        try:
+            parsed = json.loads(text)
+        except RecursionError:
+            raise CorruptFileError(f"{name} is JSON nested too deeply to be an export") from None
+        except ValueError as e:
+            if '"mapping"' in head:  # a ChatGPT export, damaged or cut
+                raise CorruptFileError(f"{name} is not JSON ({e}): the export is damaged") from None
+        else:
+            if isinstance(parsed, list) and any(
+                isinstance(c, dict) and "mapping" in c for c in parsed[:100]
+            ):
+                return "ChatGPT export", import_chatgpt(mem, parsed, progress)
+            raise InvalidArgumentError(
+                f"{name} is JSON, but neither a ChatGPT conversations.json (a list of "
+                "conversations with a mapping) nor a localmem export (JSON lines)"
+            )
+        # Not JSON: Markdown may start with "[link](...)".
+    return "notes", import_notes(mem, text, name, time.time() if when is None else when, progress)
+
+
+def import_file(mem: Memory, path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """Imports the file at ``path`` (``import_data``; notes dated by its modification)."""
+    try:
+        data = path.read_bytes()
+        when = path.stat().st_mtime
+    except IsADirectoryError:
+        raise InvalidArgumentError(f"{path} is a directory: import a file") from None
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"{path} does not exist") from None
+    except OSError as e:
+        raise InvalidArgumentError(f"cannot read {path}: {e.strerror or e}") from None
+    return import_data(mem, data, path.stem, when, progress)

@@ -254,8 +254,8 @@ void bind_storage(py::module_& m) {
             py::arg("keys"), py::arg("lsns"), py::arg("flags"), py::arg("payloads"))
         .def(
             "view",
-            [](lm::BlobArena& a, uint64_t offset, uint32_t length) {
-                auto [mapping, ptr] = a.view(offset, length);
+            [](lm::BlobArena& a, uint64_t offset, uint32_t length, bool verify) {
+                auto [mapping, ptr] = a.view(offset, length, verify);
                 // The array's base owns a reference to the mapping: the bytes stay mapped for
                 // as long as any view (or a numpy/memoryview slice of it) is alive.
                 auto* keep = new std::shared_ptr<lm::Mapping>(std::move(mapping));
@@ -265,8 +265,9 @@ void bind_storage(py::module_& m) {
                 arr.attr("setflags")(py::arg("write") = false);
                 return arr;
             },
-            py::arg("offset"), py::arg("length"),
-            "A read-only zero-copy uint8 array over a blob's payload.")
+            py::arg("offset"), py::arg("length"), py::arg("verify") = false,
+            "A read-only zero-copy uint8 array over a blob's payload (verify: its checksum "
+            "checked first).")
         .def("sync", &lm::BlobArena::sync, py::call_guard<ReleaseGil>())
         .def(
             "copy_to",

@@ -208,7 +208,8 @@ std::shared_ptr<Mapping> BlobArena::mapping_locked(uint64_t upto) {
     return map_;
 }
 
-std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t offset, uint32_t len) {
+std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t offset, uint32_t len,
+                                                                    bool verify) {
     std::lock_guard lk(mu_);
     if (offset < kArenaHeader + kBlobHeader || offset > end_ || end_ - offset < len)
         throw InvalidArgument("blob handle (" + std::to_string(offset) + ", " +
@@ -219,6 +220,9 @@ std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t off
     if (load_le<uint32_t>(h + 4) != len || load_le<uint32_t>(h + 28) != ~len)
         throw InvalidArgument("(" + std::to_string(offset) + ", " + std::to_string(len) +
                               ") is not a blob handle of arena " + path_);
+    if (verify && blob_crc(h, len) != load_le<uint32_t>(h))
+        throw CorruptFile("blob arena " + path_ + ": the blob at " + std::to_string(offset) +
+                          " no longer matches its checksum (damaged on disk)");
     return {m, h + kBlobHeader};
 }
 

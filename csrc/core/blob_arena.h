@@ -95,8 +95,11 @@ public:
                       const void* const* data, const size_t* sizes, size_t count,
                       uint64_t* offsets);
 
-    // A zero-copy view of a payload found by a scan or returned by append().
-    std::pair<std::shared_ptr<Mapping>, const uint8_t*> view(uint64_t offset, uint32_t len);
+    // A zero-copy view of a payload found by a scan or returned by append(). With verify,
+    // the blob's checksum is checked first (CorruptFile if it no longer matches): what a
+    // read hands out as content is then vouched for, not just where it lies.
+    std::pair<std::shared_ptr<Mapping>, const uint8_t*> view(uint64_t offset, uint32_t len,
+                                                             bool verify = false);
 
     void sync();
     // True if the file is exactly as this object last saw it (no other writer, no torn tail).

@@ -436,7 +436,7 @@ class Store(StoreViews):
             arena = self._arena
         if handle is None:
             raise UnknownIdError(f"the store holds no item with id {id}")
-        return rec.decode_put(arena.view(*handle).data)
+        return rec.decode_put(arena.view(*handle, verify=True).data)
 
     def __contains__(self, id: object) -> bool:
         if isinstance(id, bool) or not isinstance(id, (int, np.integer)):
