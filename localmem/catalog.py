@@ -220,7 +220,10 @@ class Catalog:
                 log.warning("%s: rollback failed: %s", self.path, e)
 
     def close(self) -> None:
-        self.db.close()
+        # Under the lock: a query another thread is running (a chat app's worker as the app
+        # quits) ends first, instead of the close failing with "Connection is busy".
+        with self._lock:
+            self.db.close()
 
     def vacuum(self) -> dict[str, int]:
         """Rewrites the database without its free pages and half-empty pages (what deletes

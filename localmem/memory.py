@@ -494,7 +494,9 @@ class Memory:
     ) -> MemoryItem:
         """Stores one memory and returns it once durable. ``when``: the event time (a
         datetime, unix seconds or ISO string; default now); ``kind``: episodic, fact,
-        preference or note; ``importance`` in [0, 1]; ``key``: your own id for it."""
+        preference or note; ``importance`` in [0, 1]; ``key``: your own id for it, which
+        also makes the call idempotent: the same key and text again returns the memory the
+        first call stored (a retry after an error never duplicates)."""
         return self.remember_many(
             [
                 dict(

@@ -201,3 +201,31 @@ def test_a_thousand_random_byte_flips_never_serve_a_wrong_text(pristine, tmp_pat
         tally.add("catalog byte flips", 1)
     tally.add("catalog byte flips: clear errors", errors)
     assert wrong == 0
+
+
+def test_closing_waits_for_a_query_another_thread_is_running(tmp_path):
+    # The chat app closes its store as it quits while a worker thread may still be reading:
+    # the close waits for that query instead of failing with "Connection is busy".
+    import threading
+    import time
+
+    from localmem.catalog import Catalog
+
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    started = threading.Event()
+
+    def slow() -> int:
+        started.set()
+        time.sleep(0.5)
+        return 1
+
+    cat.db.create_scalar_function("slow", slow)
+    cat.db.execute(
+        "INSERT INTO memories(id, kind, source, event_time, created_time, importance, lsn, crc) "
+        "VALUES (1, 'note', 'api', 0, 0, 0.5, 1, 0)"
+    )
+    reader = threading.Thread(target=lambda: cat.count("slow() = 1"))
+    reader.start()
+    assert started.wait(5)
+    cat.close()  # ThreadingViolationError before
+    reader.join()

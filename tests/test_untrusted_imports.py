@@ -32,7 +32,7 @@ def export_text(records: list[dict]) -> str:
     return body + json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest()}) + "\n"
 
 
-def record(id=1, text="Ana likes tea", **meta):
+def record(id=51, text="Ana likes tea", **meta):  # an id the store has not: checked, not clashing
     return {"id": id, "text": text, "meta": {"kind": "fact", "when": 1.7e9, **meta}}
 
 
