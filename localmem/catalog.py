@@ -352,7 +352,7 @@ class Catalog:
             self._delete(item.id)
             try:
                 self._insert(row, code, item.text)
-            except apsw.ConstraintError as e:
+            except (apsw.ConstraintError, ValueError, TypeError) as e:  # a cold code not hex
                 self._delete(item.id)
                 self._note_unreadable(id, lsn, e)
         elif rtype == rec.DELETE:

@@ -103,14 +103,15 @@ def test_a_poisoned_record_already_in_the_log_is_quarantined_not_fatal(tmp_path)
     path = tmp_path / "s"
     with opened(path) as mem:
         good = mem.remember("Ana likes tea", kind="fact")
-        for i, when in enumerate(["not a time", float("nan")]):
-            meta = memmeta.pack({"type": "memory", "kind": "fact", "when": when})
+        for i, bad in enumerate([{"when": "not a time"}, {"when": float("nan")},
+                                 {"when": 1.7e9, "tier": "cold", "code": "zz"}]):  # fmt: skip
+            meta = memmeta.pack({"type": "memory", "kind": "fact", **bad})
             mem.store.put(100 + i, "poisoned", meta=meta)
     os.unlink(path / "catalog.sqlite")  # replayed from the log at the next open
     with opened(path) as mem:
         assert [m.id for m in mem.list()] == [good.id]
         bad = {u["id"] for u in mem.stats()["unreadable"]}
-        assert bad == {100, 101}
+        assert bad == {100, 101, 102}
         assert mem.remember("Bo likes coffee").id not in (100, 101)
         out = io.StringIO()
         assert export_jsonl(mem, out) >= 2
