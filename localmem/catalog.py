@@ -102,6 +102,9 @@ SQLITE_DAMAGE = (
     apsw.CorruptError, apsw.NotADBError, apsw.FormatError, apsw.SQLError,
     apsw.SchemaChangeError, apsw.MismatchError, apsw.RangeError, apsw.TooBigError,
 )  # fmt: skip
+# Raised as they are through a write: damage is for the caller to heal (a rebuild), and a
+# refused value for _apply_one to leave out; any other SQLite failure is a storage error.
+_PASSED_ON = (*SQLITE_DAMAGE, apsw.ConstraintError)
 OPEN_TIMEOUT = 10.0  # seconds an open, a read or a write waits for another process's lock
 UNREADABLE_KEPT = 1000  # the newest unreadable items the catalog names (state "unreadable")
 log = logging.getLogger("localmem.catalog")
@@ -199,6 +202,8 @@ class Catalog:
                 return
             try:
                 self.db.execute("BEGIN IMMEDIATE")
+            except _PASSED_ON:
+                raise
             except apsw.Error as e:
                 raise _storage_error(self.path, "write", e) from e
             try:
@@ -206,7 +211,7 @@ class Catalog:
                 self.db.execute("COMMIT")
             except BaseException as e:
                 self._rollback()
-                if isinstance(e, apsw.Error) and not isinstance(e, apsw.ConstraintError):
+                if isinstance(e, apsw.Error) and not isinstance(e, _PASSED_ON):
                     raise _storage_error(self.path, "write", e) from e
                 raise
 
@@ -779,7 +784,7 @@ def full_row(row: Sequence[Any], item: rec.Item) -> tuple[Any, ...]:
 
 def _storage_error(path: Path, doing: str, e: apsw.Error) -> StorageError:
     """An SQLite failure as the error a caller can act on."""
-    if isinstance(e, apsw.FullError) or "full" in str(e).lower():
+    if isinstance(e, apsw.FullError):
         try:
             free = shutil.disk_usage(path.parent).free
         except OSError:

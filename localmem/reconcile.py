@@ -71,6 +71,8 @@ def rebuild(store: Store, catalog: Catalog, progress: Progress | None = None) ->
 
     def items() -> Iterable[tuple[int, bytes]]:
         for n, id in enumerate(ids, 1):
+            if progress is not None and (n % 1000 == 0 or n == len(ids)):
+                progress(n, len(ids))
             try:
                 it = store.get(id)
             except CorruptFileError as e:
@@ -80,8 +82,6 @@ def rebuild(store: Store, catalog: Catalog, progress: Progress | None = None) ->
                 continue  # purged by another process meanwhile
             # The catalog reads text and metadata only: no vector to re-encode.
             yield last, rec.encode_put(id, it.text, it.meta, None, None)
-            if progress is not None and (n % 1000 == 0 or n == len(ids)):
-                progress(n, len(ids))
 
     return catalog.rebuild(items(), lsn=last)
 
