@@ -33,6 +33,7 @@ from localmem.errors import (
     ConcurrencyError,
     InvalidArgumentError,
     LogTruncatedError,
+    StorageError,
     UnknownIdError,
 )
 from localmem.index import Int8Index
@@ -181,7 +182,7 @@ class Store(StoreViews):
                 return
             # A blob is missing: its writer is mid-write or died. Take the lock and finish.
             with self._lock:
-                self._catch_up_locked()
+                self._catch_up_locked(reading=True)
 
     # ------------------------------------------------------------------ writing
 
@@ -226,16 +227,17 @@ class Store(StoreViews):
             keys.append(key)
             flags.append(flag)
             mask.append(int(blob is not None))
-        lsn = int(
-            self._writer.put(
-                [t for t, _ in records],
-                keys,
-                flags,
-                mask,
-                [p for _, p in records],
-                self._lock.timeout,
+        with _may_reach_the_log():
+            lsn = int(
+                self._writer.put(
+                    [t for t, _ in records],
+                    keys,
+                    flags,
+                    mask,
+                    [p for _, p in records],
+                    self._lock.timeout,
+                )
             )
-        )
         return self._written(lsn, records)
 
     def _written(self, lsn: int, records: Sequence[tuple[int, bytes]]) -> int:
@@ -313,9 +315,10 @@ class Store(StoreViews):
         scores are unchanged, ``get().vector`` returns the dequantized values)."""
         payload = self._encode_put(id, text, meta, vector, quantized)
         self._check_open()
-        lsn = int(
-            self._writer.put_one(rec.PUT, rec.put_id(payload), 0, payload, self._lock.timeout)
-        )
+        with _may_reach_the_log():
+            lsn = int(
+                self._writer.put_one(rec.PUT, rec.put_id(payload), 0, payload, self._lock.timeout)
+            )
         return self._written(lsn, [(rec.PUT, payload)])
 
     def _encode_put(
@@ -631,6 +634,20 @@ class Store(StoreViews):
 
 _OPEN_TOKEN = object()
 _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@contextmanager
+def _may_reach_the_log() -> Iterator[None]:
+    """Around the native write path, which appends the log before the arena: a storage
+    failure after the log append leaves the record there, uncommitted, and a later open may
+    apply it. The error keeps its class (a full disk stays a StorageFullError) and says so."""
+    try:
+        yield
+    except StorageError as e:
+        raise type(e)(
+            f"{e}. The write may have reached the log: it may appear later "
+            "(Memory.remember(key=...) makes a retry safe)"
+        ) from e
 
 
 def _mark_forked() -> None:

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from localmem import _core
-from localmem.errors import ConcurrencyError, CorruptFileError, InvalidArgumentError, StorageError
+from localmem.errors import (
+    ConcurrencyError,
+    CorruptFileError,
+    InvalidArgumentError,
+    StorageError,
+    StorageFullError,
+)
 from localmem.index import Int8Index
 from localmem.store import records as rec
 from localmem.store.lock import StoreLock
@@ -147,11 +153,25 @@ class StoreViews:
         start = max(min(self._index_lsn, arena_lsn), wal.first_lsn - 1)
         self._applied = start
         self._arena_lsn = arena_lsn
-        self._replay_locked(last, writer=True)
         self._index_lsn = 0
         self._log_bytes = int(wal.stats()["bytes"])
-        self._remove_unreferenced_locked()
-        self._attach_locked()
+        if self._replay_for_reading_locked(last):
+            self._remove_unreferenced_locked()
+            self._attach_locked()
+
+    def _replay_for_reading_locked(self, upto: int) -> bool:
+        """The replay of an open or of a reader that found a blob missing (store lock
+        held). On a full disk the arena may not take a record the log holds (the disk
+        filled between the two writes): the view then stops before it, and what is complete
+        stays readable; the next write, or open, applies it once there is room. False when
+        the view stopped short."""
+        try:
+            self._replay_locked(upto, writer=True)
+            return True
+        except StorageFullError as e:
+            log.warning("store %s: serving what is complete up to log record %d: %s",
+                        self.path, self._applied, e)  # fmt: skip
+            return False
 
     def _attach_locked(self) -> None:
         """Hands the native write path the log and arena the views use, complete up to
@@ -259,8 +279,8 @@ class StoreViews:
             except ConcurrencyError:  # a dead writer's torn blob: cut it, then append
                 self._repair_arena_locked()
                 offsets = self._arena.append_batch(keys, lsns, flags, payloads)
-        except StorageError as e:
-            raise StorageError(
+        except StorageError as e:  # its class kept: a full disk stays a StorageFullError
+            raise type(e)(
                 f"{e}. The log holds the write (LSNs {lsns[0]}..{lsns[-1]}) but the arena "
                 "could not take it: free some disk space; the store applies it on its next "
                 "write or open, so the write may appear later."
@@ -312,9 +332,10 @@ class StoreViews:
         self._manifest, self._manifest_sig = m, sig
         return m.generation != old.generation or self._applied < m.checkpoint_lsn
 
-    def _catch_up_locked(self, *, repair: bool = False) -> None:
+    def _catch_up_locked(self, *, repair: bool = False, reading: bool = False) -> None:
         """Writer side (store lock held): apply what others wrote; with ``repair`` (or when
-        the log moved), also cut torn tails left by a writer that died."""
+        the log moved), also cut torn tails left by a writer that died. ``reading``: for a
+        read, so a full disk leaves the view behind instead of failing the read."""
         assert self._wal is not None
         try:
             if self._manifest_changed():
@@ -324,6 +345,10 @@ class StoreViews:
             self._take_drained()
             self._note_wal_repair(self._wal.recover())
             self._repair_arena_locked()
+            if reading:
+                if self._replay_for_reading_locked(self._wal.last_lsn):
+                    self._attach_locked()
+                return
             self._replay_locked(self._wal.last_lsn, writer=True)
             self._attach_locked()
         except (_Reload, ConcurrencyError):
