@@ -132,6 +132,22 @@ def test_auto_engine_falls_back_to_flash_where_llama_cpp_crashes(fresh_probe, mo
         open_engine(engine="llama", n_ctx=512)
 
 
+def test_an_engine_already_open_says_why_this_call_got_it(fresh_probe, monkeypatch):
+    # The flash engine one part of the process opened on request is the one "auto" gets where
+    # llama.cpp crashes: the reason must be this call's (seen in CI: the chat app showed none).
+    monkeypatch.delenv("LOCALMEM_ENGINE", raising=False)
+    asked = open_engine(engine="flash", n_ctx=512)
+    try:
+        assert asked.notice == ""
+        monkeypatch.setenv("LOCALMEM_CRASH_AT", CRASH)
+        fallen_back = open_engine(n_ctx=512)
+        assert fallen_back is asked and "SIGILL" in fallen_back.notice
+        monkeypatch.delenv("LOCALMEM_CRASH_AT")
+        assert open_engine(engine="flash", n_ctx=512) is asked and asked.notice == ""
+    finally:
+        asked.close()
+
+
 def test_auto_engine_is_llama_cpp_where_it_runs(fresh_probe, monkeypatch):
     monkeypatch.delenv("LOCALMEM_ENGINE", raising=False)
     e = open_engine(n_ctx=512)

@@ -98,6 +98,7 @@ def open_engine(
         cur = _current
         if cur is not None and not cur._closed:
             if type(cur) is cls and cur.path == path and cur._options == options:
+                cur.notice = notice  # this call's reason, not the one of the call that opened it
                 return cur
             cur.close()
         try:
@@ -107,9 +108,9 @@ def open_engine(
                 raise EngineCrashError(f"{notice}; but the flash engine cannot run it: {e}") from e
             raise
         _current._options = options
+        _current.notice = notice  # the CLI and the chat show it
         if notice:
-            log.info("%s", notice)  # the CLI and the chat show engine.notice
-            _current.notice = notice
+            log.info("%s", notice)
         return _current
 
 
