@@ -49,10 +49,10 @@ from typing import Any
 
 import numpy as np
 from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+from _locomo import turns
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
-LOCOMO_DATE = "%I:%M %p on %d %B, %Y"
 DIM = 384
 K = 10
 DEFAULTS = {"size": 100_000, "ingest": 3000, "pool": 3000, "queries": 300, "repeats": 5}
@@ -670,26 +670,11 @@ def disk_usage(path: Path) -> dict[str, int]:
 
 
 def locomo_items(n: int, data: Path) -> list[dict[str, Any]]:
-    samples = json.loads(data.read_text())
-    base = []
-    for s in samples:
-        conv = s["conversation"]
-        for name, val in conv.items():
-            m = re.fullmatch(r"session_(\d+)", name)
-            if not m or not isinstance(val, list):
-                continue
-            when = datetime.strptime(conv[f"{name}_date_time"], LOCOMO_DATE)
-            for t in val:
-                base.append(
-                    {
-                        "text": f"{t['speaker']}: {t['text']}",
-                        "when": when,
-                        "session": f"{s['sample_id']}-D{m[1]}",
-                        "key": t["dia_id"],
-                        "kind": "episodic",
-                        "source": "import",
-                    }
-                )
+    base = [
+        dict(t, session=f"{s['sample_id']}-{t['session']}")  # one store: sessions per sample
+        for s in json.loads(data.read_text())
+        for t in turns(s)
+    ]
     # Past the data set's end it repeats, each round under keys of its own: the same key and
     # text again is a retry, which remember() answers with the memory already stored.
     return [

@@ -16,51 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+from _locomo import CATEGORY, DATA, evidence, turns
 
 from localmem import Memory
 from localmem.retrieval import query_terms
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev.json"
 KS = (5, 10, 20)
 CATS = (1, 2, 3, 4)
-NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-DATE_FMT = "%I:%M %p on %d %B, %Y"
-
-
-def turns(sample: dict) -> list[dict]:
-    conv = sample["conversation"]
-    out = []
-    for name, val in conv.items():
-        m = re.fullmatch(r"session_(\d+)", name)
-        if not m or not isinstance(val, list):
-            continue
-        when = datetime.strptime(conv[f"{name}_date_time"], DATE_FMT)
-        for t in val:
-            text = f"{t['speaker']}: {t['text']}"
-            out.append(
-                {"text": text, "when": when, "session": f"D{m[1]}", "key": t["dia_id"],
-                 "kind": "episodic", "source": "import"}
-            )  # fmt: skip
-    out.sort(key=lambda d: (int(d["session"][1:]), int(d["key"].split(":")[1])))
-    return out
-
-
-def evidence(qa: dict) -> set[str]:
-    ev: set[str] = set()
-    for e in qa.get("evidence") or []:
-        ev.update(re.findall(r"D\d+:\d+", str(e)))
-    return ev
+NAMES = {c: CATEGORY[c] for c in CATS}
 
 
 def score(found: list[str], ev: set[str]) -> dict[int, float]:

@@ -1,16 +1,18 @@
 """``Assistant``: the chat loop — recall, prompt, stream, write back (design sections 4 and 5).
 
 Each turn recalls the memories that best answer the message, places the best of them
-(dated) within a token budget in a system note right after the message, marks them used
-(reinforcing them), streams the model's reply, then stores the user's turn and the reply as
-episodic memories and the durable statements in the message (``extract``) as facts and
-preferences.
+(dated) within a token budget in a note before the message, in the same user turn, marks
+them used (reinforcing them), streams the model's reply, then stores the user's turn and the
+reply as episodic memories and the durable statements in the message (``extract``) as facts
+and preferences. The memories recall is sure answer the message are the turn's grounding:
+shown with the reply, quoted and dated, whatever the model makes of them.
 
 The prompt keeps the conversation so far — the user's messages and the replies — but not the
 memory notes of earlier turns: a note is about its own message, and twenty recalled
 memories a turn would fill the context with stale ones in a few turns. Each prompt therefore
-starts with the previous one up to its note, and the engine's KV cache evaluates only the
-rest (the previous reply, the new message and note), never the whole history. The cut and
+starts with the previous one up to its last message, and the engine's KV cache evaluates
+only the rest (the previous message without its note, its reply, the new message and note),
+never the whole history. The cut and
 the reply's end are done as soon as the reply is written back (``Engine.prepare``), while
 the user reads it: the next turn waits only for its message and memories.
 When the context fills, the oldest turns go first.
@@ -35,11 +37,21 @@ if TYPE_CHECKING:
     from localmem.memory import Hit, Memory, MemoryItem
 
 SYSTEM = (
-    "You are a helpful assistant running entirely on the user's own computer. You remember "
-    "earlier conversations: before a message you may get notes from your memory, each with "
-    "its date. Use them when they help answer; never invent memories. Answer briefly."
+    "You are a helpful assistant running on the user's own computer. You remember what the "
+    "user told you: notes from your memory come with their dates. Answer from them in one "
+    "short sentence; if they do not say, say you don't know."
 )
 NOTE_HEAD = "Notes from your memory, under their dates:"
+# The message comes after the notes, labelled, with the instruction last, where a small
+# model attends best. Tuned on the LoCoMo dev split with bench/answers.py (80 questions,
+# F1 with memory): notes in a system message after the message 0.07; "Message: ... Reply in
+# one short sentence." 0.07; this 0.11; this with a second worked example 0.12, but twice
+# the F1 with no memory too (the example teaches the model to guess).
+MESSAGE_HEAD = "Question:"
+ANSWER_RULE = "Answer in one short sentence."
+GROUNDING_HEAD = "From what you told me:"
+GROUNDING_COS, GROUNDING_COS_ALONE, GROUNDING_MARGIN = 0.4, 0.7, 0.08
+GROUNDING_MAX = 2  # memories quoted with a reply: the one that answers, and a second at most
 MAX_MESSAGE_CHARS = 32_000
 
 log = logging.getLogger("localmem.assistant")
@@ -54,6 +66,7 @@ class Turn:
     memories: list[Hit]  # placed in the prompt, best first
     messages: list[Message]  # what was sent to the model
     note: str = ""  # the memory note in the prompt ("" if none)
+    grounding: list[Hit] = field(default_factory=list)  # shown with the reply (``grounding_text``)
     reply: str = ""
     stored: list[int] = field(default_factory=list)  # ids written back
     facts: list[extract.Extracted] = field(default_factory=list)
@@ -97,6 +110,15 @@ class Turn:
             pass
         return self.reply
 
+    def grounding_text(self) -> str:
+        """The memories the reply rests on, quoted and dated, as a "From what you told me:"
+        block ("" when recall found none it is sure of): shown before the model's text, so
+        that a reply is never worse than the memory it was given."""
+        if not self.grounding:
+            return ""
+        lines = [f'> "{h.memory.text.strip()}" ({_date(h)})' for h in self.grounding]
+        return GROUNDING_HEAD + "\n" + "\n".join(lines)
+
 
 class Assistant:
     """Chats with ``engine`` over ``memory``. ``session``: this conversation's id (a new
@@ -115,9 +137,9 @@ class Assistant:
         session: str | None = None,
         system: str = SYSTEM,
         memory_tokens: int = 512,
-        recall_k: int = 8,
+        recall_k: int = 4,  # a 135M model answers better from 4 notes than from 8 (answers.py)
         max_tokens: int = 256,
-        temperature: float = 0.7,
+        temperature: float = 0.0,  # greedy: answers from memory, not variety (bench/answers.py)
         remember: bool = True,
         llm_extract: bool = False,
         read_ahead: bool = True,
@@ -154,9 +176,12 @@ class Assistant:
         *,
         cancel: threading.Event | None = None,
         recall_k: int | None = None,
+        memories: list[Hit] | None = None,
     ) -> Turn:
         """Starts a turn: recalls and builds the prompt now; iterate the result to stream
-        the reply (``turn.text()`` waits for all of it)."""
+        the reply (``turn.text()`` waits for all of it). ``memories``: these, best first,
+        instead of recall (the caller knows what the message is about); they are also the
+        turn's grounding, as far as ``GROUNDING_MAX`` goes."""
         if not isinstance(message, str) or not message.strip():
             raise InvalidArgumentError("message must be a non-empty str")
         if len(message) > MAX_MESSAGE_CHARS:
@@ -166,14 +191,23 @@ class Assistant:
         self._claim()
         try:
             k = self.recall_k if recall_k is None else recall_k
-            hits = self.memory.recall(message, k=2 * k, now=self.clock()) if k > 0 else []
-            placed = self._budget(_distinct(hits)[:k])
-            messages = self._fit(self._messages(message, placed), placed, message)
-            note = messages[-1]["content"] if messages[-1]["role"] == "system" else ""
-            placed = placed if note else []
+            if memories is not None:
+                hits = list(memories)
+            else:
+                hits = self.memory.recall(message, k=2 * k, now=self.clock()) if k > 0 else []
+            placed = self._budget(_distinct(hits)[: len(hits) if memories is not None else k])
+            placed, messages = self._fit(placed, message)
+            note = f"{NOTE_HEAD}\n{_note(placed)}" if placed else ""
             if self.remember and placed:
                 self.memory.reinforce([h.memory.id for h in placed], now=self.clock())
-            turn = Turn(message=message, memories=placed, messages=messages, note=note)
+            sure = placed if memories is not None else grounding_for(placed, message)
+            turn = Turn(
+                message=message,
+                memories=placed,
+                messages=messages,
+                note=note,
+                grounding=sure[:GROUNDING_MAX],
+            )
             turn._stream = self.engine.generate(
                 messages, max_tokens=self.max_tokens, temperature=self.temperature, cancel=cancel
             )
@@ -207,7 +241,7 @@ class Assistant:
         """The best hits whose lines fit in ``memory_tokens``."""
         out, used, days = [], 0, set()
         for h in hits:
-            day = _day(h)
+            day = _date(h)
             n = self.engine.count_text_tokens(f"- {h.memory.text}") + 1
             n += 0 if day in days else self.engine.count_text_tokens(f"{day}:") + 1
             if used + n > self.memory_tokens:
@@ -217,16 +251,23 @@ class Assistant:
             used += n
         return out
 
-    def _messages(self, message: str, placed: list[Hit]) -> list[Message]:
-        msgs: list[Message] = [{"role": "system", "content": self.system}, *self.history]
-        msgs.append({"role": "user", "content": message})
-        if placed:
-            note = f"{NOTE_HEAD}\n" + _note(placed)
-            msgs.append({"role": "system", "content": note})
-        return msgs
+    def _prefix(self) -> list[Message]:
+        """What every prompt of this conversation starts with: the system prompt and one
+        worked example (a 135M model copies the shape of an answer far better than it
+        follows a description of it; the KV cache keeps both after the first turn)."""
+        return [{"role": "system", "content": self.system}, *EXAMPLE]
 
-    def _fit(self, msgs: list[Message], placed: list[Hit], message: str) -> list[Message]:
-        """Drops the oldest turns, then the memories, until the prompt and a reply fit."""
+    def _messages(self, message: str, placed: list[Hit]) -> list[Message]:
+        """The prompt: the conversation so far, then the message with this turn's notes
+        before it. Earlier turns keep their messages without notes (see the module's
+        docstring)."""
+        content = with_notes(_note(placed), message) if placed else message
+        return [*self._prefix(), *self.history, {"role": "user", "content": content}]
+
+    def _fit(self, placed: list[Hit], message: str) -> tuple[list[Hit], list[Message]]:
+        """Drops the oldest turns, then the memories, until the prompt and a reply fit: the
+        memories kept and the prompt."""
+        msgs = self._messages(message, placed)
         room = self.engine.n_ctx - self.max_tokens
         while self.engine.count_tokens(msgs) > room:
             if self.history:
@@ -245,7 +286,7 @@ class Assistant:
                     f"the message does not fit the model's context of {self.engine.n_ctx} "
                     f"tokens with room for a {self.max_tokens}-token reply: shorten it"
                 )
-        return msgs
+        return placed, msgs
 
     # ------------------------------------------------------------------ write-back
 
@@ -259,7 +300,7 @@ class Assistant:
             if self.remember:
                 self._write_back(turn, complete)
             if self.read_ahead:
-                convo = [{"role": "system", "content": self.system}, *self.history]
+                convo = [*self._prefix(), *self.history]
                 ahead = threading.Thread(
                     target=self._read_ahead, args=(convo,), name="localmem-read-ahead", daemon=True
                 )
@@ -347,8 +388,49 @@ def _distinct(hits: list[Hit]) -> list[Hit]:
     return out
 
 
-def _day(h: Hit) -> str:
-    return f"{h.memory.when:%Y-%m-%d}"
+def grounding_for(placed: list[Hit], message: str) -> list[Hit]:
+    """The memories recall is sure answer the message (at most ``GROUNDING_MAX``): very
+    close in meaning; or close and sharing one of its rare words; or the best hit, close,
+    and clearly closer than every other — and after the first, only those about as close.
+    Words are compared directly: the keyword channel's score is relative to its best
+    match, which may be a past reply. (On LoCoMo's conversations no fused score separates
+    the answering turn from its neighbours better.) Tuned so that forty facts told ("my
+    dog is called Rex", "I grew up in Kraków") are each shown for their question, alone
+    (tests/test_tell_then_ask.py)."""
+    from localmem.retrieval import query_terms
+
+    words = set(query_terms(message))
+    statements = [h for h in placed if not h.memory.text.rstrip().endswith("?")]
+    cos = [h.cosine if h.cosine is not None else 0.0 for h in statements]
+    out: list[Hit] = []
+    for i, (h, c) in enumerate(zip(statements, cos, strict=True)):
+        shares = bool(words & set(query_terms(h.memory.text)))
+        clear = i == 0 and all(c - o >= GROUNDING_MARGIN for o in cos[1:])
+        close = not out or c >= (out[0].cosine or 0.0) - GROUNDING_MARGIN  # as sure as the first
+        if close and (c >= GROUNDING_COS_ALONE or (c >= GROUNDING_COS and (shares or clear))):
+            out.append(h)
+    return out[:GROUNDING_MAX]
+
+
+def _date(h: Hit) -> str:
+    """A date as people write it ("8 May 2023"): the model copies it into its answer."""
+    w = h.memory.when
+    return f"{w.day} {w:%B %Y}"
+
+
+def with_notes(notes: str, message: str) -> str:
+    """A user message as the model gets it when memories were recalled for it."""
+    return f"{NOTE_HEAD}\n{notes}\n\n{MESSAGE_HEAD} {message}\n{ANSWER_RULE}"
+
+
+# The worked example every prompt starts with (see Assistant._prefix): notes with a date,
+# a question, an answer of a few words that uses the note and does not recite it.
+EXAMPLE: list[Message] = [
+    {"role": "user", "content": with_notes(
+        "3 March 2024:\n- I parked the car on level 2 of the garage on Elm Street.",
+        "Where did I leave the car?")},
+    {"role": "assistant", "content": "On level 2 of the Elm Street garage."},
+]  # fmt: skip
 
 
 def _note(placed: list[Hit]) -> str:
@@ -357,5 +439,5 @@ def _note(placed: list[Hit]) -> str:
     their best memory, memories best first."""
     by_day: dict[str, list[str]] = {}
     for h in placed:
-        by_day.setdefault(_day(h), []).append(f"- {h.memory.text}")
+        by_day.setdefault(_date(h), []).append(f"- {h.memory.text}")
     return "\n".join(f"{day}:\n" + "\n".join(lines) for day, lines in by_day.items())

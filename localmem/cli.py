@@ -15,8 +15,9 @@ from localmem import __version__
 
 chat_model_option = click.option(
     "--model", default=None, metavar="NAME|PATH",
-    help="A GGUF chat model: a registry name or a file path (default: $LOCALMEM_LLM, else "
-    "the embedded SmolLM2-135M-Instruct).",
+    help="A GGUF chat model: a registry name, a name `localmem models` lists (Ollama's "
+    "llama3.2:3b, ...) or a file path (default: $LOCALMEM_LLM, else the embedded "
+    "SmolLM2-135M-Instruct).",
 )  # fmt: skip
 engine_option = click.option(
     "--engine", type=click.Choice(["auto", "llama", "flash"]), default=None,
@@ -82,6 +83,37 @@ def chat(
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+def models(as_json: bool) -> None:
+    """List the GGUF chat models on this machine: the embedded ones, Ollama's, LM Studio's,
+    the Hugging Face cache's and those in $LOCALMEM_MODELS (used where they lie, never
+    copied), with size, architecture, quantization and the engines that can run them."""
+    from localmem.llm.discover import installed
+    from localmem.machine import available_memory
+
+    found = installed()
+    if as_json:
+        for m in found:
+            click.echo(json.dumps(m.as_dict()))
+        return
+    if not found:
+        click.echo("no GGUF models found (Ollama, LM Studio, Hugging Face cache, $LOCALMEM_MODELS)")
+        return
+    free = available_memory()
+    width = max(len(m.name) for m in found)
+    click.echo(f"{'name':<{width}}  {'size':>8}  {'arch':<10} {'quant':<8} {'params':<7} engines")
+    for m in found:
+        runs = ", ".join(m.engines) if m.engines else f"none: {m.problem}"
+        if m.engines and free and m.size > free:
+            runs += " (larger than free memory: try --engine flash --weight-budget 0.5)"
+        click.echo(
+            f"{m.name:<{width}}  {m.size / 1e9:>6.2f}GB  {m.architecture or '?':<10} "
+            f"{m.quantization or '?':<8} {m.parameters or '?':<7} {runs}"
+        )
+    click.echo(f"\n{len(found)} models; use one: localmem chat --model NAME (in the chat: /model)")
+
+
+@main.command()
 @store_option
 def doctor(store: str | None) -> None:
     """Show the SIMD kernel, CPU, store location, and run a quick self-check."""
@@ -128,7 +160,8 @@ def reembed(model: str, store: str | None) -> None:
 @budget_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
-@click.option("--temperature", default=0.7, show_default=True, help="0 answers the same each time.")
+@click.option("--temperature", default=0.0, show_default=True,
+              help="0 answers the same each time (the answer bench's best).")  # fmt: skip
 @click.option("--no-remember", is_flag=True, help="Leave memory unchanged (no write-back).")
 @click.option("--stats", is_flag=True, help="Print load and generation figures to stderr.")
 def ask(
@@ -165,6 +198,8 @@ def ask(
                 for h in turn.memories:
                     click.echo(f"  [{h.memory.when:%Y-%m-%d}] {h.memory.text}  ({h.explain()})")
                 click.echo("")
+            if turn.grounding:  # what the reply rests on, before the model's own words
+                click.echo(turn.grounding_text() + "\n")
             for piece in turn:
                 click.echo(piece, nl=False)
             click.echo("")

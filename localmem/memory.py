@@ -124,6 +124,7 @@ class Hit:
     score: float
     why: dict[str, float] = field(default_factory=dict)
     retention: float = 1.0  # the score is the channels' sum times lifecycle.rank_weight(R)
+    cosine: float | None = None  # the query's cosine with it (None: found by another channel)
 
     def explain(self) -> str:
         parts = ", ".join(

@@ -305,6 +305,7 @@ class Retriever:
                     score=float(s),
                     why=dict(why.get(id, {})),
                     retention=retention.get(id, 1.0),
+                    cosine=cos.get(id),
                 )
             )
             if len(out) == k:

@@ -97,8 +97,10 @@ class HashEmbedder:
 
 class EchoEngine:
     """A fake chat engine for fast unit tests: replies "echo: <the last user message>" word
-    by word, counts a token per word. Records every prompt it was sent. Never the only test
-    of a feature: tests/test_llm.py and tests/test_assistant_model.py run the real model."""
+    by word (the message the user wrote: after the assistant's "Question:" label when memory
+    notes come before it), counts a token per word. Records every prompt it was sent. Never
+    the only test of a feature: tests/test_llm.py and tests/test_assistant_model.py run the
+    real model."""
 
     name = "echo"
     notice = ""  # open_engine's word when it chose another engine than the one asked
@@ -138,6 +140,10 @@ class EchoEngine:
         self.prompts.append([dict(m) for m in messages])
         self.last_stats = st = GenerationStats(prompt_tokens=self.count_tokens(messages))
         last = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        from localmem.assistant import ANSWER_RULE, MESSAGE_HEAD, NOTE_HEAD
+
+        if last.startswith(NOTE_HEAD) and f"\n{MESSAGE_HEAD} " in last:
+            last = last.rsplit(f"\n{MESSAGE_HEAD} ", 1)[1].removesuffix(f"\n{ANSWER_RULE}")
 
         def stream() -> Iterator[str]:
             self._hold()

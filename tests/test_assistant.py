@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from localmem import Memory, errors
-from localmem.assistant import NOTE_HEAD, Assistant
+from localmem.assistant import MESSAGE_HEAD, NOTE_HEAD, Assistant
 from localmem.testing import EchoEngine, HashEmbedder
 
 
@@ -27,9 +27,11 @@ def test_recalled_memories_go_in_the_prompt_dated_and_are_reinforced(mem):
     turn = bot.chat("is Priya allergic to peanuts?")
     assert turn.text() == "echo: is Priya allergic to peanuts?"
     sent = eng.prompts[-1]
-    assert sent[-2] == {"role": "user", "content": "is Priya allergic to peanuts?"}
-    assert sent[-1]["role"] == "system" and sent[-1]["content"].startswith(NOTE_HEAD)
-    assert "2026-03-01:\n- Priya is allergic to peanuts" in turn.note
+    # The notes come with the message, before it: the message is the prompt's last words.
+    assert sent[-1]["role"] == "user" and sent[-1]["content"].startswith(NOTE_HEAD)
+    assert f"\n\n{MESSAGE_HEAD} is Priya allergic to peanuts?\n" in sent[-1]["content"]
+    assert "1 March 2026:\n- Priya is allergic to peanuts" in turn.note
+    assert turn.note in sent[-1]["content"]
     assert turn.memories[0].memory.id == fact.id
     assert mem.get(fact.id).recalls == 1  # used, so reinforced
 
@@ -60,10 +62,15 @@ def test_each_prompt_extends_the_last_up_to_its_memory_note(mem):
         assert bot.chat(q).text()
     p1, p2, p3 = eng.prompts
     assert all(p[-1]["content"].startswith(NOTE_HEAD) for p in (p1, p2, p3))
-    # Everything before a turn's note starts the next prompt: the KV cache is reused.
+    # Everything before a turn's message starts the next prompt: the KV cache is reused;
+    # the message stays, without its notes, and the reply follows it.
     assert p2[: len(p1) - 1] == p1[:-1] and p3[: len(p2) - 1] == p2[:-1]
-    assert p2[len(p1) - 1] == {"role": "assistant", "content": "echo: who plays the cello?"}
-    assert sum(m["content"].startswith(NOTE_HEAD) for m in p3) == 1  # old notes are dropped
+    assert p2[len(p1) - 1 : len(p1) + 1] == [
+        {"role": "user", "content": "who plays the cello?"},
+        {"role": "assistant", "content": "echo: who plays the cello?"},
+    ]
+    convo = p3[len(p1) - 1 :]  # after the system prompt and the worked example
+    assert sum(m["content"].startswith(NOTE_HEAD) for m in convo) == 1  # old notes are dropped
 
 
 def test_after_each_reply_the_engine_is_readied_for_the_next_prompt(mem, caplog):
@@ -73,7 +80,7 @@ def test_after_each_reply_the_engine_is_readied_for_the_next_prompt(mem, caplog)
     bot.chat("who plays the cello?").text()
     bot.wait_ready()  # it runs in a thread of its own, while the user reads
     # The conversation so far, without the note: what the next prompt starts with.
-    assert eng.prepared == eng.prompts[-1][:-2] + bot.history
+    assert eng.prepared == eng.prompts[-1][:-1] + bot.history
     assert eng.prepared[-1] == {"role": "assistant", "content": "echo: who plays the cello?"}
     ahead = eng.prepared
     bot.chat("and the piano?").text()
@@ -286,7 +293,7 @@ def test_the_note_groups_memories_under_their_dates(mem):
     note = Assistant(mem, EchoEngine()).chat("what about Priya and peanuts?").note
     lines = note.splitlines()
     assert lines[0] == NOTE_HEAD
-    assert sorted(x for x in lines[1:] if x.endswith(":")) == ["2025-07-14:", "2026-03-01:"]
-    day = lines.index("2026-03-01:")
+    assert sorted(x for x in lines[1:] if x.endswith(":")) == ["1 March 2026:", "14 July 2025:"]
+    day = lines.index("1 March 2026:")
     got = lines[day + 1 : day + 3]
     assert sorted(got) == ["- Priya avoids peanut butter too", "- Priya is allergic to peanuts"]

@@ -7,10 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from textual.widgets import OptionList, Static
 
 from localmem import Memory
 from localmem.testing import EchoEngine, HashEmbedder
 from localmem.tui import ChatApp
+from localmem.tui.screens import ModelPicker
 from localmem.tui.widgets import ChatMessage, Inspector, StatusBar
 
 
@@ -162,6 +164,11 @@ def test_the_real_model_answers_in_the_chat(tmp_path, engine):
                 )
                 assert "My sister is called Ana." in app.last_turn.note
                 assert texts(app, "assistant")[0].strip()
+                # What the reply rests on, quoted in a block of its own before it.
+                shown = [m.role for m in app.query(ChatMessage)]
+                assert shown.index("grounding") == shown.index("assistant") - 1
+                block = texts(app, "grounding")[0]
+                assert "From what you told me" in block and "My sister is called Ana." in block
                 assert type(app.assistant.engine).__name__ == {
                     "llama": "LlamaCppEngine", "flash": "FlashEngine"
                 }[engine]  # fmt: skip
@@ -200,9 +207,47 @@ def test_model_command_switches_to_another_gguf(mem, tmp_path):
             await wait_for(pilot, app.ready.is_set)
             await send(pilot, f"/model {tmp_path / 'missing.gguf'}")
             await wait_for(pilot, lambda: any("no model file" in t for t in texts(app, "system")))
-            await send(pilot, "/model")
-            await wait_for(pilot, lambda: any("echo:" in t for t in texts(app, "system")))
+            await send(pilot, "/model")  # the picker, saying which model runs now
+            await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+            assert "Now: echo" in str(app.screen.query_one(Static).render())
+            await pilot.press("escape")  # keeps it
+            await wait_for(pilot, lambda: not isinstance(app.screen, ModelPicker))
             assert app.assistant.engine.name == "echo"
+
+    asyncio.run(go())
+
+
+def test_model_picker_lists_the_models_on_this_machine_and_switches_to_one(
+    mem, tmp_path, monkeypatch
+):
+    import shutil
+
+    from localmem import registry
+
+    mine = tmp_path / "models"
+    mine.mkdir()
+    src = registry.asset(registry.entry(registry.default_name("llm"))["model"]).path()
+    shutil.copyfile(src, mine / "my-chat.gguf")  # a copy: the embedded file is listed once
+    (mine / "broken.gguf").write_bytes(b"GGUF" + bytes(100))
+    monkeypatch.setenv("LOCALMEM_MODELS", str(mine))
+
+    async def go():
+        app = ChatApp(memory=mem, engine=EchoEngine())
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_for(pilot, app.ready.is_set)
+            await send(pilot, "/model")
+            await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+            options = app.screen.query_one(OptionList)
+            ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+            assert "my-chat.gguf" in ids and "broken.gguf" in ids
+            broken = options.get_option("broken.gguf")
+            assert broken.disabled and "cannot chat" in str(broken.prompt)
+            options.highlighted = ids.index("my-chat.gguf")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.assistant.engine.name == "my-chat.gguf", 600)
+            await wait_for(pilot, lambda: any("Now chatting with my-chat.gguf" in t
+                                              for t in texts(app, "system")))  # fmt: skip
+        app.assistant.engine.close()
 
     asyncio.run(go())
 

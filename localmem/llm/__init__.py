@@ -94,6 +94,9 @@ def open_engine(
                     f"(--engine flash); to use llama.cpp, {rebuild_advice()}"
                 )
             name = "llama" if runs else "flash"
+        fell_back = notice
+        big = _too_big(path, options)
+        notice = f"{notice}; {big}" if notice and big else notice or big
         cls = ENGINES[name]
         cur = _current
         if cur is not None and not cur._closed:
@@ -104,14 +107,38 @@ def open_engine(
         try:
             _current = cls(model, **options)
         except LocalmemError as e:
-            if notice:
-                raise EngineCrashError(f"{notice}; but the flash engine cannot run it: {e}") from e
+            if fell_back:
+                raise EngineCrashError(
+                    f"{fell_back}; but the flash engine cannot run it: {e}"
+                ) from e
             raise
         _current._options = options
         _current.notice = notice  # the CLI and the chat show it
         if notice:
             log.info("%s", notice)
         return _current
+
+
+def _too_big(path: Path, options: dict[str, Any]) -> str:
+    """A warning when the weights are larger than the memory free now: they would page in
+    from disk on every token (mmap), seconds a token; the flash engine streams them under a
+    budget instead."""
+    from localmem import machine
+
+    if options.get("weight_budget"):
+        return ""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    free = machine.available_memory()
+    if not free or size <= free:
+        return ""
+    return (
+        f"{path.name} is {size / 1e9:.1f} GB and {free / 1e9:.1f} GB of memory is free: "
+        "it will read its weights from disk again and again and answer slowly; "
+        "--engine flash --weight-budget 0.5 runs it in less memory"
+    )
 
 
 @atexit.register

@@ -42,7 +42,9 @@ DEFAULT_N_CTX = 8192
 
 def resolve(model: str | Path | None) -> tuple[str, Path]:
     """A model's name and verified file: ``None`` for ``$LOCALMEM_LLM`` or else the
-    embedded default, a registry name, or the path of a local GGUF file."""
+    embedded default, a registry name, the path of a local GGUF file, or the name of a model
+    another tool installed (``localmem models``: Ollama's ``llama3.2:3b``, a Hugging Face
+    cache or LM Studio file, one in ``$LOCALMEM_MODELS``), used where it lies."""
     if model is None:
         model = os.environ.get(MODEL_ENV) or registry.default_name("llm")
     s = str(model)
@@ -51,10 +53,20 @@ def resolve(model: str | Path | None) -> tuple[str, Path]:
         return s, registry.asset(models[s]["model"]).verified_path()
     p = Path(s).expanduser()
     if not p.exists():
-        known = ", ".join(sorted(k for k, v in models.items() if v.get("kind") == "llm"))
-        raise ModelNotFoundError(
-            f"no model file at {p}: pass the path of a .gguf file, or one of: {known}"
-        )
+        from localmem.llm import discover
+
+        found = discover.find(s)
+        if found is None:
+            known = ", ".join(sorted(k for k, v in models.items() if v.get("kind") == "llm"))
+            raise ModelNotFoundError(
+                f"no model file at {p} and no installed model called {s!r}: pass the path of "
+                f"a .gguf file, one of: {known}, or a name `localmem models` lists"
+            )
+        if found.problem:
+            raise InvalidArgumentError(f"{found.name} ({found.path}) cannot chat: {found.problem}")
+        p = found.path
+        check_gguf(p)
+        return found.name, p.resolve()
     if not p.is_file():
         raise InvalidArgumentError(f"{p} is a directory: pass the path of a .gguf file")
     check_gguf(p)
@@ -104,7 +116,8 @@ class LlamaCppEngine(ChatEngine):
     """One GGUF chat model in this process. ``model``: None (the embedded
     SmolLM2-135M-Instruct), a registry name or a .gguf path; ``n_ctx``: context tokens
     (default: ``context_size``, from the model and this machine's memory; always capped at
-    the model's training context); ``threads``: default, the CPUs this process may use.
+    the model's training context); ``threads``: default, the CPUs this process may use;
+    ``chat_template``: a Jinja template for a file that carries none (a base model).
     Calls are serialized by a lock."""
 
     ENGINE = "llama.cpp"
@@ -116,9 +129,12 @@ class LlamaCppEngine(ChatEngine):
         n_ctx: int | None = None,
         threads: int | None = None,
         seed: int = 0,
+        chat_template: str | None = None,
     ) -> None:
         super().__init__()
         check_options(n_ctx, threads)
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise InvalidArgumentError("chat_template must be a Jinja template as a str")
         self.name, self.path = resolve(model)
         try:
             import llama_cpp
@@ -133,7 +149,7 @@ class LlamaCppEngine(ChatEngine):
         llm = self._load(llama_cpp, n_ctx, threads, seed)
         self._llm = llm
         self.n_ctx = int(llm.n_ctx())
-        self._prompt = ChatPrompt(llm._model, self.path)
+        self._prompt = ChatPrompt(llm._model, self.path, template=chat_template)
         self.load_stats = LoadStats.since(self.path, t0, io0, self.n_ctx, threads)
 
     def _load(self, llama_cpp: Any, n_ctx: int, threads: int, seed: int) -> Any:

@@ -60,12 +60,13 @@ def check_messages(messages: Sequence[Message]) -> None:
 class ChatPrompt:
     """Renders and tokenizes with a llama.cpp vocabulary: ``vocab`` is llama-cpp-python's
     ``_internals.LlamaModel`` — a loaded model's, or one opened with ``vocab_only`` when
-    another engine runs the weights (no context, no weights)."""
+    another engine runs the weights (no context, no weights). ``template``: a Jinja chat
+    template to use instead of the file's (for a base model that carries none)."""
 
-    def __init__(self, vocab: Any, path: Path) -> None:
+    def __init__(self, vocab: Any, path: Path, *, template: str | None = None) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        template = vocab.metadata().get("tokenizer.chat_template")
+        template = template or vocab.metadata().get("tokenizer.chat_template")
         if not template:
             raise CorruptFileError(
                 f"{path} has no chat template in its metadata (tokenizer.chat_template): "

@@ -22,7 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input
 
 from localmem.errors import LocalmemError
-from localmem.tui.screens import HelpScreen
+from localmem.tui.screens import HelpScreen, ModelPicker
 from localmem.tui.widgets import ChatMessage, Inspector, PromptBox, StatusBar, why_text
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class ChatApp(App[None]):
         assert self.assistant is not None
         try:
             turn = self.assistant.chat(text, cancel=self._cancel)
-            self.call_from_thread(self._show_recalled, turn)
+            self.call_from_thread(self._show_recalled, turn, widget)
             buf, last = "", time.monotonic()
             for piece in turn:
                 buf += piece
@@ -235,7 +235,12 @@ class ChatApp(App[None]):
         else:
             self.query_one(PromptBox).focus()
 
-    def _show_recalled(self, turn: Turn) -> None:
+    def _show_recalled(self, turn: Turn, reply: ChatMessage | None = None) -> None:
+        block = turn.grounding_text()
+        if block and reply is not None:  # before the reply, set apart from the model's words
+            head, _, quotes = block.partition("\n")
+            m = ChatMessage(f"**{head}**\n\n" + quotes.replace("\n", "\n\n"), role="grounding")
+            self.query_one("#chat", VerticalScroll).mount(m, before=reply)
         rows: list[tuple[int, float | None, str]] = [
             (h.memory.id, h.score, _why(h)) for h in turn.memories
         ]
@@ -369,21 +374,32 @@ class ChatApp(App[None]):
                         self.assistant.engine = new
                     self.call_from_thread(self.status.set, model=f"{new.name} (ctx {new.n_ctx:,})")
                     out = f"Now chatting with {new.name} ({new.path})."
-            elif name == "model" and eng is not None:
-                ls = eng.load_stats
-                out = (
-                    f"{eng.name}: {ls.path}, context {eng.n_ctx:,} tokens, {ls.threads} "
-                    f"threads, loaded in {ls.seconds:.2f} s"
-                )
+                    if new.notice:
+                        out += f"\n\n**Note:** {new.notice}"
+            elif name == "model":
+                from localmem.llm.discover import installed
+
+                now = "loading" if eng is None else f"{eng.name} ({eng.load_stats.path}, "
+                now += "" if eng is None else (
+                    f"context {eng.n_ctx:,} tokens, {eng.load_stats.threads} threads, loaded "
+                    f"in {eng.load_stats.seconds:.2f} s)"
+                )  # fmt: skip
+                picker = ModelPicker(now, installed())
+                self.call_from_thread(self.push_screen, picker, self._picked)
+                return
             else:
                 out = (
                     f"Unknown or incomplete command `/{name} {arg}`: try /remember TEXT, "
-                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model [PATH], /help."
+                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model [NAME], /help."
                 )
         except LocalmemError as e:
             out = f"**{type(e).__name__}:** {e}"
         self.call_from_thread(self._say, "system", out)
         self.refresh_stats()
+
+    def _picked(self, name: str | None) -> None:
+        if name:
+            self.command(f"/model {name}")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -1,13 +1,18 @@
-"""The help screen."""
+"""The help screen and the model picker."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Markdown, OptionList, Static
+from textual.widgets.option_list import Option
+
+if TYPE_CHECKING:
+    from localmem.llm.discover import InstalledModel
 
 HELP = """\
 # localmem chat
@@ -31,8 +36,8 @@ Talk with the local model; it recalls what you told it before, and remembers thi
 | `/forget ID`, `/restore ID` | forget a memory; bring it back (until the purge) |
 | `/pin ID`, `/unpin ID` | keep a memory from fading; let it fade again |
 | `/stats` | what the store holds |
-| `/model` | the model, its context and load figures |
-| `/model PATH` | chat with another GGUF model (or a registry name) |
+| `/model` | pick another model from those on this machine (Ollama's, LM Studio's, ...) |
+| `/model NAME` | chat with another GGUF model: a name `localmem models` lists, or a path |
 | `/help` | this help |
 
 The inspector shows, for the last reply, each memory recalled: its score and the channels
@@ -48,3 +53,35 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> Any:
         with VerticalScroll(id="help"):
             yield Markdown(HELP)
+
+
+class ModelPicker(ModalScreen[str | None]):
+    """``/model``: the chat models on this machine (``localmem models``); Enter chats with
+    the one selected, Esc keeps the current one. Models no engine here can run are listed,
+    greyed, with the reason."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, current: str, models: list[InstalledModel]) -> None:
+        super().__init__()
+        self._current, self._models = current, models
+
+    def compose(self) -> Any:
+        options = []
+        for m in self._models:
+            what = " ".join(x for x in (m.architecture, m.parameters, m.quantization) if x)
+            label = Text(m.name)
+            label.append(f"  {m.size / 1e9:.2f} GB · {what} · {m.source}", style="dim")
+            if m.problem:
+                label.append(f"\n  cannot chat: {m.problem}", style="dim")
+            options.append(Option(label, id=m.name, disabled=bool(m.problem)))
+        with Vertical(id="model-picker"):
+            yield Static(f"Now: {self._current}\nEnter: chat with the one selected; Esc: keep it.")
+            if options:
+                yield OptionList(*options, id="models")
+            else:
+                yield Static("No GGUF models found (Ollama, LM Studio, Hugging Face cache, "
+                             "$LOCALMEM_MODELS).")  # fmt: skip
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)

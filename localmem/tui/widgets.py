@@ -21,7 +21,12 @@ class ChatMessage(Markdown):
     def __init__(self, text: str, *, role: str) -> None:
         super().__init__(text, classes=role)
         self.role = role
-        self.border_title = {"user": "you", "assistant": "assistant", "system": "localmem"}[role]
+        self.border_title = {
+            "user": "you",
+            "assistant": "assistant",
+            "system": "localmem",
+            "grounding": "from memory",  # what the reply rests on, quoted (Turn.grounding)
+        }[role]
 
 
 class PromptBox(TextArea):
