@@ -379,11 +379,13 @@ class ChatApp(App[None]):
             elif name == "model":
                 from localmem.llm.discover import installed
 
-                now = "loading" if eng is None else f"{eng.name} ({eng.load_stats.path}, "
-                now += "" if eng is None else (
-                    f"context {eng.n_ctx:,} tokens, {eng.load_stats.threads} threads, loaded "
-                    f"in {eng.load_stats.seconds:.2f} s)"
-                )  # fmt: skip
+                now = "still loading"
+                if eng is not None:
+                    ls = eng.load_stats
+                    now = (
+                        f"{eng.name} ({ls.path}, context {eng.n_ctx:,} tokens, {ls.threads} "
+                        f"threads, loaded in {ls.seconds:.2f} s)"
+                    )
                 picker = ModelPicker(now, installed())
                 self.call_from_thread(self.push_screen, picker, self._picked)
                 return
