@@ -140,7 +140,7 @@ def pick(data: list[dict], per_category: int, seed: int) -> list[tuple[int, int]
     return sorted(out)
 
 
-def gold_hits(mem: Memory, by_key: dict[str, Any], qa: dict) -> list[Hit]:
+def gold_hits(by_key: dict[str, Any], qa: dict) -> list[Hit]:
     items = [by_key[k] for k in sorted(evidence(qa)) if k in by_key]
     return [Hit(memory=m, score=1.0) for m in items]
 
@@ -179,7 +179,7 @@ def run_model(
                     a = Assistant(mem, engine, remember=False, read_ahead=False,
                                   clock=clock, **decoding,
                                   **({"recall_k": 0} if cond == "none" else {}))  # fmt: skip
-                    pinned = gold_hits(mem, by_key, qa) if cond == "gold" else None
+                    pinned = gold_hits(by_key, qa) if cond == "gold" else None
                     t0 = time.perf_counter()
                     turn = a.chat(qa["question"], memories=pinned)
                     text = turn.text()

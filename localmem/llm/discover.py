@@ -101,54 +101,56 @@ def describe(name: str, path: Path, source: str) -> InstalledModel:
 def installed(*, home: Path | None = None) -> list[InstalledModel]:
     """Every GGUF model found (embedded ones first), each once (the same file found twice,
     through a link or two sources, is listed under its first name)."""
+    return [describe(*found) for found in _found(home)]
+
+
+def find(name: str, *, home: Path | None = None) -> InstalledModel | None:
+    """The installed model called ``name`` (as ``localmem models`` lists it; a unique file
+    name or stem will do), or None. Only the match's header is read."""
+    found = list(_found(home))
+    hit = [f for f in found if f[0] == name]
+    if not hit:
+        hit = [f for f in found if name in (f[1].name, f[1].stem, f[0].split("/")[-1])]
+    if not hit and ":" not in name:  # Ollama's default tag
+        hit = [f for f in found if f[2] == "ollama" and f[0] == f"{name}:latest"]
+    return describe(*hit[0]) if len(hit) == 1 else None
+
+
+def _found(home: Path | None) -> Iterator[tuple[str, Path, str]]:
+    """(name, path, source) of every GGUF file where tools keep them, each file once."""
     from localmem import registry
 
-    out: list[InstalledModel] = []
     seen: set[tuple[int, int]] = set()
 
-    def add(name: str, path: Path, source: str) -> None:
+    def first(name: str, path: Path, source: str) -> Iterator[tuple[str, Path, str]]:
         try:
             st = path.stat()
         except OSError:
             return
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        out.append(describe(name, path, source))
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            yield name, path, source
 
     for key, spec in registry.registry()["models"].items():
         if spec.get("kind") != "llm":
             continue
         try:
-            add(key, registry.asset(spec["model"]).path(), "embedded")
+            path = registry.asset(spec["model"]).path()
         except LocalmemError:
             continue  # not installed: `doctor` says so
+        yield from first(key, path, "embedded")
     h = home or Path.home()
     for name, path in _ollama(h):
-        add(name, path, "ollama")
+        yield from first(name, path, "ollama")
     for root in (h / ".lmstudio" / "models", h / ".cache" / "lm-studio" / "models"):
         for path in _ggufs(root):
-            add(path.relative_to(root).as_posix(), path, "lm-studio")
+            yield from first(path.relative_to(root).as_posix(), path, "lm-studio")
     for name, path in _hf_cache(h):
-        add(name, path, "hf-cache")
+        yield from first(name, path, "hf-cache")
     for folder in filter(None, os.environ.get(MODELS_ENV, "").split(os.pathsep)):
         root = Path(folder).expanduser()
         for path in _ggufs(root):
-            add(path.relative_to(root).as_posix(), path, MODELS_ENV)
-    return out
-
-
-def find(name: str, *, home: Path | None = None) -> InstalledModel | None:
-    """The installed model called ``name`` (as ``localmem models`` lists it; a unique file
-    name or stem will do), or None."""
-    models = installed(home=home)
-    for m in models:
-        if m.name == name:
-            return m
-    loose = [m for m in models if name in (m.path.name, m.path.stem, m.name.split("/")[-1])]
-    if not loose and ":" not in name:  # Ollama's default tag
-        loose = [m for m in models if m.source == "ollama" and m.name == f"{name}:latest"]
-    return loose[0] if len(loose) == 1 else None
+            yield from first(path.relative_to(root).as_posix(), path, MODELS_ENV)
 
 
 # ---------------------------------------------------------------- where tools keep them
