@@ -26,9 +26,10 @@ engine_option = click.option(
     "(default: $LOCALMEM_ENGINE, else auto).",
 )  # fmt: skip
 budget_option = click.option(
-    "--weight-budget", "weight_budget", type=float, default=None, metavar="FRACTION|BYTES",
-    help="With --engine flash: DRAM for the weights, as a fraction of them (0.8) or bytes; "
-    "the FFN's up and down projections stream from disk (default: all resident).",
+    "--memory-budget", "memory_budget", default=None, metavar="SHARE|SIZE",
+    help="With --engine flash: the memory the model's weights may use, as a share of them "
+    "(60%) or a size (512MB); what does not fit is read from disk as it is needed "
+    "(default: all weights mmap'd).",
 )  # fmt: skip
 store_option = click.option(
     "--store", default=None, metavar="PATH",
@@ -36,15 +37,21 @@ store_option = click.option(
 )  # fmt: skip
 
 
-def engine_options(engine: str | None, weight_budget: float | None) -> dict[str, Any]:
+def engine_options(engine: str | None, memory_budget: str | None) -> dict[str, Any]:
     """The engine options the flags ask for (a budget streams weights: flash only)."""
-    if weight_budget is None:
+    if memory_budget is None:
         return {}
     import os
 
+    from localmem.errors import LocalmemError
+    from localmem.llm.engine import parse_budget
+
     if (engine or os.environ.get("LOCALMEM_ENGINE")) != "flash":
-        raise click.UsageError("--weight-budget needs --engine flash")
-    return {"weight_budget": weight_budget if weight_budget <= 1 else int(weight_budget)}
+        raise click.UsageError("--memory-budget needs --engine flash")
+    try:
+        return {"memory_budget": parse_budget(memory_budget)}
+    except LocalmemError as e:
+        raise click.BadParameter(str(e), param_hint="--memory-budget") from e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -65,7 +72,7 @@ def main(ctx: click.Context) -> None:
 def chat(
     model: str | None = None,
     engine: str | None = None,
-    weight_budget: float | None = None,
+    memory_budget: str | None = None,
     store: str | None = None,
     max_tokens: int = 256,
 ) -> None:
@@ -73,7 +80,7 @@ def chat(
     from localmem.tui import ChatApp
 
     app = ChatApp(
-        model=model, engine_name=engine, engine_options=engine_options(engine, weight_budget),
+        model=model, engine_name=engine, engine_options=engine_options(engine, memory_budget),
         store=store, max_tokens=max_tokens,
     )  # fmt: skip
     try:
@@ -105,7 +112,7 @@ def models(as_json: bool) -> None:
     for m in found:
         runs = ", ".join(m.engines) if m.engines else f"none: {m.problem}"
         if m.engines and free and m.size > free:
-            runs += " (larger than free memory: try --engine flash --weight-budget 0.5)"
+            runs += " (larger than free memory: try --engine flash --memory-budget 50%)"
         click.echo(
             f"{m.name:<{width}}  {m.size / 1e9:>6.2f}GB  {m.architecture or '?':<10} "
             f"{m.quantization or '?':<8} {m.parameters or '?':<7} {runs}"
@@ -169,7 +176,7 @@ def ask(
     show_memories: bool,
     model: str | None,
     engine: str | None,
-    weight_budget: float | None,
+    memory_budget: str | None,
     store: str | None,
     max_tokens: int,
     temperature: float,
@@ -184,7 +191,7 @@ def ask(
     from localmem.memory import Memory
 
     try:
-        llm = open_engine(model, engine=engine, **engine_options(engine, weight_budget))
+        llm = open_engine(model, engine=engine, **engine_options(engine, memory_budget))
         if llm.notice:
             click.echo(f"note: {llm.notice}", err=True)
         with Memory.open(store) as mem:

@@ -27,9 +27,40 @@ def usable_cpus() -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory available to new allocations (MemAvailable), or 0 if unknown."""
+    """Bytes of memory available to new allocations (MemAvailable, or less when this
+    process's memory cgroup leaves less under its limit), or 0 if unknown."""
     kb = _proc_field("/proc/meminfo", "MemAvailable")
-    return 0 if kb is None else kb * 1024
+    free = 0 if kb is None else kb * 1024
+    room = cgroup_room()
+    return min(free, room) if free and room is not None else free or (room or 0)
+
+
+def cgroup_room() -> int | None:
+    """Bytes this process's memory cgroup may still take (limit less usage; page cache it
+    holds counts as used), or None when it has no limit or none is found."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, ctrl, rel = line.split(":", 2)
+        if "memory" in ctrl.split(","):  # cgroup v1
+            d = Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
+            limit, used = d / "memory.limit_in_bytes", d / "memory.usage_in_bytes"
+            break
+        if ctrl == "":  # cgroup v2
+            d = Path("/sys/fs/cgroup") / rel.lstrip("/")
+            limit, used = d / "memory.max", d / "memory.current"
+            break
+    else:
+        return None
+    try:
+        lim = limit.read_text().strip()
+        if lim == "max" or int(lim) >= 1 << 60:
+            return None
+        return max(0, int(lim) - int(used.read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def io_read_bytes() -> int:

@@ -146,9 +146,9 @@ def test_a_model_larger_than_free_memory_is_opened_with_a_warning_and_what_to_do
     e = open_engine(engine="llama", n_ctx=512)
     try:
         assert "GB of memory is free" in e.notice
-        assert "--engine flash --weight-budget" in e.notice
+        assert "--engine flash --memory-budget" in e.notice
         # Streaming under a budget is the remedy: no warning then.
-        f = open_engine(engine="flash", n_ctx=512, weight_budget=0.9)
+        f = open_engine(engine="flash", n_ctx=512, memory_budget=0.9)
         assert f.notice == ""
         f.close()
     finally:

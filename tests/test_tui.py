@@ -151,13 +151,16 @@ def test_the_screens_render_at_80x24(mem, tmp_path):
     assert "retention" in ins and "Marco" in ins
 
 
-@pytest.mark.parametrize("engine", ["llama", "flash"])
-def test_the_real_model_answers_in_the_chat(tmp_path, engine):
-    # As `localmem chat --engine NAME` opens it: the app loads the engine by name.
+@pytest.mark.parametrize(
+    ("engine", "options"), [("llama", {}), ("flash", {}), ("flash", {"memory_budget": 0.6})]
+)
+def test_the_real_model_answers_in_the_chat(tmp_path, engine, options):
+    # As `localmem chat --engine NAME [--memory-budget 60%]` opens it: the app loads the
+    # engine by name, with the options.
     async def go():
         with Memory.open(tmp_path / "real") as m:
             m.remember("My sister is called Ana.", kind="fact")
-            app = ChatApp(memory=m, engine_name=engine, max_tokens=24)
+            app = ChatApp(memory=m, engine_name=engine, engine_options=options, max_tokens=24)
             async with app.run_test(size=(100, 30)) as pilot:
                 await reply_to(
                     pilot, app, "What is my sister called?", ready_timeout=60, timeout=120
@@ -172,6 +175,17 @@ def test_the_real_model_answers_in_the_chat(tmp_path, engine):
                 assert type(app.assistant.engine).__name__ == {
                     "llama": "LlamaCppEngine", "flash": "FlashEngine"
                 }[engine]  # fmt: skip
+                status = str(app.status.render())
+                if options:  # the engine's plan: what is pinned, what streams, read size
+                    assert "MB pinned" in status and "MB/token streamed" in status, status
+                    assert "KiB" in status
+                    first = app.last_turn
+                    await send(pilot, "And where does she live?")
+                    await wait_for(pilot, lambda: app.last_turn is not first, 120)
+                    assert len(texts(app, "assistant")) == 2
+                    assert app.assistant.engine.weight_stream_stats()["bytes_read"] > 0
+                else:
+                    assert "pinned" not in status
                 ahead = app.assistant._ahead  # the model readied for the next message
                 assert ahead is not None
             app.close()

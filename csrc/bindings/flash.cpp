@@ -72,6 +72,23 @@ py::dict gguf_info(const std::string& path) {
 
 }  // namespace
 
+py::dict plan_dict(const lm::LlamaModel& m) {
+    py::dict d;
+    const lm::WeightPlan* p = m.plan();
+    if (p == nullptr) return d;
+    d["budget"] = p->budget;
+    d["pinned_bytes"] = p->pinned_bytes;
+    d["streamed_bytes"] = p->streamed_bytes;
+    d["resident_min"] = p->resident_min;
+    d["slots"] = p->slots;
+    d["slot_bytes"] = p->slot_bytes;
+    d["ffn_pinned"] = p->ffn_pinned;
+    d["ffn_streamed"] = p->ffn_streamed;
+    d["direct_io"] = p->direct_io;
+    d["streamed"] = p->streamed;
+    return d;
+}
+
 void bind_flash(py::module_& m) {
     m.def("gguf_info", &gguf_info, py::arg("path"),
           "Header of a GGUF file as the native reader sees it (tensor table, a few keys).");
@@ -261,6 +278,40 @@ void bind_flash(py::module_& m) {
                  d["streamed_bytes_per_token"] =
                      uint64_t(s->bundle().layout().file_bytes() - lm::kBundleHeader);
                  return d;
+             })
+        .def(
+            "plan_memory",
+            [](lm::LlamaModel& m, size_t budget, bool direct_io, size_t max_slots) {
+                {
+                    ReleaseGil nogil;
+                    m.plan_memory(budget, direct_io, max_slots);
+                }
+                return plan_dict(m);
+            },
+            py::arg("budget"), py::arg("direct_io") = true, py::arg("max_slots") = 4,
+            "Fits the weights into `budget` bytes: pins embeddings/head, norms, attention and "
+            "whole FFN tensors while the budget lasts, streams the other FFN tensors from the "
+            "file on every pass. Returns the plan.")
+        .def_property_readonly("min_budget", &lm::LlamaModel::min_budget)
+        .def("plan", &plan_dict)
+        .def("weight_stream_stats",
+             [](const lm::LlamaModel& m) {
+                 py::dict d;
+                 const lm::WeightStream* w = m.weight_stream();
+                 if (w == nullptr) return d;
+                 const lm::WeightStreamStats st = w->stats();
+                 d["bytes_read"] = st.bytes_read;
+                 d["reads"] = st.reads;
+                 d["tensors"] = st.tensors;
+                 d["wait_seconds"] = double(st.wait_ns) * 1e-9;
+                 d["io_seconds"] = double(st.io_ns) * 1e-9;
+                 d["sequence_length"] = w->sequence_length();
+                 d["sequence_bytes"] = w->sequence_bytes();
+                 return d;
+             })
+        .def("reset_weight_stream_stats",
+             [](lm::LlamaModel& m) {
+                 if (m.weight_stream() != nullptr) m.weight_stream()->reset_stats();
              })
         .def("reset_stream_stats",
              [](lm::LlamaModel& m) {

@@ -125,7 +125,7 @@ def _too_big(path: Path, options: dict[str, Any]) -> str:
     budget instead."""
     from localmem import machine
 
-    if options.get("weight_budget"):
+    if options.get("memory_budget") or options.get("weight_budget"):
         return ""
     try:
         size = path.stat().st_size
@@ -137,7 +137,7 @@ def _too_big(path: Path, options: dict[str, Any]) -> str:
     return (
         f"{path.name} is {size / 1e9:.1f} GB and {free / 1e9:.1f} GB of memory is free: "
         "it will read its weights from disk again and again and answer slowly; "
-        "--engine flash --weight-budget 0.5 runs it in less memory"
+        "--engine flash --memory-budget 50% runs it in less memory"
     )
 
 

@@ -254,3 +254,40 @@ class ChatEngine:
             "n_ctx": self.n_ctx,
             "load": self.load_stats.__dict__,
         }
+
+
+_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
+          "KIB": 1024, "MIB": 1 << 20, "GIB": 1 << 30}  # fmt: skip
+
+
+def parse_budget(value: int | float | str) -> int | float:
+    """A memory budget as a user writes it: ``"60%"`` or ``0.6`` (that fraction of the
+    model's weights), ``"512MB"``, ``"1.5G"``, ``"800MiB"`` or an int (bytes). Returns a
+    float fraction in (0, 1] or an int byte count."""
+    bad = InvalidArgumentError(
+        f"a memory budget is a share of the weights (60%, 0.6) or a size (512MB, 1.5GB), "
+        f"got {value!r}"
+    )
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        try:
+            if text.endswith("%"):
+                value = float(text[:-1]) / 100
+            else:
+                num = text.rstrip("BKMGI")
+                unit = text[len(num) :]
+                if unit not in _UNITS:
+                    raise bad
+                f = float(num)
+                value = f if unit == "" and f <= 1 else int(f * _UNITS[unit])
+        except ValueError:
+            raise bad from None
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise bad
+        return value
+    if isinstance(value, int) and value > 0:
+        return value
+    raise bad

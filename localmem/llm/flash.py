@@ -34,6 +34,7 @@ from localmem.llm.engine import (
     LoadStats,
     Message,
     check_options,
+    parse_budget,
 )
 from localmem.llm.llamacpp import context_size, resolve
 from localmem.llm.prompt import ChatPrompt, common_prefix, find_splice, open_vocab
@@ -102,6 +103,7 @@ class FlashEngine(ChatEngine):
         n_ctx: int | None = None,
         threads: int | None = None,
         seed: int = 0,
+        memory_budget: int | float | str | None = None,
         weight_budget: int | float | None = None,
         sparsity: float = 0.5,
         window: int = 5,
@@ -128,7 +130,11 @@ class FlashEngine(ChatEngine):
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self.n_ctx = int(self._model.n_ctx)
         extra: dict[str, Any] = {"mode": "dense"}
-        if weight_budget is not None:
+        if memory_budget is not None and weight_budget is not None:
+            raise InvalidArgumentError("give memory_budget or weight_budget, not both")
+        if memory_budget is not None:
+            extra = self._plan_memory(memory_budget, direct_io)
+        elif weight_budget is not None:
             extra = self._start_streaming(weight_budget, sparsity, window, direct_io)
         self.load_stats = LoadStats.since(
             self.path, t0, io0, self.n_ctx, int(self._model.threads),
@@ -137,6 +143,49 @@ class FlashEngine(ChatEngine):
         )  # fmt: skip
         self._cached: list[int] = []  # the tokens whose keys and values the cache holds
         self._rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ memory budget
+
+    def _plan_memory(self, budget: int | float | str, direct_io: bool) -> dict[str, Any]:
+        """Fits the weights into ``budget`` (see ``parse_budget``): embeddings/head, norms,
+        attention and as many whole FFN tensors as fit are copied into memory the kernel
+        cannot evict; the other FFN tensors are read from the GGUF on every token, whole and
+        in the file's own layout (so the output is the dense one's, bit for bit), by an I/O
+        thread that reads ahead of the computation."""
+        m = self._model
+        value = parse_budget(budget)
+        total = int(m.weight_bytes)
+        nbytes = int(value * total) if isinstance(value, float) else value
+        try:
+            plan = m.plan_memory(nbytes, direct_io)
+        except LocalmemError as e:
+            raise InvalidArgumentError(f"{self.path.name}: {e}") from e
+        return {"mode": "planned" if plan["slots"] else "pinned", "plan": dict(plan)}
+
+    def plan(self) -> dict[str, Any]:
+        """What the memory budget bought ({} in dense mode): ``budget``, ``pinned_bytes``,
+        ``streamed_bytes`` (read per token), ``slots`` x ``slot_bytes`` (read buffers),
+        ``ffn_pinned``/``ffn_streamed`` (tensor counts), ``direct_io``, ``streamed`` (names)."""
+        return dict(self._model.plan())
+
+    def plan_summary(self) -> str:
+        """One line for the status bar and doctor: what is pinned, what streams, read size."""
+        p = self.plan()
+        if not p:
+            return "all weights mmap'd"
+        mb = 1e6
+        text = f"budget {p['budget'] / mb:.0f} MB: {p['pinned_bytes'] / mb:.0f} MB pinned"
+        if not p["slots"]:
+            return text + " (every weight)"
+        return (
+            f"{text}, {p['streamed_bytes'] / mb:.0f} MB/token streamed "
+            f"({p['ffn_streamed']} FFN tensors, reads of {p['slot_bytes'] / 1024:.0f} KiB"
+            f"{', O_DIRECT' if p['direct_io'] else ''}, {p['slots']} buffers)"
+        )
+
+    def weight_stream_stats(self) -> dict[str, Any]:
+        """Bytes, reads and waits of the weight stream since the last reset ({} if none)."""
+        return dict(self._model.weight_stream_stats())
 
     # ------------------------------------------------------------------ streaming
 

@@ -34,6 +34,16 @@ FLUSH_SECONDS = 0.04  # how often streamed tokens reach the screen
 log = logging.getLogger("localmem.tui")
 
 
+def model_label(engine: Engine) -> str:
+    """The status bar's model: name, context and, under a memory budget, the engine's plan
+    (what is pinned, what streams from disk per token, in reads of what size)."""
+    label = f"{engine.name} (ctx {engine.n_ctx:,})"
+    summary, stats = getattr(engine, "plan_summary", None), getattr(engine, "load_stats", None)
+    if summary is not None and stats is not None and stats.extra.get("plan"):
+        label += f" · {summary()}"
+    return label
+
+
 class ChatApp(App[None]):
     TITLE = "localmem"
     CSS_PATH = "app.tcss"
@@ -141,7 +151,7 @@ class ChatApp(App[None]):
 
     def _loaded(self) -> None:
         assert self._engine is not None
-        self.status.set(model=f"{self._engine.name} (ctx {self._engine.n_ctx:,})")
+        self.status.set(model=model_label(self._engine))
         msgs = list(self.query(ChatMessage))
         if msgs and msgs[0].role == "system":
             msgs[0].remove()
@@ -372,7 +382,7 @@ class ChatApp(App[None]):
                     self._engine = new
                     if self.assistant is not None:
                         self.assistant.engine = new
-                    self.call_from_thread(self.status.set, model=f"{new.name} (ctx {new.n_ctx:,})")
+                    self.call_from_thread(self.status.set, model=model_label(new))
                     out = f"Now chatting with {new.name} ({new.path})."
                     if new.notice:
                         out += f"\n\n**Note:** {new.notice}"

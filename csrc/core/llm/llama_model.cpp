@@ -133,6 +133,8 @@ LlamaModel::LlamaModel(std::shared_ptr<const GgufFile> file, const LlamaOptions&
 }
 
 LlamaModel::~LlamaModel() {
+    ws_.reset();  // its I/O thread stops before anything it reads into goes
+    std::free(pinned_);
     if (kv_ != nullptr) ::munmap(kv_, kv_bytes_);
 }
 
@@ -254,7 +256,12 @@ void LlamaModel::eval(const int32_t* tokens, size_t n, bool all_logits, float* l
         const size_t m = std::min(kChunk, n - done);
         const bool last = done + m == n;
         float* out = all_logits ? logits + done * cfg_.n_vocab : logits;
-        forward_chunk(tokens + done, m, all_logits, last || all_logits ? out : nullptr);
+        try {
+            forward_chunk(tokens + done, m, all_logits, last || all_logits ? out : nullptr);
+        } catch (...) {
+            if (ws_) ws_->rewind();  // stopped half way through the weights: start over
+            throw;
+        }
     }
 }
 
@@ -314,6 +321,21 @@ void LlamaModel::ffn_in(const LlamaLayer& L, size_t n) {
             for (size_t i = r0; i < r1; ++i) a[i] *= g[F + i];
         }
     });
+}
+
+void LlamaModel::ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down) {
+    const size_t F = cfg_.n_ff;
+    if (collect_ != nullptr) {
+        auto& c = (*collect_)[layer];
+        std::vector<float> a(F);
+        for (size_t t = 0; t < n; ++t) {
+            k_->silu(gate_up_.data() + t * 2 * F, a.data(), F);
+            for (float v : a) c.push_back(std::fabs(v));
+        }
+    }
+    prepare_activations(ffn_.data(), n, F);
+    xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
+    down({&layers_[layer].down, tmp_.data(), cfg_.n_embd});
 }
 
 void LlamaModel::attention(size_t layer, size_t n, size_t pos0) {
@@ -391,19 +413,11 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
             for (size_t t = 0; t < n; ++t)
                 stream_->forward(l, pos0 + t, gate_up_.data() + t * 2 * F, xq_.data() + t * nb,
                                  h_.data() + t * E, tmp_.data() + t * E, team_);
+        } else if (plan_) {
+            ffn_planned(l, n);
         } else {
             ffn_in(L, n);
-            if (collect_ != nullptr) {
-                auto& c = (*collect_)[l];
-                std::vector<float> a(F);
-                for (size_t t = 0; t < n; ++t) {
-                    k_->silu(gate_up_.data() + t * 2 * F, a.data(), F);
-                    for (float v : a) c.push_back(std::fabs(v));
-                }
-            }
-            prepare_activations(ffn_.data(), n, F);
-            xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
-            matmul({{&L.down, tmp_.data(), E}}, n);
+            ffn_out(l, n, [&](const MatJob& job) { matmul({job}, n); });
         }
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     }

@@ -4,8 +4,10 @@
 // place in the file's mmap (dense mode), so nothing is copied at load.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,7 @@
 #include "gguf_file.h"
 #include "qkernels.h"
 #include "spin_team.h"
+#include "weight_stream.h"
 
 namespace lm {
 
@@ -39,6 +42,17 @@ struct LlamaLayer {
     const float* attn_norm = nullptr;
     const float* ffn_norm = nullptr;
     WeightMatrix wq, wk, wv, wo, gate, up, down;
+};
+
+// What a memory budget bought (LlamaModel::plan_memory): the bytes of weights copied into
+// anonymous memory (pinned: the kernel cannot evict them, unlike file pages), and the FFN
+// tensors read from disk on every pass, through `slots` buffers of `slot_bytes`.
+struct WeightPlan {
+    size_t budget = 0, pinned_bytes = 0, streamed_bytes = 0, slots = 0, slot_bytes = 0;
+    size_t resident_min = 0;                  // what must stay: embeddings/head, norms, attention
+    size_t ffn_pinned = 0, ffn_streamed = 0;  // FFN tensors of each kind
+    bool direct_io = false;
+    std::vector<std::string> streamed;  // names of the streamed tensors, in reading order
 };
 
 struct LlamaOptions {
@@ -76,6 +90,18 @@ public:
     FfnStream* stream() { return stream_.get(); }
     // Bytes of the weights that stay in DRAM in streaming mode (all but up and down).
     size_t resident_weight_bytes() const;
+    // Fits the weights into `budget` bytes: embeddings/head, norms and attention are copied
+    // into anonymous memory (pinned), then whole FFN tensors, spread evenly over the layers,
+    // while the budget lasts, less the streaming buffers (up to `max_slots` of them, at
+    // least 2); the other FFN tensors are read from the file on every pass. Throws
+    // InvalidArgument when the budget is below that minimum, saying what it is.
+    const WeightPlan& plan_memory(size_t budget, bool direct_io, size_t max_slots = 4);
+    const WeightPlan* plan() const { return plan_ ? &*plan_ : nullptr; }
+    const WeightStream* weight_stream() const { return ws_.get(); }
+    WeightStream* weight_stream() { return ws_.get(); }
+    // The least budget plan_memory accepts (resident part and two streaming buffers).
+    size_t min_budget() const;
+
     // Per layer, the |SiLU(gate . x)| below which a `sparsity` fraction of the neurons fall
     // over `tokens` (evaluated from an empty cache, dense; the cache is cleared after).
     std::vector<float> calibrate(const int32_t* tokens, size_t n, float sparsity);
@@ -100,6 +126,11 @@ private:
     size_t task_rows(size_t rows) const;
     // The dense SwiGLU FFN of one layer on the normed chunk: ffn_ = silu(gate x) * (up x).
     void ffn_in(const LlamaLayer& L, size_t n);
+    // After gate and up: collects |SiLU(gate)| for calibrate(), quantizes the FFN's
+    // activations and runs `down` on the down projection's job.
+    void ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down);
+    // The same FFN with some of its tensors read from the weight stream (llama_plan.cpp).
+    void ffn_planned(size_t layer, size_t n);
     void attention(size_t layer, size_t n, size_t pos0);
     void prepare_activations(const float* x, size_t n, size_t cols);
 
@@ -114,6 +145,10 @@ private:
     size_t n_past_ = 0;
     std::mutex mu_;  // one eval or truncate at a time
     std::unique_ptr<FfnStream> stream_;
+    std::unique_ptr<WeightPlan> plan_;
+    std::unique_ptr<WeightStream> ws_;
+    std::vector<std::array<bool, 3>> streamed_;           // per layer: gate, up, down streamed
+    uint8_t* pinned_ = nullptr;                           // the pinned copies, one allocation
     std::vector<std::vector<float>>* collect_ = nullptr;  // calibrate(): |SiLU(gate)| per layer
     float theta_scale_ = 1.0f;
 
