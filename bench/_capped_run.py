@@ -49,7 +49,7 @@ def main() -> None:
 
         eng = FlashEngine(
             spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"],
-            memory_budget=spec.get("memory_budget"), sparsity=spec.get("sparsity", 0.0),
+            memory_budget=spec.get("memory_budget"),
         )  # fmt: skip
         m = eng._model
 

@@ -1,43 +1,29 @@
 """FlashEngine (localmem's native LLM engine) beside llama-cpp-python on the same GGUF, in
-the same run: quality (top-1 agreement of every position's logits, perplexity on a fixed
-English text of 2,000+ tokens) and generation tokens/s on 2 threads; the streaming modes
-(FFN weights read from disk under a DRAM budget): (a) naive, (b) sparse, (c) sparse +
-window + bundles, with the page cache dropped first.
+the same run: dense quality (top-1 agreement of every position's logits, perplexity on a
+fixed English text of 2,000+ tokens) and generation tokens/s on 2 threads; neuron mode
+(50% of the FFN's neurons, their down columns read from disk or an LRU cache): perplexity,
+reads, speed; with --cap, every engine in its own process under a hard memory cap
+(bench/_capped.py): llama.cpp's mmap, flash dense (mmap) and flash under a memory budget.
 
-    python bench/flash.py --check      # the issue's must-show (a few minutes)
-    # the streaming modes on a larger model (FFN widened to F16, bench/widen_ffn.py):
-    python bench/widen_ffn.py /work/.benchtmp/smollm2-ffn-f16.gguf
-    python bench/flash.py --model /work/.benchtmp/smollm2-ffn-f16.gguf --stream-only --check
+    python bench/flash.py --check --cap          # the issue's must-show, as root (minutes)
+    python bench/flash.py --capped-only --cap 0.6 --capped-runs 5
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _cgroup import MemoryCgroup  # bench/, on sys.path when a bench runs as a script
+from _capped import WARMUP, capped, greedy  # bench/, on sys.path when run as a script
 from _checks import print_checks
 
 from localmem.llm import FlashEngine
 from localmem.llm.llamacpp import resolve
 
-
-def evict_file(path: Path) -> None:
-    """Drops a file's pages from the page cache (the resident weights are read again)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-WARMUP = 6  # untimed tokens of a capped run (the I/O thread and the page cache settle)
 TEXT = Path(__file__).resolve().parent.parent / "tests" / "data" / "english.txt"
 CHATS = [
     "What is the capital of France?",
@@ -131,135 +117,75 @@ def compare_dense(args, path, flash, ref, text, prompt) -> list:
     print(f"\ngeneration, {args.gen_tokens} tokens x {args.runs} runs (median): flash dense "
           f"{o:.1f} tok/s, llama.cpp {t:.1f} tok/s, ratio {o / t:.2f}")  # fmt: skip
     ref.close()
+    # Bit-identity holds against a llama.cpp built for AVX-512 with llamafile (the order of
+    # operations this engine follows); against another build (the README's portable one is
+    # AVX2), the gap to llama.cpp may be what llama.cpp's own KV precision moves, no more.
+    info = llama_cpp.llama_print_system_info().decode()
+    same_order = "AVX512 = 1" in info and "LLAMAFILE = 1" in info
+    target = 1.0 if same_order else max(0.95, round(self_agree / positions - 0.01, 3))
+    print(f"llama.cpp built {'with' if same_order else 'without'} AVX-512: agreement target "
+          f"{target}" + ("" if same_order else " (its self-agreement - 0.01)"))  # fmt: skip
     return [
-        ("dense: top-1 agreement with llama.cpp", agreement, ">=", 0.98),
+        ("dense: top-1 agreement with llama.cpp", agreement, ">=", target),
         ("dense: generation tok/s, flash / llama.cpp", o / t, ">=", 0.8),
         ("dense: perplexity, flash / llama.cpp", ppl["flash dense"] / ppl["llama.cpp"], "<=", 1.02),
     ]
 
 
-def greedy(flash: FlashEngine, prompt: list[int], n: int) -> list[int]:
-    """n tokens of the dense engine's greedy continuation of prompt (fed to every capped
-    run, so that each sees the same text and its argmax can be compared)."""
-    m = flash._model
-    m.truncate(0)
-    out = [int(m.eval(np.asarray(prompt, np.int32))[0].argmax())]
-    while len(out) < n:
-        out.append(int(m.eval(np.asarray(out[-1:], np.int32))[0].argmax()))
-    return out
+NEURON_TOKENS = 1024  # perplexity span of neuron mode (and of dense, for the ratio)
+NEURON_MODES = {  # name: (rule, cache share of n_ff, cache bias); the first is the must-show
+    "|SiLU(g)*u|, LRU cache 50%, cache-aware 0.3": ("activation", 0.5, 0.3),
+    "|SiLU(g)*u|, LRU cache 50%": ("activation", 0.5, 0.0),
+    "|SiLU(g)| (gate only), LRU cache 50%, cache-aware 0.3": ("gate", 0.5, 0.3),
+}
 
 
-def disk_bandwidth(path: Path, block: int, passes: int = 3) -> float:
-    """Bytes/s of O_DIRECT reads of `block` bytes through the file, one at a time (how the
-    weight stream reads): the median of a few passes."""
-    import mmap
-
-    buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
-    rates = []
-    for _ in range(passes):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        try:
-            t0, done = time.perf_counter(), 0
-            while (n := os.preadv(fd, [buf], done)) == block:
-                done += n
-            rates.append(done / (time.perf_counter() - t0))
-        finally:
-            os.close(fd)
-    return statistics.median(rates)
-
-
-def run_capped(spec: dict, limit: int | None) -> tuple[dict | None, int, str]:
-    """One engine run in its own process under a cgroup of `limit` bytes (None: no limit),
-    the model evicted from the page cache first: (result or None, peak bytes, error)."""
-    evict_file(Path(spec["path"]))
-    child = [sys.executable, str(Path(__file__).with_name("_capped_run.py"))]
-    with MemoryCgroup(limit) as cg:
-        p = cg.run(child, input=json.dumps(spec), capture_output=True, text=True)
-        peak = cg.peak()
-    if p.returncode != 0:
-        why = "killed by the OOM killer" if p.returncode == -9 else p.stderr.strip()[-300:]
-        return None, peak, why
-    return json.loads(p.stdout), peak, ""
-
-
-def capped(args, path: Path, weights: int, prompt: list[int], forced: list[int]) -> list:
-    """The engines under a hard memory cap (the issue's must-show)."""
-    why = MemoryCgroup.unavailable()
-    if why:
-        print(f"\ncapped runs skipped: {why}")
-        return []
-    base = {"path": str(path), "threads": args.threads, "n_ctx": 512, "prompt": prompt,
-            "forced": forced, "warmup": WARMUP}  # fmt: skip
-    llama, dense = {**base, "engine": "llama"}, {**base, "engine": "flash"}
-    # Non-weight footprint: the peak of an uncapped run less the weights it mapped.
-    ref, peak_f, err = run_capped(dense, None)
-    if ref is None:
-        print(f"\ncapped runs skipped: the uncapped flash run failed: {err}")
-        return []
-    r_llama, peak_l, err = run_capped(llama, None)
-    foot = {"llama": peak_l - weights, "flash": peak_f - weights}
-    # The stream's buffers are the size of its largest streamed tensor, rounded for O_DIRECT.
-    slot = max(ref["plan"].get("slot_bytes", 0), 1 << 19)
-    bw = disk_bandwidth(path, slot)
-    print(f"\ncapped runs: weights {weights / 1e6:.1f} MB; non-weight footprint (uncapped "
-          f"peak - weights): llama.cpp {foot['llama'] / 1e6:.1f} MB, flash "
-          f"{foot['flash'] / 1e6:.1f} MB; uncapped tok/s: flash dense {ref['tok_s']:.1f}, "
-          f"llama.cpp {r_llama['tok_s'] if r_llama else float('nan'):.1f}; disk, O_DIRECT "
-          f"reads of {slot >> 10} KiB one at a time: {bw / 1e9:.2f} GB/s")  # fmt: skip
-    print(f"  {'cap':<6}{'engine':<34}{'limit MB':>9}{'tok/s':>8}{'MB read/token':>15}"
-          f"{'top-1 = dense':>15}")  # fmt: skip
-    figures, least = [], None
-    for frac in args.cap:
-        engines = {
-            "llama.cpp (mmap)": (llama, foot["llama"]),
-            "flash dense (mmap)": (dense, foot["flash"]),
-            "flash streaming": ({**dense, "memory_budget": int(frac * weights)}, foot["flash"]),
-        }
-        runs: dict[str, list[dict]] = {k: [] for k in engines}
-        errs: dict[str, str] = {}
-        for _ in range(args.capped_runs):  # interleaved: the machine's noise hits all alike
-            for name, (spec, fp) in engines.items():
-                r, _, err = run_capped(spec, int(fp + frac * weights))
-                if r is None:
-                    errs[name] = err
-                else:
-                    runs[name].append(r)
-        row = {}
-        for name, rs in runs.items():
-            limit = (engines[name][1] + frac * weights) / 1e6
-            if not rs:
-                print(f"  {frac:<6}{name:<34}{limit:>9.1f}  failed: {errs[name]}")
-                continue
-            tok_s = statistics.median(r["tok_s"] for r in rs)
-            per_tok = statistics.median(r["read_per_token"] for r in rs)
-            agree = min(np.mean(np.asarray(r["top1"]) == np.asarray(ref["top1"])) for r in rs)
-            row[name] = (tok_s, per_tok, agree, rs[0]["plan"])
-            print(f"  {frac:<6}{name:<34}{limit:>9.1f}{tok_s:>8.1f}{per_tok / 1e6:>15.1f}"
-                  f"{agree:>15.3f}")  # fmt: skip
-        if "flash streaming" in row:
-            plan = row["flash streaming"][3]
-            print(f"        plan: {plan['pinned_bytes'] / 1e6:.1f} MB pinned, "
-                  f"{plan['streamed_bytes'] / 1e6:.1f} MB/token streamed in "
-                  f"{plan['ffn_streamed']} reads of <= {plan['slot_bytes'] >> 10} KiB, "
-                  f"{plan['slots']} buffers, O_DIRECT {plan['direct_io']}")  # fmt: skip
-        if "flash streaming" not in row or "llama.cpp (mmap)" not in row:
-            if frac <= 0.5:
-                least = frac
-            continue
-        s_, l_ = row["flash streaming"], row["llama.cpp (mmap)"]
-        tag = f"cap {frac}"
-        tok_target, byte_target = (3.0, 0.35) if frac >= 0.75 else (2.0, 0.45)
-        figures += [
-            (f"{tag}: streaming tok/s / llama.cpp", s_[0] / l_[0], ">=", tok_target),
-            (f"{tag}: streaming bytes/token / llama.cpp", s_[1] / l_[1], "<=", byte_target),
-            (f"{tag}: streaming top-1 = uncapped dense", s_[2], ">=", 1.0),
-        ]
-        if frac == 0.75:
-            bound = min(ref["tok_s"], bw / max(1.0, s_[1]))
-            figures.append((f"{tag}: overlap, tok/s / min(dense, disk/bytes)", s_[0] / bound,
-                            ">=", 0.8))  # fmt: skip
-    if least is not None:
-        print(f"  cap {least}: the least budget this model runs in is above it (see above)")
+def neuron_mode(args, path: Path, text: list[int], prompt: list[int]) -> list:
+    """Neuron mode at 50% sparsity: perplexity against dense, down columns read per token,
+    and what it costs in reads and speed (the bundle's cache dropped first)."""
+    toks = text[:NEURON_TOKENS]
+    dense = FlashEngine(path, n_ctx=NEURON_TOKENS + 64, threads=args.threads)
+    ppl_dense = perplexity(dense.logits(toks), toks)
+    dm = dense._model
+    first = int(dm.eval(np.asarray(prompt, np.int32))[0].argmax())
+    dense_rate = gen_rate(lambda t: dm.eval(np.asarray([t], np.int32))[0], first, 32)
+    weights = int(dense._model.weight_bytes)
+    dense.close()
+    print(f"\nneuron mode, 50% sparsity, {len(toks)} tokens of English text (dense perplexity "
+          f"{ppl_dense:.3f}, {dense_rate:.1f} tok/s):")  # fmt: skip
+    print(f"  {'rule':<54}{'ppl x':>7}{'not cached':>11}{'read':>7}{'reads/tok':>10}"
+          f"{'MB/tok':>8}{'tok/s':>7}")  # fmt: skip
+    figures = []
+    for i, (name, (rule, cache, bias)) in enumerate(NEURON_MODES.items()):
+        e = FlashEngine(path, n_ctx=NEURON_TOKENS + 64, threads=args.threads, sparsity=0.5,
+                        neuron_rule=rule, neuron_cache=cache, cache_bias=bias)  # fmt: skip
+        m = e._model
+        ratio = perplexity(e.logits(toks), toks) / ppl_dense
+        st = e.stream_stats()
+        per_layer = st["token_layers"]
+        n_ff = int(m.config["n_ff"])
+        missing = st["neurons_missing"] / per_layer / n_ff
+        read = st["neurons_read"] / per_layer / n_ff
+        # Speed: greedy tokens with the bundle out of the page cache (O_DIRECT reads anyway).
+        m.truncate(0)
+        m.drop_stream_cache()
+        first = int(m.eval(np.asarray(prompt, np.int32))[0].argmax())
+        m.reset_stream_stats()
+        rate = gen_rate(lambda t, m=m: m.eval(np.asarray([t], np.int32))[0], first, 32)
+        g = m.stream_stats()
+        tokens = g["token_layers"] / int(m.config["n_layer"])
+        held = e.load_stats.extra["resident_bytes"] + cache * n_ff * int(
+            m.config["n_layer"]) * g["bundle_bytes"]  # fmt: skip
+        print(f"  {name:<54}{ratio:>7.3f}{missing:>11.3f}{read:>7.3f}"
+              f"{g['reads'] / tokens:>10.0f}{g['bytes_read'] / tokens / 1e6:>8.1f}{rate:>7.1f}"
+              f"   holds {held / 1e6:.0f} MB = {held / weights:.2f} of the weights")  # fmt: skip
+        e.close()
+        if i == 0:
+            figures += [
+                ("neuron: perplexity / dense (50% sparse)", ratio, "<=", 1.03),
+                ("neuron: down columns read per token / n_ff", missing, "<=", 0.20),
+                ("neuron: tok/s / dense (reported)", rate / dense_rate, "", None),
+            ]
     return figures
 
 
@@ -281,7 +207,7 @@ def main() -> int:
     ap.add_argument("--capped-tokens", type=int, default=32, help="timed tokens per capped run")
     ap.add_argument("--capped-runs", type=int, default=3, help="interleaved runs per engine")
     ap.add_argument(
-        "--capped-only", action="store_true", help="only the capped runs (no dense comparison)"
+        "--capped-only", action="store_true", help="only the capped runs (no dense, no neuron)"
     )
     args = ap.parse_args()
     if args.cap is not None and not args.cap:
@@ -304,6 +230,8 @@ def main() -> int:
     total = int(flash._model.weight_bytes)
     forced = greedy(flash, prompt, WARMUP + args.capped_tokens)
     flash.close()
+    if not args.capped_only:
+        figures += neuron_mode(args, path, text, prompt)
     if args.cap is not None:
         figures += capped(args, path, total, prompt, forced)
     miss = print_checks(figures, 48)

@@ -7,7 +7,7 @@ value's dequantization to within f16 rounding) make a 0.17 GB model whose stream
 the bulk, as in the larger models the technique is for:
 
     python bench/widen_ffn.py /work/.benchtmp/smollm2-ffn-f16.gguf [--check]
-    python bench/flash.py --model /work/.benchtmp/smollm2-ffn-f16.gguf --stream-only
+    python bench/flash.py --model /work/.benchtmp/smollm2-ffn-f16.gguf --capped-only --cap
 
 ``--check`` reads both files back: every other tensor byte-identical, the widened ones equal
 to the source's values within f16 rounding.

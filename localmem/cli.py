@@ -122,15 +122,20 @@ def models(as_json: bool) -> None:
 
 @main.command()
 @store_option
-def doctor(store: str | None) -> None:
-    """Show the SIMD kernel, CPU, store location, and run a quick self-check."""
+@click.option("--memory-budget", default=None, metavar="SHARE|SIZE",
+              help="The flash engine's plan to check (default: 60%).")  # fmt: skip
+def doctor(store: str | None, memory_budget: str | None) -> None:
+    """Show the SIMD kernel, CPU, store location, and run a quick self-check (the flash
+    engine's plan under a memory budget included: what is pinned, what streams)."""
     import os
 
-    from localmem.doctor import report
+    from localmem.doctor import BUDGET_ENV, report
     from localmem.paths import STORE_ENV
 
     if store is not None:
         os.environ[STORE_ENV] = store
+    if memory_budget is not None:
+        os.environ[BUDGET_ENV] = memory_budget
     if not report(click.echo):
         raise SystemExit(1)
 

@@ -188,6 +188,30 @@ def check_chat_model(rng: np.random.Generator) -> tuple[bool, str]:
     )
 
 
+BUDGET_ENV = "LOCALMEM_DOCTOR_BUDGET"  # doctor --memory-budget, for the child process
+
+
+def check_flash_budget(rng: np.random.Generator) -> tuple[bool, str]:
+    """The flash engine under a memory budget (doctor --memory-budget, default 60%): its
+    plan, and a reply that must be the dense engine's, token for token."""
+    from localmem.llm import FlashEngine
+
+    budget = os.environ.get(BUDGET_ENV) or "60%"
+    q = [{"role": "user", "content": "Say hello."}]
+    with FlashEngine(n_ctx=512) as dense:
+        want = "".join(dense.generate(q, max_tokens=8, temperature=0))
+        least = int(dense._model.min_budget) / int(dense._model.weight_bytes)
+    with FlashEngine(n_ctx=512, memory_budget=budget) as e:
+        got = "".join(e.generate(q, max_tokens=8, temperature=0))
+        st = e.last_stats
+        plan = e.plan_summary()
+    return got == want, (
+        f"at {budget}: {plan}; {st.generation_tokens_per_s:.0f} tok/s, reply "
+        f"{'identical to' if got == want else 'DIFFERENT from'} dense; least budget "
+        f"{least:.0%} of the weights"
+    )
+
+
 def _disk_dir() -> str | None:
     """A temporary directory on the disk that holds the store (fsync on tmpfs is free)."""
     parent = default_store_path().parent
@@ -220,6 +244,7 @@ CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
     ("store", check_store),
     ("llama.cpp", check_llama_build),
     ("chat model", check_chat_model),
+    ("flash plan", check_flash_budget),
     ("embeddings", check_embeddings),
 ]
 
@@ -227,6 +252,8 @@ CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
 def _crash_advice(name: str) -> str:
     from localmem.llm import probe
 
+    if name == "flash plan":
+        return "LOCALMEM_KERNEL=scalar runs the flash engine's portable kernels"
     if name in ("llama.cpp", "chat model"):
         return probe.crash_advice()
     if name in ("kernels", "search", "index file"):

@@ -21,6 +21,17 @@ def test_doctor_reports_kernel_store_and_passes(tmp_path, monkeypatch):
     assert "FAIL" not in result.output
     assert "(not created yet)" in result.output and not (tmp_path / "mystore").exists()
     assert "torn-tail repair ok" in result.output
+    # The flash engine's plan under the default budget, its reply the dense one's.
+    assert "flash plan" in result.output and "MB pinned" in result.output
+    assert "identical to dense" in result.output
+
+
+def test_doctor_checks_the_memory_budget_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "mystore"))
+    monkeypatch.setenv("LOCALMEM_DOCTOR_BUDGET", "")  # undone after: the command sets it
+    result = CliRunner().invoke(main, ["doctor", "--memory-budget", "20%"])
+    assert result.exit_code == 1
+    assert "FAIL flash plan" in result.output and "give at least" in result.output
 
 
 def test_doctor_summarizes_an_existing_store(tmp_path, monkeypatch):

@@ -444,14 +444,15 @@ def test_a_damaged_or_truncated_bundle_is_a_clear_error(model_path, bundle, tmp_
         f.write_bytes(data)
         m = _core.LlamaModel(str(model_path), 256, 1)
         with pytest.raises(errors.CorruptFileError, match="rebuilt from the GGUF"):
-            m.enable_streaming(str(f), False, [0.0] * 30, 0, 0)
+            m.enable_streaming(str(f), False, 1.0)
 
 
-def test_streaming_every_neuron_reproduces_the_dense_model(model_path, bundle, flash):
+@pytest.mark.parametrize("rule", [0, 1])
+def test_every_neuron_in_neuron_mode_reproduces_the_dense_model(model_path, bundle, flash, rule):
     toks = np.asarray(flash.tokenize(TEXT[:400]), np.int32)
     dense = flash.logits(toks)
     m = _core.LlamaModel(str(model_path), 512, 2)
-    m.enable_streaming(str(bundle), True, [0.0] * 30, 0, 0)
+    m.enable_streaming(str(bundle), True, 1.0, rule)
     streamed = m.eval(toks, all_logits=True)
     # Only the down columns' requantization to Q8_0 differs.
     assert (streamed.argmax(1) == dense.argmax(1)).mean() >= 0.85
@@ -461,17 +462,14 @@ def test_streaming_every_neuron_reproduces_the_dense_model(model_path, bundle, f
     assert st["bytes_read"] == len(toks) * st["streamed_bytes_per_token"]
 
 
-def test_sparsity_and_the_window_cut_what_is_read(model_path, bundle):
+def test_neuron_mode_uses_half_the_neurons_and_its_cache_cuts_the_reads(model_path, bundle):
     from localmem.machine import io_read_bytes
 
-    m = _core.LlamaModel(str(model_path), 512, 2)
     toks = np.asarray(flash_tokens(model_path), np.int32)
-    thresholds = m.calibrate(toks[:128], 0.5)
-    assert len(thresholds) == 30 and all(t > 0 for t in thresholds)
-    reads = {}
-    for window, cache in ((0, 0), (4, 64 << 20)):
+    missing = {}
+    for cache, bias in ((0, 0.0), (768, 0.0), (768, 0.3)):
         m = _core.LlamaModel(str(model_path), 512, 2)
-        m.enable_streaming(str(bundle), True, thresholds, window, cache)
+        m.enable_streaming(str(bundle), True, 0.5, 0, cache, bias)
         m.eval(toks[:32])  # warm: weights that stay resident paged in
         m.reset_stream_stats()
         io0 = io_read_bytes()
@@ -479,17 +477,19 @@ def test_sparsity_and_the_window_cut_what_is_read(model_path, bundle):
             m.eval(np.asarray([t], np.int32))
         st = m.stream_stats()
         io = io_read_bytes() - io0
-        active = st["neurons_active"] / st["token_layers"] / 1536
-        assert 0.35 < active < 0.65  # calibrated for half the neurons
+        assert st["neurons_active"] == st["token_layers"] * 768  # exactly the top half
         # The engine's own count is what the kernel saw read (O_DIRECT: no page cache).
         assert st["bytes_read"] <= io <= st["bytes_read"] * 1.1 + (1 << 20)
-        reads[window] = st["bytes_read"]
         # Missing neurons that lie close together come in one read, gaps included.
         assert st["neurons_read"] >= st["neurons_missing"] and st["reads"] < st["neurons_missing"]
-        assert st["reads"] <= 0.2 * st["neurons_missing"]
-        if window:
-            assert st["neurons_missing"] < 0.6 * st["neurons_active"]  # most were cached
-    assert reads[4] <= reads[0]
+        missing[cache, bias] = st["neurons_missing"] / st["neurons_active"]
+    assert missing[0, 0.0] == 1.0  # no cache: every active neuron is read
+    assert missing[768, 0.0] < 0.6  # most were cached from the tokens before
+    assert missing[768, 0.3] < missing[768, 0.0]  # cache-aware choice: fewer reads still
+    with pytest.raises(errors.InvalidArgumentError, match="keep"):
+        _core.LlamaModel(str(model_path), 256, 1).enable_streaming(str(bundle), True, 0.0)
+    with pytest.raises(errors.InvalidArgumentError, match="rule"):
+        _core.LlamaModel(str(model_path), 256, 1).enable_streaming(str(bundle), True, 0.5, 7)
 
 
 def flash_tokens(model_path: Path) -> list[int]:
@@ -498,15 +498,19 @@ def flash_tokens(model_path: Path) -> list[int]:
     return open_vocab(model_path).tokenize(TEXT.encode(), False, False)
 
 
-def test_the_flash_engine_streams_under_a_weight_budget(monkeypatch, tmp_path):
+def test_the_flash_engine_runs_in_neuron_mode(monkeypatch, tmp_path):
     monkeypatch.setenv("LOCALMEM_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(errors.InvalidArgumentError, match="below what stays in DRAM"):
-        FlashEngine(n_ctx=512, weight_budget=0.5)
-    e = FlashEngine(n_ctx=512, weight_budget=0.8, sparsity=0.3, window=4)
+    with pytest.raises(errors.InvalidArgumentError, match="sparsity"):
+        FlashEngine(n_ctx=512, sparsity=1.5)
+    with pytest.raises(errors.InvalidArgumentError, match="neuron_rule"):
+        FlashEngine(n_ctx=512, sparsity=0.5, neuron_rule="magic")
+    with pytest.raises(errors.InvalidArgumentError, match="not both"):
+        FlashEngine(n_ctx=512, sparsity=0.5, memory_budget="60%")
+    e = FlashEngine(n_ctx=512, sparsity=0.5)
     try:
         x = e.load_stats.extra
-        assert x["mode"] == "stream" and x["resident_bytes"] < x["weight_budget"]
-        assert x["slots_per_layer"] > 0 and Path(x["bundle"]).exists()
+        assert x["mode"] == "neuron" and x["neuron_rule"] == "activation"
+        assert Path(x["bundle"]).exists()
         q = [{"role": "user", "content": "What is the capital of France?"}]
         assert "".join(e.generate(q, max_tokens=12, temperature=0)).strip()
         assert e.stream_stats()["neurons_active"] > 0
@@ -514,6 +518,6 @@ def test_the_flash_engine_streams_under_a_weight_budget(monkeypatch, tmp_path):
     finally:
         e.close()
     bundle_path.write_bytes(bundle_path.read_bytes()[:-4096])  # damaged: rebuilt on open
-    e = FlashEngine(n_ctx=512, weight_budget=0.8, sparsity=0.3, window=4)
+    e = FlashEngine(n_ctx=512, sparsity=0.5)
     e.close()
     assert bundle_path.stat().st_size % 512 == 0 and bundle_path.stat().st_size > 40_000_000

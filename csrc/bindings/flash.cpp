@@ -239,27 +239,23 @@ void bind_flash(py::module_& m) {
         .def("truncate", &lm::LlamaModel::truncate, py::arg("n"))
         .def_property_readonly("resident_weight_bytes", &lm::LlamaModel::resident_weight_bytes)
         .def(
-            "calibrate",
-            [](lm::LlamaModel& m, const py::handle& tokens, float sparsity) {
-                auto t = require<int32_t>(tokens, "tokens", "int32", 1);
-                if (t.shape(0) == 0) invalid("tokens is empty: pass a calibration text's tokens");
-                ReleaseGil nogil;
-                return m.calibrate(t.data(), size_t(t.shape(0)), sparsity);
-            },
-            py::arg("tokens"), py::arg("sparsity"))
-        .def(
             "enable_streaming",
-            [](lm::LlamaModel& m, const std::string& bundle, bool direct_io,
-               std::vector<float> thresholds, size_t window, size_t cache_bytes) {
+            [](lm::LlamaModel& m, const std::string& bundle, bool direct_io, float keep, int rule,
+               size_t cache_neurons, float cache_bias) {
                 lm::StreamOptions o;
-                o.thresholds = std::move(thresholds);
-                o.window = window;
-                o.cache_bytes = cache_bytes;
+                o.keep = keep;
+                o.rule = lm::NeuronRule(rule);
+                o.cache_neurons = cache_neurons;
+                o.cache_bias = cache_bias;
                 ReleaseGil nogil;
-                m.enable_streaming(bundle, direct_io, std::move(o));
+                m.enable_streaming(bundle, direct_io, o);
             },
-            py::arg("bundle"), py::arg("direct_io"), py::arg("thresholds"), py::arg("window"),
-            py::arg("cache_bytes"))
+            py::arg("bundle"), py::arg("direct_io"), py::arg("keep"), py::arg("rule") = 0,
+            py::arg("cache_neurons") = 0, py::arg("cache_bias") = 0.0f,
+            "Neuron mode: per token and layer the top `keep` share of neurons by "
+            "|SiLU(g)*u| (rule 0; gate and up resident) or |SiLU(g)| (rule 1) are used, their "
+            "down columns read from the bundle unless an LRU cache of `cache_neurons` per "
+            "layer holds them; a cached neuron's score counts (1 + cache_bias) times.")
         .def("stream_stats",
              [](const lm::LlamaModel& m) {
                  py::dict d;
@@ -272,7 +268,6 @@ void bind_flash(py::module_& m) {
                  d["neurons_active"] = st.neurons_active;
                  d["neurons_missing"] = st.neurons_missing;
                  d["neurons_read"] = st.neurons_read;
-                 d["active_per_layer"] = st.active_per_layer;
                  d["slots_per_layer"] = s->slots_per_layer();
                  d["bundle_bytes"] = s->bundle().layout().bundle_bytes;
                  d["streamed_bytes_per_token"] =

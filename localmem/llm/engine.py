@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from localmem.errors import InvalidArgumentError
 from localmem.machine import io_read_bytes, rss_bytes
@@ -240,7 +240,7 @@ class ChatEngine:
                 self._closed = True
                 self._release()
 
-    def __enter__(self) -> ChatEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

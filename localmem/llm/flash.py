@@ -4,9 +4,11 @@ The weights are read by the native core (``csrc/core/llm``): its GGUF reader, it
 dequantize-and-dot kernels (AVX2 or scalar, chosen at run time like the vector index's) and
 its Llama decoder, on a team of threads that spins between the steps of one token. The
 tokenizer and the chat template are the model's own, read through llama-cpp-python's
-vocabulary (``vocab_only``: no weights loaded twice). This is the base the streaming mode
-(FFN weights read from disk under a DRAM budget, LLM-in-a-flash style) builds on; in dense
-mode every weight is used in place in the file's mmap.
+vocabulary (``vocab_only``: no weights loaded twice). Three modes: dense (every weight
+used in place in the file's mmap); under a memory budget (``memory_budget``: what does not
+fit is read from disk whole on every token, overlapped with compute, output bit-identical);
+neuron mode (``sparsity``: only the neurons that matter, their down columns read from disk
+or an LRU cache; approximate).
 """
 
 from __future__ import annotations
@@ -47,20 +49,6 @@ def _core_build_bundle(gguf_path: Path, out: Path) -> None:
 
     _core.build_ffn_bundle(str(gguf_path), str(out))
 
-
-# A little text of the kind the assistant reads, to calibrate the sparsity thresholds on.
-CALIBRATION = (
-    "<|im_start|>system\nYou are a helpful assistant with a memory of the user.<|im_end|>\n"
-    "<|im_start|>user\nMy sister is called Ana and she lives in Lisbon. I am allergic to nuts,"
-    " I prefer short answers, and on weekends I like to go hiking in the hills with my dog. "
-    "Can you suggest a simple dinner I could cook tonight?<|im_end|>\n<|im_start|>assistant\n"
-    "Of course. Since you are allergic to nuts, here is a simple dinner without them: roast "
-    "some vegetables such as peppers, courgettes and onions with olive oil, salt and pepper, "
-    "and serve them with rice or pasta and a piece of grilled fish or chicken. It takes about "
-    "thirty minutes, needs only one tray, and leaves time for a walk with your dog after."
-    "<|im_end|>\n<|im_start|>user\nThanks! What did I say my sister is called?<|im_end|>\n"
-    "<|im_start|>assistant\nYou said your sister is called Ana, and that she lives in Lisbon."
-)
 
 # The sampling llama-cpp-python's create_completion uses by default, so that the two
 # engines answer alike: repetition penalty over the last 64 tokens, top-k, top-p, min-p.
@@ -104,9 +92,10 @@ class FlashEngine(ChatEngine):
         threads: int | None = None,
         seed: int = 0,
         memory_budget: int | float | str | None = None,
-        weight_budget: int | float | None = None,
-        sparsity: float = 0.5,
-        window: int = 5,
+        sparsity: float | None = None,
+        neuron_cache: float = 0.5,
+        cache_bias: float = 0.3,
+        neuron_rule: str = "activation",
         direct_io: bool = True,
     ) -> None:
         super().__init__()
@@ -130,12 +119,14 @@ class FlashEngine(ChatEngine):
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self.n_ctx = int(self._model.n_ctx)
         extra: dict[str, Any] = {"mode": "dense"}
-        if memory_budget is not None and weight_budget is not None:
-            raise InvalidArgumentError("give memory_budget or weight_budget, not both")
+        if memory_budget is not None and sparsity is not None:
+            raise InvalidArgumentError("give memory_budget or sparsity (neuron mode), not both")
         if memory_budget is not None:
             extra = self._plan_memory(memory_budget, direct_io)
-        elif weight_budget is not None:
-            extra = self._start_streaming(weight_budget, sparsity, window, direct_io)
+        elif sparsity is not None:
+            extra = self._start_neuron_mode(
+                sparsity, neuron_cache, cache_bias, neuron_rule, direct_io
+            )
         self.load_stats = LoadStats.since(
             self.path, t0, io0, self.n_ctx, int(self._model.threads),
             engine="flash", kernel=self._model.kernel,
@@ -189,55 +180,46 @@ class FlashEngine(ChatEngine):
 
     # ------------------------------------------------------------------ streaming
 
-    def _start_streaming(
-        self, budget: int | float, sparsity: float, window: int, direct_io: bool
+    def _start_neuron_mode(
+        self, sparsity: float, cache: float, bias: float, rule: str, direct_io: bool
     ) -> dict[str, Any]:
-        """Streaming mode: the FFN's up and down projections are read from the bundled file
-        under ``budget`` bytes of resident weights (a float in (0, 1]: that fraction of the
-        weights), the neurons chosen by thresholds calibrated for ``sparsity``."""
+        """Neuron mode: per token and layer, the ``1 - sparsity`` share of the FFN's neurons
+        with the largest |SiLU(g)*u| (``rule="activation"``: gate and up stay in memory) or
+        |SiLU(g)| (``rule="gate"``: up rows are read too) are used, and their down columns
+        are read from the bundled file (derived from the GGUF once, down requantized to
+        Q8_0) unless an LRU cache of ``cache`` x n_ff neurons per layer holds them; a
+        cached neuron's score counts ``1 + bias`` times. Approximate: see bench/flash.py."""
         m = self._model
-        total, resident = int(m.weight_bytes), int(m.resident_weight_bytes)
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
-            raise InvalidArgumentError(f"weight_budget must be bytes or a fraction, got {budget!r}")
-        if not 0.0 <= sparsity < 1.0:
-            raise InvalidArgumentError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise InvalidArgumentError(f"window must be a non-negative int, got {window!r}")
-        nbytes = int(budget * total) if isinstance(budget, float) and budget <= 1.0 else int(budget)
-        if nbytes < resident:
-            raise InvalidArgumentError(
-                f"a weight budget of {nbytes:,} bytes is below what stays in DRAM "
-                f"({resident:,} bytes: embeddings, attention, FFN gates, norms) of this "
-                f"{total:,}-byte model; give at least {resident / total:.2f} of it"
-            )
+        rules = {"activation": 0, "gate": 1}
+        if rule not in rules:
+            raise InvalidArgumentError(f"neuron_rule must be one of {sorted(rules)}, got {rule!r}")
+        limits = (("sparsity", sparsity, 0.0, 0.99), ("neuron_cache", cache, 0.0, 1.0),
+                  ("cache_bias", bias, 0.0, 10.0))  # fmt: skip
+        for name, v, lo, hi in limits:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise InvalidArgumentError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+        n_ff = int(m.config["n_ff"])
         bundle = self._bundle_path()
-        thresholds = (
-            [0.0] * int(m.config["n_layer"])
-            if sparsity == 0
-            else m.calibrate(np.asarray(self._prompt.text_tokens(CALIBRATION, special=True),
-                                        dtype=np.int32), sparsity)
-        )  # fmt: skip
         for attempt in (0, 1):
             if not bundle.exists():
                 bundle.parent.mkdir(parents=True, exist_ok=True)
                 _core_build_bundle(self.path, bundle)
             try:
-                m.enable_streaming(str(bundle), direct_io, thresholds, window, nbytes - resident)
+                m.enable_streaming(str(bundle), direct_io, 1.0 - sparsity, rules[rule],
+                                   int(cache * n_ff), bias)  # fmt: skip
                 break
             except CorruptFileError:
                 if attempt:
                     raise
                 bundle.unlink(missing_ok=True)  # damaged: rebuilt from the GGUF
-        st = m.stream_stats()
         return {
-            "mode": "stream",
-            "weight_budget": nbytes,
-            "resident_bytes": resident,
-            "cache_bytes": nbytes - resident,
-            "slots_per_layer": int(st["slots_per_layer"]),
-            "bundle": str(bundle),
+            "mode": "neuron",
             "sparsity": sparsity,
-            "window": window,
+            "neuron_rule": rule,
+            "neuron_cache": cache,
+            "cache_bias": bias,
+            "resident_bytes": int(m.resident_weight_bytes),
+            "bundle": str(bundle),
             "direct_io": direct_io,
         }
 
@@ -246,7 +228,8 @@ class FlashEngine(ChatEngine):
         return cache_dir() / "bundles" / f"{self.path.stem}-{st.st_size}-{st.st_mtime_ns}.ffn"
 
     def stream_stats(self) -> dict[str, Any]:
-        """Bytes and neurons the streaming FFN read since the last reset ({} when dense)."""
+        """Neuron mode's reads since the last reset ({} in other modes): ``bytes_read``,
+        ``reads``, ``neurons_active``/``missing``/``read`` summed over ``token_layers``."""
         return dict(self._model.stream_stats())
 
     # ------------------------------------------------------------------ prompt

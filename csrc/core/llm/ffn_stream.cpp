@@ -21,15 +21,16 @@ uint8_t* aligned_bytes(size_t n) {
 }  // namespace
 
 FfnStream::FfnStream(std::unique_ptr<FfnBundle> bundle, const QKernels& k, StreamOptions options)
-    : bundle_(std::move(bundle)), k_(k), opt_(std::move(options)), lay_(bundle_->layout()) {
-    if (opt_.thresholds.size() != lay_.n_layer)
-        throw InvalidArgument("thresholds must have one value per layer (" +
-                              std::to_string(lay_.n_layer) + "), got " +
-                              std::to_string(opt_.thresholds.size()));
-    capacity_ =
-        opt_.window == 0
-            ? 0
-            : std::min<size_t>(lay_.n_ff, opt_.cache_bytes / lay_.n_layer / lay_.bundle_bytes);
+    : bundle_(std::move(bundle)), k_(k), opt_(options), lay_(bundle_->layout()) {
+    if (!(opt_.keep > 0.0f && opt_.keep <= 1.0f))
+        throw InvalidArgument("keep (the share of neurons used) must be in (0, 1], got " +
+                              std::to_string(opt_.keep));
+    if (!(opt_.cache_bias >= 0.0f && opt_.cache_bias <= 10.0f))
+        throw InvalidArgument("cache_bias must be in [0, 10], got " +
+                              std::to_string(opt_.cache_bias));
+    if (opt_.rule != NeuronRule::Activation && opt_.rule != NeuronRule::Gate)
+        throw InvalidArgument("rule must be 0 (activation) or 1 (gate)");
+    capacity_ = std::min<size_t>(lay_.n_ff, opt_.cache_neurons);
     caches_.resize(lay_.n_layer);
     for (auto& c : caches_) {
         c.data = aligned_bytes(capacity_ * lay_.bundle_bytes);
@@ -39,9 +40,10 @@ FfnStream::FfnStream(std::unique_ptr<FfnBundle> bundle, const QKernels& k, Strea
     }
     staging_ = aligned_bytes(size_t(lay_.n_ff) * lay_.bundle_bytes);
     mark_.resize(lay_.n_ff);
-    silu_.resize(lay_.n_ff);
+    act_.resize(lay_.n_ff);
+    score_.resize(lay_.n_ff);
+    order_.resize(lay_.n_ff);
     where_.resize(lay_.n_ff);
-    stats_.active_per_layer.assign(lay_.n_layer, 0);
 }
 
 FfnStream::~FfnStream() {
@@ -49,11 +51,7 @@ FfnStream::~FfnStream() {
     std::free(staging_);
 }
 
-void FfnStream::reset_stats() {
-    const size_t n = stats_.active_per_layer.size();
-    stats_ = StreamStats{};
-    stats_.active_per_layer.assign(n, 0);
-}
+void FfnStream::reset_stats() { stats_ = StreamStats{}; }
 
 void FfnStream::clear() {
     for (auto& c : caches_) {
@@ -63,48 +61,68 @@ void FfnStream::clear() {
     }
 }
 
-void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block* xq,
+void FfnStream::forward(size_t layer, size_t pos, const float* in, const Q8Block* xq,
                         const float* xf, float* y, SpinTeam& team) {
     const size_t F = lay_.n_ff, E = lay_.n_embd, bb = lay_.bundle_bytes;
-    const float thr = opt_.thresholds[layer];
+    const bool gate_rule = opt_.rule == NeuronRule::Gate;
     LayerCache& c = caches_[layer];
     const int64_t now = int64_t(pos);
 
-    // Which neurons this token needs: the gate, already computed, is the predictor.
-    active_.clear();
-    k_.silu(g, silu_.data(), F);
+    // Which neurons this token uses: the top `keep` share by score.
+    if (gate_rule)
+        k_.silu(in, act_.data(), F);
+    else
+        std::copy(in, in + F, act_.data());
+    const float favour = 1.0f + opt_.cache_bias;
     for (size_t i = 0; i < F; ++i) {
-        mark_[i] = thr <= 0 || std::fabs(silu_[i]) > thr;
-        if (mark_[i]) active_.push_back(int32_t(i));
+        score_[i] = std::fabs(act_[i]) * (c.slot_of[i] >= 0 ? favour : 1.0f);
+        order_[i] = int32_t(i);
     }
-    // Evict neurons not used within the window, unless this token needs them again.
-    for (size_t s = 0; s < c.used;) {
-        const int32_t n = c.neuron_of[s];
-        if (!mark_[n] && now - c.last_used[n] >= int64_t(opt_.window)) {
-            const size_t last = --c.used;
-            if (s != last) {
-                const int32_t m = c.neuron_of[last];
-                std::memcpy(c.data + s * bb, c.data + last * bb, bb);
-                c.neuron_of[s] = m;
-                c.slot_of[m] = int32_t(s);
-            }
-            c.slot_of[n] = -1;
-            continue;
-        }
-        ++s;
-    }
-    // Read what is missing, then keep what fits. One read spans the missing neurons that lie
-    // close together, gaps included: a read costs the disk's latency (~70 us here, under
-    // O_DIRECT) whatever its size, about what kMergeGapBytes take to transfer, so a shorter
-    // gap is cheaper to read through than to skip.
+    const size_t keep = std::max<size_t>(1, size_t(std::lround(double(opt_.keep) * double(F))));
+    if (keep < F)
+        std::nth_element(order_.begin(), order_.begin() + ptrdiff_t(keep), order_.end(),
+                         [&](int32_t a, int32_t b) { return score_[a] > score_[b]; });
+    std::fill(mark_.begin(), mark_.end(), 0);
+    for (size_t j = 0; j < keep; ++j) mark_[order_[j]] = 1;
+    active_.clear();
     missing_.clear();
-    for (int32_t i : active_) {
+    for (size_t i = 0; i < F; ++i) {
+        if (!mark_[i]) continue;
+        active_.push_back(int32_t(i));
         if (c.slot_of[i] >= 0)
             where_[i] = c.data + size_t(c.slot_of[i]) * bb;
         else
-            missing_.push_back(i);
+            missing_.push_back(int32_t(i));
     }
     stats_.neurons_missing += missing_.size();
+    // Slots the missing neurons may take: free ones, then those of the least recently used
+    // neurons this token does not need.
+    victims_.clear();
+    const size_t free_slots = capacity_ - c.used;
+    if (missing_.size() > free_slots) {
+        for (size_t slot = 0; slot < c.used; ++slot)
+            if (!mark_[c.neuron_of[slot]]) victims_.push_back(int32_t(slot));
+        const size_t want = std::min(victims_.size(), missing_.size() - free_slots);
+        std::partial_sort(victims_.begin(), victims_.begin() + ptrdiff_t(want), victims_.end(),
+                          [&](int32_t a, int32_t b) {
+                              return c.last_used[c.neuron_of[a]] < c.last_used[c.neuron_of[b]];
+                          });
+        victims_.resize(want);
+    }
+    size_t next_victim = 0;
+    auto take_slot = [&]() -> int32_t {
+        if (c.used < capacity_) return int32_t(c.used++);
+        if (next_victim < victims_.size()) {
+            const int32_t slot = victims_[next_victim++];
+            c.slot_of[c.neuron_of[slot]] = -1;
+            return slot;
+        }
+        return -1;
+    };
+    // Read what is missing. One read spans the missing neurons that lie close together, gaps
+    // included: a read costs the disk's latency (~70 us here, under O_DIRECT) whatever its
+    // size, about what kMergeGapBytes take to transfer, so a shorter gap is cheaper to read
+    // through than to skip.
     const int32_t max_gap = int32_t(kMergeGapBytes / bb);
     size_t staged = 0;
     for (size_t j = 0; j < missing_.size();) {
@@ -119,12 +137,12 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
         for (size_t m = j; m < k; ++m) {
             const int32_t n = missing_[m];
             const uint8_t* src = dst + size_t(n - first) * bb;
-            if (c.used < capacity_) {
-                const size_t slot = c.used++;
-                std::memcpy(c.data + slot * bb, src, bb);
-                c.slot_of[n] = int32_t(slot);
-                c.neuron_of[slot] = n;
-                where_[n] = c.data + slot * bb;
+            const int32_t slot = take_slot();
+            if (slot >= 0) {
+                std::memcpy(c.data + size_t(slot) * bb, src, bb);
+                c.slot_of[n] = slot;
+                c.neuron_of[size_t(slot)] = n;
+                where_[n] = c.data + size_t(slot) * bb;
             } else {
                 where_[n] = src;
             }
@@ -134,7 +152,6 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
     }
     for (int32_t i : active_) c.last_used[i] = now;
     stats_.neurons_active += active_.size();
-    stats_.active_per_layer[layer] += active_.size();
     ++stats_.token_layers;
 
     // y = sum over active neurons of act * (up_i . x) * down_i, split across the team.
@@ -148,9 +165,9 @@ void FfnStream::forward(size_t layer, size_t pos, const float* g, const Q8Block*
         const size_t b = task * per, e = std::min(active_.size(), b + per);
         for (size_t j = b; j < e; ++j) {
             const int32_t i = active_[j];
-            const uint8_t* up = where_[i];
-            const float u = dot_row(k_, lay_.up_type, up, xq, xf, E);
-            k_.axpy_q8_0(silu_[i] * u, up + lay_.up_bytes, out, E);
+            const uint8_t* b = where_[i];
+            const float a = gate_rule ? act_[i] * dot_row(k_, lay_.up_type, b, xq, xf, E) : act_[i];
+            k_.axpy_q8_0(a, b + lay_.up_bytes, out, E);
         }
     });
     std::fill(y, y + E, 0.0f);

@@ -1,9 +1,10 @@
-// The FFN with its up and down projections on disk (LLM in a flash): per token and layer,
-// the resident gate says which neurons matter (|SiLU(gate . x)| above a per-layer threshold
-// calibrated for a target sparsity, as in CATS / TEAL), only those neurons' bundles are
-// used, and only the ones not already in DRAM are read. A per-layer cache keeps neurons
-// used within the last `window` tokens in preallocated slots (a neuron leaves by swapping
-// the last slot into its place: no reallocation), within a byte budget.
+// Neuron mode (LLM in a flash, at the level of single neurons): per token and layer only the
+// neurons that matter most are used, and their down-projection columns are read from the
+// bundled file (ffn_bundle.h) unless a per-layer LRU cache holds them. Which neurons: the
+// top `keep` share by |SiLU(gate . x) * (up . x)|, the down projection's real input (TEAL's
+// rule; gate and up stay resident), or by |SiLU(gate . x)| alone (the gate predicts, up rows
+// come from the bundle too). A cached neuron's score counts (1 + cache_bias) times, so that
+// near ties go to what is already in memory (cache-aware masking, as in DIP).
 #pragma once
 
 #include <cstddef>
@@ -20,10 +21,13 @@ namespace lm {
 // Gaps between missing neurons up to this many bytes are read through (ffn_stream.cpp).
 constexpr size_t kMergeGapBytes = 48 * 1024;
 
+enum class NeuronRule : int { Activation = 0, Gate = 1 };
+
 struct StreamOptions {
-    std::vector<float> thresholds;  // per layer; <= 0: every neuron is active (no sparsity)
-    size_t window = 0;              // tokens a used neuron stays cached (0: nothing cached)
-    size_t cache_bytes = 0;         // DRAM for cached bundles, all layers together
+    float keep = 0.5f;  // share of the neurons used per token and layer, in (0, 1]
+    NeuronRule rule = NeuronRule::Activation;
+    size_t cache_neurons = 0;  // per layer: bundles kept in DRAM (least recently used leave)
+    float cache_bias = 0.0f;   // >= 0
 };
 
 struct StreamStats {
@@ -31,9 +35,8 @@ struct StreamStats {
     uint64_t bytes_read = 0;       // from the bundle file
     uint64_t reads = 0;            // pread calls
     uint64_t neurons_active = 0;   // summed over calls
-    uint64_t neurons_missing = 0;  // active and not cached
+    uint64_t neurons_missing = 0;  // active and not cached: their down columns are read
     uint64_t neurons_read = 0;     // read from the bundle: the missing and gaps read through
-    std::vector<uint64_t> active_per_layer;
 };
 
 class FfnStream {
@@ -43,9 +46,11 @@ public:
     FfnStream(const FfnStream&) = delete;
     FfnStream& operator=(const FfnStream&) = delete;
 
-    // y = down . (SiLU(g) * (up . x)) over the active neurons, for the token at position
-    // `pos`; g: the gate's n_ff outputs, xq: x quantized (n_embd / 32 blocks).
-    void forward(size_t layer, size_t pos, const float* g, const Q8Block* xq, const float* xf,
+    // y = down . a over the active neurons, for the token at position `pos`. Activation
+    // rule: `in` holds a = SiLU(gate . x) * (up . x), every neuron's; Gate rule: `in` holds
+    // gate . x, and up . x is computed here from the bundle's up rows and xq (x quantized,
+    // n_embd / 32 blocks) or xf (x as floats).
+    void forward(size_t layer, size_t pos, const float* in, const Q8Block* xq, const float* xf,
                  float* y, SpinTeam& team);
     // Forgets the cache (a new prompt from position 0 is not the continuation of the last).
     void clear();
@@ -54,6 +59,7 @@ public:
     void reset_stats();
     const FfnBundle& bundle() const { return *bundle_; }
     size_t slots_per_layer() const { return capacity_; }
+    const StreamOptions& options() const { return opt_; }
 
 private:
     struct LayerCache {
@@ -74,7 +80,10 @@ private:
     std::vector<int32_t> active_;
     std::vector<int32_t> missing_;  // active and not cached, ascending
     std::vector<uint8_t> mark_;     // active for this token
-    std::vector<float> silu_;       // silu(gate x) of every neuron, this token
+    std::vector<float> act_;        // the rule's activation of every neuron, this token
+    std::vector<float> score_;      // |act|, cached neurons favoured
+    std::vector<int32_t> order_;    // neurons, for choosing the top ones
+    std::vector<int32_t> victims_;  // cached slots this token does not need
     std::vector<const uint8_t*> where_;
     std::vector<std::vector<float>> partial_;  // one y per thread
     StreamStats stats_;

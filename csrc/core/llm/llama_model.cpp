@@ -168,44 +168,19 @@ void LlamaModel::rope(float* v, float pos) const {
 
 size_t LlamaModel::resident_weight_bytes() const {
     size_t b = weight_bytes();
-    for (const auto& L : layers_) b -= L.up.bytes() + L.down.bytes();
+    for (const auto& L : layers_)
+        b -= (stream_ && stream_->options().rule == NeuronRule::Gate ? L.up.bytes() : 0) +
+             L.down.bytes();
     return b;
 }
 
 void LlamaModel::enable_streaming(const std::string& bundle_path, bool direct_io, StreamOptions o) {
     std::lock_guard<std::mutex> lk(mu_);
+    if (plan_ || stream_)
+        throw InvalidArgument("this model already has a memory plan or a streaming mode");
     auto bundle = std::make_unique<FfnBundle>(bundle_path, *file_, direct_io);
     stream_ = std::make_unique<FfnStream>(std::move(bundle), *k_, std::move(o));
     n_past_ = 0;
-}
-
-std::vector<float> LlamaModel::calibrate(const int32_t* tokens, size_t n, float sparsity) {
-    if (!(sparsity >= 0.0f && sparsity < 1.0f))
-        throw InvalidArgument("sparsity must be in [0, 1), got " + std::to_string(sparsity));
-    if (stream_) throw InvalidArgument("calibrate before enable_streaming: it needs the dense FFN");
-    std::vector<std::vector<float>> seen(cfg_.n_layer);
-    std::vector<float> logits(cfg_.n_vocab);
-    truncate(0);
-    collect_ = &seen;
-    try {
-        eval(tokens, n, false, logits.data());
-    } catch (...) {
-        collect_ = nullptr;
-        throw;
-    }
-    collect_ = nullptr;
-    truncate(0);
-    std::vector<float> out;
-    for (auto& v : seen) {
-        if (v.empty() || sparsity == 0.0f) {
-            out.push_back(0.0f);
-            continue;
-        }
-        const size_t k = std::min(v.size() - 1, size_t(double(sparsity) * double(v.size())));
-        std::nth_element(v.begin(), v.begin() + k, v.end());
-        out.push_back(v[k]);
-    }
-    return out;
 }
 
 void LlamaModel::truncate(size_t n) {
@@ -325,14 +300,6 @@ void LlamaModel::ffn_in(const LlamaLayer& L, size_t n) {
 
 void LlamaModel::ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down) {
     const size_t F = cfg_.n_ff;
-    if (collect_ != nullptr) {
-        auto& c = (*collect_)[layer];
-        std::vector<float> a(F);
-        for (size_t t = 0; t < n; ++t) {
-            k_->silu(gate_up_.data() + t * 2 * F, a.data(), F);
-            for (float v : a) c.push_back(std::fabs(v));
-        }
-    }
     prepare_activations(ffn_.data(), n, F);
     xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
     down({&layers_[layer].down, tmp_.data(), cfg_.n_embd});
@@ -407,12 +374,17 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
 
         normed(L.ffn_norm);
-        if (stream_) {
+        if (stream_ && stream_->options().rule == NeuronRule::Gate) {
             matmul({{&L.gate, gate_up_.data(), 2 * F}}, n);
             const size_t nb = E / kQBlock;
             for (size_t t = 0; t < n; ++t)
                 stream_->forward(l, pos0 + t, gate_up_.data() + t * 2 * F, xq_.data() + t * nb,
                                  h_.data() + t * E, tmp_.data() + t * E, team_);
+        } else if (stream_) {  // gate and up resident: the down projection's input chooses
+            ffn_in(L, n);
+            for (size_t t = 0; t < n; ++t)
+                stream_->forward(l, pos0 + t, ffn_.data() + t * F, nullptr, nullptr,
+                                 tmp_.data() + t * E, team_);
         } else if (plan_) {
             ffn_planned(l, n);
         } else {

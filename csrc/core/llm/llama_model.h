@@ -83,12 +83,14 @@ public:
     // seq_rm + seq_add do.
     void remove(size_t begin, size_t end);
 
-    // Streaming mode: from now on the FFN's up and down projections are read from the
-    // bundle (never from the GGUF's mmap) as StreamOptions say. Clears the KV cache.
+    // Neuron mode: from now on the FFN's down projection (and, with the gate rule, its up
+    // projection) is read from the bundle, never from the GGUF's mmap, for the neurons
+    // StreamOptions choose. Clears the KV cache.
     void enable_streaming(const std::string& bundle_path, bool direct_io, StreamOptions o);
     const FfnStream* stream() const { return stream_.get(); }
     FfnStream* stream() { return stream_.get(); }
-    // Bytes of the weights that stay in DRAM in streaming mode (all but up and down).
+    // Bytes of the weights that stay in DRAM in neuron mode (all but down; but up too with
+    // the gate rule).
     size_t resident_weight_bytes() const;
     // Fits the weights into `budget` bytes: embeddings/head, norms and attention are copied
     // into anonymous memory (pinned), then whole FFN tensors, spread evenly over the layers,
@@ -101,10 +103,6 @@ public:
     WeightStream* weight_stream() { return ws_.get(); }
     // The least budget plan_memory accepts (resident part and two streaming buffers).
     size_t min_budget() const;
-
-    // Per layer, the |SiLU(gate . x)| below which a `sparsity` fraction of the neurons fall
-    // over `tokens` (evaluated from an empty cache, dense; the cache is cleared after).
-    std::vector<float> calibrate(const int32_t* tokens, size_t n, float sparsity);
 
     // Evaluates `tokens` at positions n_past.. and appends them to the cache. Writes the
     // logits of every token (all_logits) or of the last one to `logits` (n_vocab floats
@@ -126,8 +124,8 @@ private:
     size_t task_rows(size_t rows) const;
     // The dense SwiGLU FFN of one layer on the normed chunk: ffn_ = silu(gate x) * (up x).
     void ffn_in(const LlamaLayer& L, size_t n);
-    // After gate and up: collects |SiLU(gate)| for calibrate(), quantizes the FFN's
-    // activations and runs `down` on the down projection's job.
+    // After gate and up: quantizes the FFN's activations and runs `down` on the down
+    // projection's job.
     void ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down);
     // The same FFN with some of its tensors read from the weight stream (llama_plan.cpp).
     void ffn_planned(size_t layer, size_t n);
@@ -147,9 +145,8 @@ private:
     std::unique_ptr<FfnStream> stream_;
     std::unique_ptr<WeightPlan> plan_;
     std::unique_ptr<WeightStream> ws_;
-    std::vector<std::array<bool, 3>> streamed_;           // per layer: gate, up, down streamed
-    uint8_t* pinned_ = nullptr;                           // the pinned copies, one allocation
-    std::vector<std::vector<float>>* collect_ = nullptr;  // calibrate(): |SiLU(gate)| per layer
+    std::vector<std::array<bool, 3>> streamed_;  // per layer: gate, up, down streamed
+    uint8_t* pinned_ = nullptr;                  // the pinned copies, one allocation
     float theta_scale_ = 1.0f;
 
     // KV cache: [layer][position][kv_dim] halves (llama.cpp's default type, and its
