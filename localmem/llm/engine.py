@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from localmem.errors import InvalidArgumentError
 from localmem.machine import io_read_bytes, rss_bytes
@@ -148,6 +148,9 @@ def check_generation(max_tokens: int, temperature: float) -> None:
 PREPARE_MAX_TOKENS = 64
 
 
+_E = TypeVar("_E", bound="ChatEngine")
+
+
 class ChatEngine:
     """What every engine does the same way around its model: the lock that serializes
     calls, counting tokens, checking a call and its prompt, closing. A subclass loads its
@@ -240,7 +243,7 @@ class ChatEngine:
                 self._closed = True
                 self._release()
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _E) -> _E:
         return self
 
     def __exit__(self, *exc: object) -> None:
