@@ -27,6 +27,9 @@ def io_read() -> int:
 
 def main() -> None:
     spec = json.load(sys.stdin)
+    from localmem.machine import available_memory
+
+    available = available_memory()  # what the engines size their context by
     prompt, forced, warmup = spec["prompt"], spec["forced"], spec["warmup"]
     t_load = time.perf_counter()
     if spec["engine"] == "llama":
@@ -77,6 +80,7 @@ def main() -> None:
             "read_per_token": (io_read() - io0) / timed,
             "load_s": load_s,
             "plan": plan,
+            "available_memory": available,
         },
         sys.stdout,
     )

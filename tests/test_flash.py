@@ -484,6 +484,13 @@ def test_neuron_mode_uses_half_the_neurons_and_its_cache_cuts_the_reads(model_pa
         assert st["neurons_read"] >= st["neurons_missing"] and st["reads"] < st["neurons_missing"]
         missing[cache, bias] = st["neurons_missing"] / st["neurons_active"]
     assert missing[0, 0.0] == 1.0  # no cache: every active neuron is read
+    m = _core.LlamaModel(str(model_path), 512, 2)
+    m.enable_streaming(str(bundle), True, 0.5, 0, 768, 0.3, True)
+    m.eval(toks[:8])
+    trace = m.stream_trace()
+    assert len(trace) == 8 * 30 and {lay for lay, *_ in trace} == set(range(30))
+    for _, _, active, miss in trace:
+        assert len(active) == 768 and set(miss) <= set(active)
     assert missing[768, 0.0] < 0.6  # most were cached from the tokens before
     assert missing[768, 0.3] < missing[768, 0.0]  # cache-aware choice: fewer reads still
     with pytest.raises(errors.InvalidArgumentError, match="keep"):

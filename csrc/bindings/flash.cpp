@@ -241,8 +241,9 @@ void bind_flash(py::module_& m) {
         .def(
             "enable_streaming",
             [](lm::LlamaModel& m, const std::string& bundle, bool direct_io, float keep, int rule,
-               size_t cache_neurons, float cache_bias) {
+               size_t cache_neurons, float cache_bias, bool trace) {
                 lm::StreamOptions o;
+                o.trace = trace;
                 o.keep = keep;
                 o.rule = lm::NeuronRule(rule);
                 o.cache_neurons = cache_neurons;
@@ -251,7 +252,7 @@ void bind_flash(py::module_& m) {
                 m.enable_streaming(bundle, direct_io, o);
             },
             py::arg("bundle"), py::arg("direct_io"), py::arg("keep"), py::arg("rule") = 0,
-            py::arg("cache_neurons") = 0, py::arg("cache_bias") = 0.0f,
+            py::arg("cache_neurons") = 0, py::arg("cache_bias") = 0.0f, py::arg("trace") = false,
             "Neuron mode: per token and layer the top `keep` share of neurons by "
             "|SiLU(g)*u| (rule 0; gate and up resident) or |SiLU(g)| (rule 1) are used, their "
             "down columns read from the bundle unless an LRU cache of `cache_neurons` per "
@@ -308,6 +309,23 @@ void bind_flash(py::module_& m) {
              [](lm::LlamaModel& m) {
                  if (m.weight_stream() != nullptr) m.weight_stream()->reset_stats();
              })
+        .def(
+            "stream_trace",
+            [](const lm::LlamaModel& m) {
+                py::list out;
+                const lm::FfnStream* s = m.stream();
+                if (s == nullptr) return out;
+                auto arr = [](const std::vector<uint16_t>& v) {
+                    py::array_t<uint16_t> a(py::ssize_t(v.size()));
+                    std::copy(v.begin(), v.end(), a.mutable_data());
+                    return a;
+                };
+                for (const auto& e : s->trace())
+                    out.append(py::make_tuple(e.layer, e.pos, arr(e.active), arr(e.missing)));
+                return out;
+            },
+            "With trace=True: (layer, position, active ids, missing ids) per FFN call, since "
+            "the last reset_stream_stats().")
         .def("reset_stream_stats",
              [](lm::LlamaModel& m) {
                  if (m.stream() != nullptr) m.stream()->reset_stats();

@@ -51,7 +51,10 @@ FfnStream::~FfnStream() {
     std::free(staging_);
 }
 
-void FfnStream::reset_stats() { stats_ = StreamStats{}; }
+void FfnStream::reset_stats() {
+    stats_ = StreamStats{};
+    trace_.clear();
+}
 
 void FfnStream::clear() {
     for (auto& c : caches_) {
@@ -95,6 +98,15 @@ void FfnStream::forward(size_t layer, size_t pos, const float* in, const Q8Block
             missing_.push_back(int32_t(i));
     }
     stats_.neurons_missing += missing_.size();
+    if (opt_.trace) {
+        if (F > 65536) throw InvalidArgument("tracing needs n_ff <= 65536");
+        StreamTraceEntry e;
+        e.layer = uint32_t(layer);
+        e.pos = uint32_t(pos);
+        e.active.assign(active_.begin(), active_.end());
+        e.missing.assign(missing_.begin(), missing_.end());
+        trace_.push_back(std::move(e));
+    }
     // Slots the missing neurons may take: free ones, then those of the least recently used
     // neurons this token does not need.
     victims_.clear();

@@ -28,6 +28,13 @@ struct StreamOptions {
     NeuronRule rule = NeuronRule::Activation;
     size_t cache_neurons = 0;  // per layer: bundles kept in DRAM (least recently used leave)
     float cache_bias = 0.0f;   // >= 0
+    bool trace = false;        // record every call's active and missing neurons (analysis)
+};
+
+// One forward() call, recorded when StreamOptions::trace is set.
+struct StreamTraceEntry {
+    uint32_t layer = 0, pos = 0;
+    std::vector<uint16_t> active, missing;  // ascending neuron ids
 };
 
 struct StreamStats {
@@ -56,6 +63,7 @@ public:
     void clear();
 
     const StreamStats& stats() const { return stats_; }
+    const std::vector<StreamTraceEntry>& trace() const { return trace_; }
     void reset_stats();
     const FfnBundle& bundle() const { return *bundle_; }
     size_t slots_per_layer() const { return capacity_; }
@@ -87,6 +95,7 @@ private:
     std::vector<const uint8_t*> where_;
     std::vector<std::vector<float>> partial_;  // one y per thread
     StreamStats stats_;
+    std::vector<StreamTraceEntry> trace_;
 };
 
 }  // namespace lm
