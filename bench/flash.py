@@ -214,7 +214,7 @@ def main() -> int:
         "footprint + F x the weights (default F: 0.9 0.75 0.5; needs root)",
     )
     ap.add_argument("--capped-tokens", type=int, default=32, help="timed tokens per capped run")
-    ap.add_argument("--capped-runs", type=int, default=3, help="interleaved runs per engine")
+    ap.add_argument("--capped-runs", type=int, default=5, help="interleaved runs per engine")
     ap.add_argument(
         "--capped-only", action="store_true", help="only the capped runs (no dense, no neuron)"
     )

@@ -88,6 +88,33 @@ def test_a_budget_gives_the_dense_models_logits_bit_for_bit(
         assert st["bytes_read"] >= passes * plan["streamed_bytes"]
 
 
+def test_a_model_whose_ffn_tensors_differ_in_size_stays_within_its_budget(
+    model_path, tokens, tmp_path
+):
+    # The embedded model with its FFN up and down widened to F16 (the gate stays Q4_1):
+    # tensors of two sizes, so the planner must count what it pins, not how many.
+    sys.path.insert(0, str(BENCH))
+    try:
+        from widen_ffn import widen
+    finally:
+        sys.path.remove(str(BENCH))
+    wide = tmp_path / "wide.gguf"
+    widen(model_path, wide)
+    dense = _core.LlamaModel(str(wide), 256, 2)
+    want = dense.eval(tokens[:70], all_logits=True)
+    total = dense.weight_bytes
+    for share in (0.4, 0.5, 0.75, 0.99):
+        m = _core.LlamaModel(str(wide), 256, 2)
+        plan = m.plan_memory(int(share * total))
+        assert plan["pinned_bytes"] + plan["slots"] * plan["slot_bytes"] <= int(share * total)
+        assert plan["pinned_bytes"] + plan["streamed_bytes"] == total
+        if share == 0.5:
+            assert np.array_equal(m.eval(tokens[:70], all_logits=True), want)
+            # Whole layers pinned, spread over the pass rather than the first ones.
+            pinned = {n for n in range(30)} - {int(x.split(".")[1]) for x in plan["streamed"]}
+            assert pinned and max(pinned) >= 15
+
+
 def test_pinned_weights_are_copies_not_the_files_pages(model_path, tokens, tmp_path):
     # A copy of the model under its own name: no other engine of this process maps it.
     own = tmp_path / "model.gguf"
@@ -132,6 +159,34 @@ def test_a_model_file_cut_short_while_streaming_is_an_error_then_recovers(
             m.truncate(0)
             m.eval(tokens[:20])
     own.write_bytes(whole)
+    m.truncate(0)
+    assert np.array_equal(m.eval(tokens, all_logits=True), dense_logits)
+
+
+def test_a_streamed_tensor_changed_on_disk_is_an_error_not_other_weights(
+    model_path, tokens, dense_logits, tmp_path
+):
+    own = tmp_path / "model.gguf"
+    shutil.copyfile(model_path, own)
+    m = _core.LlamaModel(str(own), 256, 2)
+    plan = m.plan_memory(int(0.6 * m.weight_bytes))
+    name = plan["streamed"][-1] + ".weight"  # say blk.29.ffn_down.weight
+    t = next(x for x in _core.gguf_info(str(own))["tensors"] if x["name"] == name)
+    at = t["offset"] + t["bytes"] // 2  # a byte inside it (offsets are from the file start)
+    with open(own, "r+b") as f:
+        f.seek(at)
+        old = f.read(1)
+        f.seek(at)
+        f.write(bytes([old[0] ^ 0x40]))
+        f.flush()
+        os.fsync(f.fileno())
+    with pytest.raises(errors.CorruptFileError, match="read back different"):
+        for _ in range(3):  # the stream may hold a pass read before the change
+            m.truncate(0)
+            m.eval(tokens[:20])
+    with open(own, "r+b") as f:
+        f.seek(at)
+        f.write(old)
     m.truncate(0)
     assert np.array_equal(m.eval(tokens, all_logits=True), dense_logits)
 

@@ -87,16 +87,28 @@ const WeightPlan& LlamaModel::plan_memory(size_t budget, bool direct_io, size_t 
         // compete for it: a pinned tensor saves its bytes on every pass, a buffer only
         // hides latency.
         while (p.slots > 2 && p.slots * slot > avail / 2) --p.slots;
-        size_t room = avail - p.slots * slot, n_pin = 0;
-        for (const WeightMatrix* w : ffn) {
-            if (pin_span(w->bytes()) > room) break;
-            room -= pin_span(w->bytes());
-            ++n_pin;
-        }
-        // Spread the pinned tensors evenly over the pass: a long run of pinned layers would
-        // leave the I/O thread idle (its ring full) while they compute.
-        const size_t N = ffn.size();
-        for (size_t i = 0; i < N; ++i) pin[i] = (i + 1) * n_pin / N > i * n_pin / N;
+        // Whole layers' FFN tensors, layers taken in an order that spreads them evenly over
+        // the pass (0, L/2, L/4, 3L/4, ...): a long run of pinned layers would leave the I/O
+        // thread idle, its ring full, while they compute. A tensor that does not fit is
+        // skipped for a smaller one (tensor types may differ).
+        const size_t L = cfg_.n_layer;
+        std::vector<size_t> order(L);
+        for (size_t i = 0; i < L; ++i) order[i] = i;
+        auto spread = [](size_t i) {  // i's bits reversed: the van der Corput sequence
+            uint32_t r = 0;
+            for (int b = 0; b < 32; ++b, i >>= 1) r = (r << 1) | uint32_t(i & 1);
+            return r;
+        };
+        std::stable_sort(order.begin(), order.end(),
+                         [&](size_t a, size_t b) { return spread(a) < spread(b); });
+        std::fill(pin.begin(), pin.end(), false);
+        size_t room = avail - p.slots * slot;
+        for (size_t l : order)
+            for (size_t j = 0; j < 3; ++j)
+                if (pin_span(ffn[3 * l + j]->bytes()) <= room) {
+                    room -= pin_span(ffn[3 * l + j]->bytes());
+                    pin[3 * l + j] = true;
+                }
         p.slot_bytes = slot;
     }
 

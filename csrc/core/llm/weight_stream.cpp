@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "../crc32c.h"
 #include "../errors.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -61,6 +62,19 @@ WeightStream::WeightStream(const std::string& path, std::vector<StreamedTensor> 
     if (ring_ == nullptr)
         throw IoError("out of memory for " + std::to_string(slots_ * slot_bytes_) +
                       " bytes of streaming buffers");
+    // A GGUF has no checksums of its own: each streamed tensor's CRC32C is taken from this
+    // first read, and every later read must match it, so a file changed or damaged while
+    // it is open is an error rather than silently different weights.
+    try {
+        for (size_t i = 0; i < seq_.size(); ++i) {
+            read_item(i, ring_);
+            crc_.push_back(crc32c(ring_ + skew_[i], seq_[i].bytes));
+        }
+    } catch (...) {
+        std::free(ring_);
+        throw;
+    }
+    reset_stats();
     start();
 }
 
@@ -134,6 +148,10 @@ void WeightStream::read_item(size_t item, uint8_t* slot) {
         throw CorruptFile(path_ +
                           ": the file ended inside a tensor: it was truncated while "
                           "open; reopen the model");
+    if (item < crc_.size() && crc32c(slot + skew_[item], t.bytes) != crc_[item])
+        throw CorruptFile(path_ + ": a streamed tensor read back different from when the " +
+                          "model was opened (at byte " + std::to_string(t.offset) +
+                          "): the file was changed or the disk is failing; reopen the model");
     // Buffered reads leave the pages in the page cache, charged to this process: drop them
     // so that streaming does not hold more than the budget.
     if (!direct_) ::posix_fadvise(fd_.get(), off_t(begin), off_t(len), POSIX_FADV_DONTNEED);

@@ -5,6 +5,7 @@
 // order a forward pass uses them, cycling, into a ring of slots, and waits only when every
 // slot holds a tensor not used yet. Reads bypass the page cache (O_DIRECT) where the file
 // system allows, so streaming never grows the memory the kernel charges to this process.
+// Every read is checked against the CRC32C the tensor had when the stream opened.
 #pragma once
 
 #include <atomic>
@@ -76,7 +77,8 @@ private:
     std::vector<StreamedTensor> seq_;
     size_t slots_ = 0, slot_bytes_ = 0;
     uint8_t* ring_ = nullptr;
-    std::vector<size_t> skew_;  // per item: its offset's distance past the aligned start
+    std::vector<size_t> skew_;   // per item: its offset's distance past the aligned start
+    std::vector<uint32_t> crc_;  // per item: CRC32C of its bytes at open
 
     // Items are numbered from the start of the stream (k -> sequence item k % n, slot
     // k % slots). The I/O thread reads k once k - released_ < slots; acquire(k) waits
