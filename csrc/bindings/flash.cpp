@@ -284,7 +284,7 @@ void bind_flash(py::module_& m) {
                 }
                 return plan_dict(m);
             },
-            py::arg("budget"), py::arg("direct_io") = true, py::arg("max_slots") = 4,
+            py::arg("budget"), py::arg("direct_io") = true, py::arg("max_slots") = 8,
             "Fits the weights into `budget` bytes: pins embeddings/head, norms, attention and "
             "whole FFN tensors while the budget lasts, streams the other FFN tensors from the "
             "file on every pass. Returns the plan.")

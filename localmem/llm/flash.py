@@ -80,7 +80,11 @@ class FlashEngine(ChatEngine):
     """One GGUF chat model (llama architecture) run by localmem's native engine.
     ``model``: None (the embedded SmolLM2-135M-Instruct), a registry name or a .gguf path;
     ``n_ctx``: context tokens (default from the model and this machine's memory);
-    ``threads``: default, the CPUs this process may use. Calls are serialized by a lock."""
+    ``threads``: default, the CPUs this process may use. Calls are serialized by a lock.
+    ``memory_budget``: the memory the weights may use ("60%", 0.6, "512MB", bytes): what
+    does not fit is read from the file on every token, exactly (see ``plan()``);
+    ``sparsity`` (with ``neuron_cache``, ``cache_bias``, ``neuron_rule``): neuron mode,
+    approximate (see ``_start_neuron_mode``); ``direct_io``: read past the page cache."""
 
     ENGINE = "flash"
 

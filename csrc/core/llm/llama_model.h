@@ -97,7 +97,7 @@ public:
     // while the budget lasts, less the streaming buffers (up to `max_slots` of them, at
     // least 2); the other FFN tensors are read from the file on every pass. Throws
     // InvalidArgument when the budget is below that minimum, saying what it is.
-    const WeightPlan& plan_memory(size_t budget, bool direct_io, size_t max_slots = 4);
+    const WeightPlan& plan_memory(size_t budget, bool direct_io, size_t max_slots = 8);
     const WeightPlan* plan() const { return plan_ ? &*plan_ : nullptr; }
     const WeightStream* weight_stream() const { return ws_.get(); }
     WeightStream* weight_stream() { return ws_.get(); }

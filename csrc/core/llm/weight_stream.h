@@ -48,7 +48,8 @@ public:
     WeightStream(const WeightStream&) = delete;
     WeightStream& operator=(const WeightStream&) = delete;
 
-    // The next tensor of the sequence (blocks until it is read); valid until its release().
+    // The next tensor of the sequence (blocks until it is read; throws CorruptFile when its
+    // CRC32C is not the one it had at open); valid until its release().
     const uint8_t* acquire();
     // The oldest acquired tensor is no longer needed: its slot may be read into again.
     void release();
