@@ -36,8 +36,9 @@ def available_memory() -> int:
 
 
 def cgroup_room() -> int | None:
-    """Bytes this process's memory cgroup may still take (limit less usage; page cache it
-    holds counts as used), or None when it has no limit or none is found."""
+    """Bytes this process's memory cgroup may still take: its limit less what it holds,
+    the page cache it could drop first (inactive files) not counted as held; None when it
+    has no limit or none is found."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
@@ -46,19 +47,25 @@ def cgroup_room() -> int | None:
         _, ctrl, rel = line.split(":", 2)
         if "memory" in ctrl.split(","):  # cgroup v1
             d = Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
-            limit, used = d / "memory.limit_in_bytes", d / "memory.usage_in_bytes"
+            limit, used = "memory.limit_in_bytes", "memory.usage_in_bytes"
+            idle = "total_inactive_file"
             break
         if ctrl == "":  # cgroup v2
             d = Path("/sys/fs/cgroup") / rel.lstrip("/")
-            limit, used = d / "memory.max", d / "memory.current"
+            limit, used, idle = "memory.max", "memory.current", "inactive_file"
             break
     else:
         return None
     try:
-        lim = limit.read_text().strip()
+        lim = (d / limit).read_text().strip()
         if lim == "max" or int(lim) >= 1 << 60:
             return None
-        return max(0, int(lim) - int(used.read_text()))
+        held = int((d / used).read_text())
+        for stat in (d / "memory.stat").read_text().splitlines():
+            key, _, value = stat.partition(" ")
+            if key == idle:
+                held -= int(value)
+        return max(0, int(lim) - max(0, held))
     except (OSError, ValueError):
         return None
 

@@ -125,7 +125,7 @@ def _too_big(path: Path, options: dict[str, Any]) -> str:
     budget instead."""
     from localmem import machine
 
-    if options.get("memory_budget") or options.get("weight_budget"):
+    if options.get("memory_budget"):
         return ""
     try:
         size = path.stat().st_size

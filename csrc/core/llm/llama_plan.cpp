@@ -13,7 +13,8 @@ namespace lm {
 
 namespace {
 
-constexpr size_t kPinAlign = 64;  // each pinned tensor starts on a cache line
+constexpr size_t kPinAlign = 64;        // each pinned tensor starts on a cache line
+constexpr size_t kRingBytes = 4 << 20;  // ~2.5 ms of reading at 1.7 GB/s
 
 size_t pin_span(size_t bytes) { return (bytes + kPinAlign - 1) / kPinAlign * kPinAlign; }
 
@@ -82,11 +83,14 @@ const WeightPlan& LlamaModel::plan_memory(size_t budget, bool direct_io, size_t 
     std::vector<bool> pin(ffn.size(), true);
     if (budget < p.resident_min + ffn_bytes) {
         const size_t avail = budget - p.resident_min;
-        p.slots = std::clamp<size_t>(avail / slot, 2, std::max<size_t>(2, max_slots));
-        // Keep a little more than half the free room for pinned tensors when buffers
-        // compete for it: a pinned tensor saves its bytes on every pass, a buffer only
-        // hides latency. Up to 8 buffers keep the I/O thread reading 93-96% of the time at
-        // a 75% budget (4: 87-89%), worth the few more tensors they stream.
+        // The ring holds about kRingBytes, at least 4 buffers: what the disk reads in the
+        // time a pinned layer or the output head computes (on the embedded model, 8 buffers
+        // keep the I/O thread reading 93-96% of the time at a 75% budget; 4: 87-89%). A
+        // buffer only hides latency while a pinned tensor saves its bytes on every pass, so
+        // buffers never take more than half the free room.
+        const size_t want = std::max<size_t>(4, (kRingBytes + slot - 1) / slot);
+        p.slots =
+            std::clamp<size_t>(std::min(want, avail / slot), 2, std::max<size_t>(2, max_slots));
         while (p.slots > 2 && p.slots * slot > avail / 2) --p.slots;
         // Whole layers' FFN tensors, layers taken in an order that spreads them evenly over
         // the pass (0, L/2, L/4, 3L/4, ...): a long run of pinned layers would leave the I/O
