@@ -13,19 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from _cgroup import MemoryCgroup
+from _pagecache import evict_file
 
 from localmem.llm import FlashEngine
 
 WARMUP = 6  # untimed tokens of a capped run (the I/O thread and the page cache settle)
-
-
-def evict_file(path: Path) -> None:
-    """Drops a file's pages from the page cache (the weights are read again)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def greedy(flash: FlashEngine, prompt: list[int], n: int) -> list[int]:

@@ -17,17 +17,9 @@ import time
 import numpy as np
 
 
-def io_read() -> int:
-    with open("/proc/self/io") as f:
-        for line in f:
-            if line.startswith("read_bytes:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main() -> None:
     spec = json.load(sys.stdin)
-    from localmem.machine import available_memory
+    from localmem.machine import available_memory, io_read_bytes
 
     available = available_memory()  # what the engines size their context by
     prompt, forced, warmup = spec["prompt"], spec["forced"], spec["warmup"]
@@ -66,7 +58,7 @@ def main() -> None:
     io0 = 0
     for i, tok in enumerate(forced):
         if i == warmup:
-            io0 = io_read()
+            io0 = io_read_bytes()
         t0 = time.perf_counter()
         top1.append(int(np.argmax(step([tok]))))
         if i >= warmup:
@@ -77,7 +69,7 @@ def main() -> None:
             "top1": top1,
             "secs": secs,
             "tok_s": timed / sum(secs),
-            "read_per_token": (io_read() - io0) / timed,
+            "read_per_token": (io_read_bytes() - io0) / timed,
             "load_s": load_s,
             "plan": plan,
             "available_memory": available,

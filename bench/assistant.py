@@ -20,7 +20,6 @@ the ``-march=native`` one it replaced, on this CPU.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 from _builds import compare  # bench/, on sys.path when a bench runs as a script
 from _checks import print_checks
+from _pagecache import evict_file
 
 from localmem import Memory
 from localmem.assistant import Assistant
@@ -57,16 +57,6 @@ def questions(n: int) -> list[str]:
         f"{PROJECTS[t % len(PROJECTS)]}, in a few sentences."
         for t in range(n)
     ]
-
-
-def evict(path: Path) -> None:
-    """Drops the file's pages from the page cache, so the next load reads from storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def timed(pieces: Iterable[str]) -> dict[str, Any]:
@@ -187,7 +177,7 @@ def main() -> int:
 
     _, path = resolve(None)
     threads = usable_cpus()
-    evict(path)
+    evict_file(path)
     rss0, io0, t0 = rss_bytes(), io_read_bytes(), time.perf_counter()
     ours = LlamaCppEngine(threads=threads)
     cold_load = {"s": time.perf_counter() - t0, "read": io_read_bytes() - io0}

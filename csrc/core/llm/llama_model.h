@@ -111,6 +111,12 @@ public:
 
 private:
     void forward_chunk(const int32_t* tokens, size_t n, bool all_logits, float* logits);
+    // The FFN tensors' bytes, and the largest one's span once aligned for O_DIRECT (the size
+    // of a streaming buffer).
+    struct FfnExtent {
+        size_t bytes = 0, slot = 0;
+    };
+    FfnExtent ffn_extent() const;
     // One product of a weight matrix with the chunk's activations: out[t * stride + r] =
     // W.row(r) . x[t], x from xq_ (block types) or xf_ (F16/F32).
     struct MatJob {

@@ -31,14 +31,19 @@ std::string mb(size_t b) {
 
 }  // namespace
 
+LlamaModel::FfnExtent LlamaModel::ffn_extent() const {
+    FfnExtent e;
+    for (const auto& L : layers_)
+        for (const WeightMatrix* w : {&L.gate, &L.up, &L.down}) {
+            e.bytes += w->bytes();
+            e.slot = std::max(e.slot, slot_span(*file_, *w));
+        }
+    return e;
+}
+
 size_t LlamaModel::min_budget() const {
-    size_t resident = weight_bytes(), slot = 0;
-    for (const auto& L : layers_) {
-        resident -= L.gate.bytes() + L.up.bytes() + L.down.bytes();
-        for (const WeightMatrix* w : {&L.gate, &L.up, &L.down})
-            slot = std::max(slot, slot_span(*file_, *w));
-    }
-    return resident + 2 * slot;
+    const FfnExtent ffn = ffn_extent();
+    return weight_bytes() - ffn.bytes + 2 * ffn.slot;
 }
 
 const WeightPlan& LlamaModel::plan_memory(size_t budget, bool direct_io, size_t max_slots) {
@@ -55,20 +60,14 @@ const WeightPlan& LlamaModel::plan_memory(size_t budget, bool direct_io, size_t 
     for (auto& L : layers_)
         for (WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo}) always.push_back(w);
     const size_t n_norms = 1 + 2 * cfg_.n_layer, norm_bytes = cfg_.n_embd * sizeof(float);
+    std::vector<WeightMatrix*> ffn;  // forward order: gate, up, down per layer
+    for (auto& L : layers_)
+        for (WeightMatrix* w : {&L.gate, &L.up, &L.down}) ffn.push_back(w);
+    const FfnExtent extent = ffn_extent();
+    const size_t ffn_bytes = extent.bytes, slot = extent.slot, least = min_budget();
     WeightPlan p;
     p.budget = budget;
-    for (const WeightMatrix* w : always) p.resident_min += w->bytes();
-    p.resident_min += n_norms * norm_bytes;
-
-    std::vector<WeightMatrix*> ffn;  // forward order: gate, up, down per layer
-    size_t ffn_bytes = 0, slot = 0;
-    for (auto& L : layers_)
-        for (WeightMatrix* w : {&L.gate, &L.up, &L.down}) {
-            ffn.push_back(w);
-            ffn_bytes += w->bytes();
-            slot = std::max(slot, slot_span(f, *w));
-        }
-    const size_t least = p.resident_min + 2 * slot;
+    p.resident_min = weight_bytes() - ffn_bytes;
     if (budget < p.resident_min + ffn_bytes && budget < least) {
         const size_t share = (least * 100 + weight_bytes() - 1) / weight_bytes();  // rounded up
         throw InvalidArgument("a memory budget of " + mb(budget) +
