@@ -163,19 +163,25 @@ class FlashEngine(ChatEngine):
         ``ffn_pinned``/``ffn_streamed`` (tensor counts), ``direct_io``, ``streamed`` (names)."""
         return dict(self._model.plan())
 
-    def plan_summary(self) -> str:
-        """One line for the status bar and doctor: what is pinned, what streams, read size."""
+    def plan_summary(self, *, brief: bool = False) -> str:
+        """One line for doctor (or, ``brief``, a few words for the chat's status bar): what
+        is pinned, what streams per token, in reads of what size."""
         p = self.plan()
         if not p:
             return "all weights mmap'd"
         mb = 1e6
-        text = f"budget {p['budget'] / mb:.0f} MB: {p['pinned_bytes'] / mb:.0f} MB pinned"
+        pinned = f"{p['pinned_bytes'] / mb:.0f} MB pinned"
         if not p["slots"]:
-            return text + " (every weight)"
+            return pinned if brief else f"budget {p['budget'] / mb:.0f} MB: {pinned} (every weight)"
+        if brief:
+            return (
+                f"{pinned}, {p['streamed_bytes'] / mb:.0f} MB/token streamed in "
+                f"{p['slot_bytes'] / 1024:.0f} KiB reads"
+            )
         return (
-            f"{text}, {p['streamed_bytes'] / mb:.0f} MB/token streamed "
-            f"({p['ffn_streamed']} FFN tensors, reads of {p['slot_bytes'] / 1024:.0f} KiB"
-            f"{', O_DIRECT' if p['direct_io'] else ''}, {p['slots']} buffers)"
+            f"budget {p['budget'] / mb:.0f} MB: {pinned}, {p['streamed_bytes'] / mb:.0f} MB/token "
+            f"streamed ({p['ffn_streamed']} FFN tensors, reads of {p['slot_bytes'] / 1024:.0f} "
+            f"KiB{', O_DIRECT' if p['direct_io'] else ''}, {p['slots']} buffers)"
         )
 
     def weight_stream_stats(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def model_label(engine: Engine) -> str:
     label = f"{engine.name} (ctx {engine.n_ctx:,})"
     summary, stats = getattr(engine, "plan_summary", None), getattr(engine, "load_stats", None)
     if summary is not None and stats is not None and stats.extra.get("plan"):
-        label += f" · {summary()}"
+        label += f" · {summary(brief=True)}"
     return label
 
 
