@@ -4,6 +4,7 @@ the real embedded model and embedder."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,36 @@ def test_model_command_switches_to_another_gguf(mem, tmp_path):
             await pilot.press("escape")  # keeps it
             await wait_for(pilot, lambda: not isinstance(app.screen, ModelPicker))
             assert app.assistant.engine.name == "echo"
+
+    asyncio.run(go())
+
+
+def test_a_model_that_fails_to_open_leaves_the_chat_with_the_one_it_had(tmp_path):
+    import shutil
+
+    from localmem.llm.llamacpp import resolve
+
+    # A GGUF cut short: its header reads, its tensors do not, so it fails only after the
+    # model in use was closed to make room for it.
+    bad = tmp_path / "cut.gguf"
+    shutil.copyfile(resolve(None)[1], bad)
+    os.truncate(bad, bad.stat().st_size // 2)
+
+    async def go():
+        with Memory.open(tmp_path / "store") as m:
+            app = ChatApp(memory=m, engine_name="flash", engine_options={"memory_budget": 0.6},
+                          max_tokens=8)  # fmt: skip
+            async with app.run_test(size=(100, 30)) as pilot:
+                await wait_for(pilot, app.ready.is_set, 60)
+                before = app.assistant.engine
+                await send(pilot, f"/model {bad}")
+                await wait_for(pilot, lambda: any("Error" in t for t in texts(app, "system")), 60)
+                engine = app.assistant.engine
+                assert engine is not before and not engine._closed  # reopened in its place
+                assert engine.path == before.path and engine.plan()  # with its budget
+                await reply_to(pilot, app, "Say hello.", timeout=120)
+                assert texts(app, "assistant")[-1].strip()
+            app.close()
 
     asyncio.run(go())
 

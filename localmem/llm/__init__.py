@@ -98,15 +98,18 @@ def open_engine(
         big = _too_big(path, options)
         notice = f"{notice}; {big}" if notice and big else notice or big
         cls = ENGINES[name]
-        cur = _current
+        cur, previous = _current, None
         if cur is not None and not cur._closed:
             if type(cur) is cls and cur.path == path and cur._options == options:
                 cur.notice = notice  # this call's reason, not the one of the call that opened it
                 return cur
+            previous = (type(cur), cur.path, cur._options, cur.notice)
             cur.close()
         try:
             _current = cls(model, **options)
         except LocalmemError as e:
+            if previous is not None:  # the model in use before stays in use
+                _current = _reopen(*previous)
             if fell_back:
                 raise EngineCrashError(
                     f"{fell_back}; but the flash engine cannot run it: {e}"
@@ -117,6 +120,25 @@ def open_engine(
         if notice:
             log.info("%s", notice)
         return _current
+
+
+def _reopen(
+    cls: Callable[..., ChatEngine], path: Path, options: dict[str, Any], notice: str
+) -> ChatEngine | None:
+    """The engine that was closed for a model that then failed to open, opened again (None
+    if it cannot be: the caller's error stands either way)."""
+    try:
+        engine = cls(path, **options)
+    except LocalmemError as e:
+        log.warning("could not reopen %s after a failed switch: %s", path, e)
+        return None
+    engine._options, engine.notice = options, notice
+    return engine
+
+
+def current_engine() -> ChatEngine | None:
+    """The chat model open_engine() holds now, if one is open."""
+    return _current if _current is not None and not _current._closed else None
 
 
 def _too_big(path: Path, options: dict[str, Any]) -> str:

@@ -90,7 +90,8 @@ class ChatApp(App[None]):
             yield VerticalScroll(id="chat")
             yield Inspector()
         yield PromptBox(id="prompt")
-        yield StatusBar(id="status")
+        self._status_bar = StatusBar(id="status")
+        yield self._status_bar
         yield Footer()
 
     def on_mount(self) -> None:
@@ -103,7 +104,9 @@ class ChatApp(App[None]):
 
     @property
     def status(self) -> StatusBar:
-        return self.query_one(StatusBar)
+        # Held, not queried: a worker may update it while another screen is on top (help,
+        # the model picker) or while the app is closing, where a query finds no status bar.
+        return self._status_bar
 
     # ------------------------------------------------------------------ loading
 
@@ -375,14 +378,16 @@ class ChatApp(App[None]):
                 if self._streaming:
                     out = "A reply is being written: stop it (Esc) before changing the model."
                 else:
-                    from localmem.llm import open_engine
+                    from localmem.llm import current_engine, open_engine
 
                     self.call_from_thread(self.status.set, model=f"loading {arg}…")
-                    new = open_engine(arg, engine=self._engine_name, **self._engine_options)
-                    self._engine = new
-                    if self.assistant is not None:
-                        self.assistant.engine = new
-                    self.call_from_thread(self.status.set, model=model_label(new))
+                    try:
+                        new = open_engine(arg, engine=self._engine_name, **self._engine_options)
+                    except LocalmemError:
+                        if getattr(self._engine, "_closed", False):  # closed for the switch:
+                            self._use_engine(current_engine())  # the one reopened in its place
+                        raise
+                    self._use_engine(new)
                     out = f"Now chatting with {new.name} ({new.path})."
                     if new.notice:
                         out += f"\n\n**Note:** {new.notice}"
@@ -408,6 +413,16 @@ class ChatApp(App[None]):
             out = f"**{type(e).__name__}:** {e}"
         self.call_from_thread(self._say, "system", out)
         self.refresh_stats()
+
+    def _use_engine(self, engine: Engine | None) -> None:
+        """Chats with `engine` from now on (None: none is open, the next message says so)."""
+        if engine is None:
+            self.call_from_thread(self.status.set, model="no model")
+            return
+        self._engine = engine
+        if self.assistant is not None:
+            self.assistant.engine = engine
+        self.call_from_thread(self.status.set, model=model_label(engine))
 
     def _picked(self, name: str | None) -> None:
         if name:
