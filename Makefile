@@ -19,12 +19,12 @@ lint:
 	$(PY) -m ruff check localmem tests bench
 	$(PY) -m ruff format --check localmem tests bench
 	$(PY) -m mypy
-	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp tests/native/*.cpp
+	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/core/llm/*.cpp csrc/core/llm/*.h csrc/bindings/*.cpp tests/native/*.cpp
 
 format:
 	$(PY) -m ruff format localmem tests bench
 	$(PY) -m ruff check --fix localmem tests bench
-	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp tests/native/*.cpp
+	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/core/llm/*.cpp csrc/core/llm/*.h csrc/bindings/*.cpp tests/native/*.cpp
 
 bench:
 	$(PY) bench/vector_search.py --check
