@@ -153,7 +153,7 @@ class FlashEngine(ChatEngine):
         nbytes = int(value * total) if isinstance(value, float) else value
         try:
             plan = m.plan_memory(nbytes, direct_io)
-        except LocalmemError as e:
+        except InvalidArgumentError as e:  # the budget: say which model it is too small for
             raise InvalidArgumentError(f"{self.path.name}: {e}") from e
         return {"mode": "planned" if plan["slots"] else "pinned", "plan": dict(plan)}
 

@@ -243,6 +243,7 @@ void LlamaModel::eval(const int32_t* tokens, size_t n, bool all_logits, float* l
 void LlamaModel::prepare_activations(const float* x, size_t n, size_t cols) {
     const size_t nb = cols / kQBlock;
     for (size_t t = 0; t < n; ++t) quantize_q8(x + t * cols, cols, xq_.data() + t * nb);
+    xf_.assign(x, x + n * cols);
 }
 
 size_t LlamaModel::task_rows(size_t rows) const {
@@ -298,13 +299,6 @@ void LlamaModel::ffn_in(const LlamaLayer& L, size_t n) {
     });
 }
 
-void LlamaModel::ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down) {
-    const size_t F = cfg_.n_ff;
-    prepare_activations(ffn_.data(), n, F);
-    xf_.assign(ffn_.begin(), ffn_.begin() + n * F);
-    down({&layers_[layer].down, tmp_.data(), cfg_.n_embd});
-}
-
 void LlamaModel::attention(size_t layer, size_t n, size_t pos0) {
     const size_t hd = cfg_.head_dim, E = cfg_.n_embd, group = cfg_.n_head / cfg_.n_head_kv;
     const size_t stride = cfg_.kv_dim();  // elements from one position's key to the next
@@ -347,7 +341,6 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
         for (size_t t = 0; t < n; ++t)
             rms_norm(x_.data() + t * E, w, cfg_.rms_eps, E, h_.data() + t * E);
         prepare_activations(h_.data(), n, E);
-        xf_.assign(h_.begin(), h_.begin() + n * E);
     };
 
     for (size_t l = 0; l < cfg_.n_layer; ++l) {
@@ -369,7 +362,6 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
         }
         attention(l, n, pos0);
         prepare_activations(att_.data(), n, E);
-        xf_.assign(att_.begin(), att_.begin() + n * E);
         matmul({{&L.wo, tmp_.data(), E}}, n);
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
 
@@ -389,7 +381,8 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
             ffn_planned(l, n);
         } else {
             ffn_in(L, n);
-            ffn_out(l, n, [&](const MatJob& job) { matmul({job}, n); });
+            prepare_activations(ffn_.data(), n, F);
+            matmul({{&L.down, tmp_.data(), E}}, n);
         }
         for (size_t i = 0; i < n * E; ++i) x_[i] += tmp_[i];
     }
@@ -400,7 +393,6 @@ void LlamaModel::forward_chunk(const int32_t* tokens, size_t n, bool all_logits,
     for (size_t t = 0; t < m; ++t)
         rms_norm(x_.data() + (first + t) * E, output_norm_, cfg_.rms_eps, E, h_.data() + t * E);
     prepare_activations(h_.data(), m, E);
-    xf_.assign(h_.begin(), h_.begin() + m * E);
     matmul({{&output_, logits, cfg_.n_vocab}}, m);
 }
 

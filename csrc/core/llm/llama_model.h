@@ -1,13 +1,13 @@
 // A Llama-architecture decoder (SmolLM2, Llama, Mistral-style GQA) run from a GGUF file:
 // RMSNorm, RoPE (llama.cpp's "normal" pair layout, which its converter bakes into the Q/K
-// weights), grouped-query attention over an f32 KV cache, SwiGLU FFN. Weights are used in
-// place in the file's mmap (dense mode), so nothing is copied at load.
+// weights), grouped-query attention over an f16 KV cache, SwiGLU FFN. Weights are used in
+// place in the file's mmap (dense mode), so nothing is copied at load, unless a memory plan
+// (llama_plan.cpp) pins some in the process's own memory and streams the rest.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -130,12 +130,11 @@ private:
     size_t task_rows(size_t rows) const;
     // The dense SwiGLU FFN of one layer on the normed chunk: ffn_ = silu(gate x) * (up x).
     void ffn_in(const LlamaLayer& L, size_t n);
-    // After gate and up: quantizes the FFN's activations and runs `down` on the down
-    // projection's job.
-    void ffn_out(size_t layer, size_t n, const std::function<void(const MatJob&)>& down);
     // The same FFN with some of its tensors read from the weight stream (llama_plan.cpp).
     void ffn_planned(size_t layer, size_t n);
     void attention(size_t layer, size_t n, size_t pos0);
+    // x (n rows of cols) as the next products' input: quantized to Q8 blocks (xq_) and as
+    // floats (xf_, for F16/F32 weights).
     void prepare_activations(const float* x, size_t n, size_t cols);
 
     std::shared_ptr<const GgufFile> file_;

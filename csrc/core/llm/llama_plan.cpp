@@ -207,7 +207,8 @@ void LlamaModel::ffn_planned(size_t layer, size_t n) {
             for (size_t i = r0; i < r1; ++i) a[i] *= g[F + i];
         }
     });
-    ffn_out(layer, n, [&](const MatJob& job) { product(*job.w, s[2], job.out, job.stride); });
+    prepare_activations(ffn_.data(), n, F);
+    product(L.down, s[2], tmp_.data(), cfg_.n_embd);
 }
 
 }  // namespace lm
