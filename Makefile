@@ -16,22 +16,23 @@ test:
 	$(PY) -m pytest
 
 lint:
-	$(PY) -m ruff check localmem tests bench
-	$(PY) -m ruff format --check localmem tests bench
+	$(PY) -m ruff check localmem tui tests bench
+	$(PY) -m ruff format --check localmem tui tests bench
 	$(PY) -m mypy
-	.venv/bin/clang-format --dry-run --Werror csrc/core/*.cpp csrc/core/*.h csrc/core/llm/*.cpp csrc/core/llm/*.h csrc/bindings/*.cpp tests/native/*.cpp
+	.venv/bin/clang-format --dry-run --Werror csrc/core/*/*.cpp csrc/core/*/*.h csrc/bindings/*.cpp csrc/bindings/*.h tests/native/*.cpp
 
 format:
-	$(PY) -m ruff format localmem tests bench
-	$(PY) -m ruff check --fix localmem tests bench
-	.venv/bin/clang-format -i csrc/core/*.cpp csrc/core/*.h csrc/core/llm/*.cpp csrc/core/llm/*.h csrc/bindings/*.cpp tests/native/*.cpp
+	$(PY) -m ruff format localmem tui tests bench
+	$(PY) -m ruff check --fix localmem tui tests bench
+	.venv/bin/clang-format -i csrc/core/*/*.cpp csrc/core/*/*.h csrc/bindings/*.cpp csrc/bindings/*.h tests/native/*.cpp
 
 bench:
 	$(PY) bench/vector_search.py --check
 
 # Every kernel against scalar with no Python (tests/native/README.md: NEON under QEMU).
-SELFTEST_SRC = tests/native/kernel_selftest.cpp csrc/core/cpu.cpp csrc/core/dispatch.cpp \
-	csrc/core/score_matrix.cpp $(wildcard csrc/core/kernels_*.cpp)
+SELFTEST_SRC = tests/native/kernel_selftest.cpp csrc/core/common/cpu.cpp \
+	csrc/core/common/kernel_choice.cpp csrc/core/index/kernels.cpp \
+	csrc/core/index/score_matrix.cpp $(wildcard csrc/core/index/kernels_*.cpp)
 native-selftest:
 	mkdir -p build
 	$(CXX) -O2 -std=c++17 -Wall -Icsrc/core $(SELFTEST_SRC) -o build/kernel_selftest

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/errors.h"
+#include "common/errors.h"
 
 namespace lm_py {
 
@@ -68,10 +68,13 @@ void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
     if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
 }
 
-// Registers Wal and BlobArena (storage.cpp).
+// Registers quantize, score_matrix and Int8Index (index.cpp).
+void bind_index(py::module_& m);
+
+// Registers Wal, BlobArena, FileLock and StoreWriter (storage.cpp).
 void bind_storage(py::module_& m);
 
-// Registers the native LLM engine: GGUF reader, block kernels, LlamaModel (flash.cpp).
-void bind_flash(py::module_& m);
+// Registers the native LLM engine: GGUF reader, block kernels, LlamaModel (llm.cpp).
+void bind_llm(py::module_& m);
 
 }  // namespace lm_py

@@ -2,10 +2,10 @@
 // the GIL; every disk operation runs with it released.
 #include <pybind11/stl.h>
 
-#include "../core/blob_arena.h"
-#include "../core/store_writer.h"
-#include "../core/wal.h"
 #include "common.h"
+#include "storage/blob_arena.h"
+#include "storage/store_writer.h"
+#include "storage/wal.h"
 
 namespace lm_py {
 namespace {

@@ -7,8 +7,8 @@
 #include <random>
 #include <vector>
 
-#include "kernels.h"
-#include "score_matrix.h"
+#include "index/kernels.h"
+#include "index/score_matrix.h"
 
 int main() {
     std::mt19937 gen(42);

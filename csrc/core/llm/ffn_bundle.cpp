@@ -1,4 +1,4 @@
-#include "ffn_bundle.h"
+#include "llm/ffn_bundle.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,10 +7,10 @@
 #include <cstring>
 #include <memory>
 
-#include "../crc32c.h"
-#include "../errors.h"
-#include "../mapped_file.h"
-#include "qkernels.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/mapped_file.h"
+#include "llm/qkernels.h"
 
 namespace lm {
 

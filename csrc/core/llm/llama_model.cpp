@@ -1,4 +1,4 @@
-#include "llama_model.h"
+#include "llm/llama_model.h"
 
 #include <sys/mman.h>
 
@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "../errors.h"
+#include "common/errors.h"
 
 namespace lm {
 

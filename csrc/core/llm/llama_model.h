@@ -14,11 +14,11 @@
 #include <string>
 #include <vector>
 
-#include "ffn_stream.h"
-#include "gguf_file.h"
-#include "qkernels.h"
-#include "spin_team.h"
-#include "weight_stream.h"
+#include "llm/ffn_stream.h"
+#include "llm/gguf_file.h"
+#include "llm/qkernels.h"
+#include "llm/spin_team.h"
+#include "llm/weight_stream.h"
 
 namespace lm {
 

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../errors.h"
-#include "llama_model.h"
+#include "common/errors.h"
+#include "llm/llama_model.h"
 
 namespace lm {
 

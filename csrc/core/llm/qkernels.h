@@ -1,6 +1,7 @@
-// Dequantize-and-dot kernels for ggml's block formats, with the run-time dispatch of the
-// vector index: a scalar set that is always there and an AVX2 set chosen when the CPU has
-// it (LOCALMEM_KERNEL=scalar forces the scalar set, to test it on any machine).
+// Dequantize-and-dot kernels for ggml's block formats, chosen at run time by the dispatcher
+// the vector index uses too (common/kernel_choice.h): a scalar set that is always there and
+// an AVX2 set when the CPU has it (LOCALMEM_KERNEL=scalar forces the scalar set, to test it
+// on any machine).
 //
 // Like llama.cpp, a matrix-vector product quantizes the activations once to 8-bit blocks
 // of 32 (Q8Block) and then takes integer dot products with each weight row, so a row of
@@ -129,7 +130,8 @@ inline float silu(float x) { return x / (1.0f + expf_ggml(-x)); }
 
 const QKernels& qkernels_scalar();
 const QKernels* qkernels_avx2();  // nullptr when not compiled in
-// The set chosen once: AVX2 when the CPU has it, unless LOCALMEM_KERNEL=scalar.
+// The set chosen once (common/kernel_choice.h): the best this CPU runs, at most the one
+// LOCALMEM_KERNEL names.
 const QKernels& qkernels_active();
 // The sets this CPU can run, scalar first.
 std::vector<const QKernels*> qkernels_available();

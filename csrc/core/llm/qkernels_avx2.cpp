@@ -2,7 +2,7 @@
 // are unsigned already (Q4_1; Q4_0 after its bias is taken out through the activations'
 // sum), and for signed Q8_0 weights the sign moves onto the activations (PSIGNB), as in
 // llama.cpp. Pairs of products stay within int16 (15 * 127 * 2 and 127 * 127 * 2).
-#include "qkernels.h"
+#include "llm/qkernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <string>
 
-#include "../cpu.h"
-#include "../errors.h"
-#include "qkernels.h"
+#include "common/errors.h"
+#include "common/kernel_choice.h"
+#include "llm/qkernels.h"
 
 namespace lm {
 
@@ -239,17 +239,13 @@ const QKernels& qkernels_scalar() { return kScalar; }
 
 std::vector<const QKernels*> qkernels_available() {
     std::vector<const QKernels*> out{&kScalar};
-    if (const QKernels* k = qkernels_avx2(); k != nullptr && cpu_features().avx2) out.push_back(k);
+    if (const QKernels* k = qkernels_avx2(); k != nullptr && cpu_runs(k->name)) out.push_back(k);
     return out;
 }
 
 const QKernels& qkernels_active() {
-    static const QKernels* chosen = [] {
-        const char* forced = std::getenv("LOCALMEM_KERNEL");
-        if (forced != nullptr && std::string(forced) == "scalar") return &kScalar;
-        return qkernels_available().back();
-    }();
-    return *chosen;
+    static const QKernels& chosen = choose_kernel(qkernels_available());
+    return chosen;
 }
 
 }  // namespace lm

@@ -1,4 +1,4 @@
-#include "spin_team.h"
+#include "llm/spin_team.h"
 
 #include <chrono>
 

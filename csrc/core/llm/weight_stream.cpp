@@ -1,4 +1,4 @@
-#include "weight_stream.h"
+#include "llm/weight_stream.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -8,8 +8,8 @@
 #include <chrono>
 #include <cstdlib>
 
-#include "../crc32c.h"
-#include "../errors.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>

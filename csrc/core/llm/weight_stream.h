@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "../file_util.h"
+#include "common/file_util.h"
 
 namespace lm {
 

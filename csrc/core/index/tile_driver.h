@@ -3,7 +3,7 @@
 // namespace under its own target attributes, so every instantiation is local to its file.
 #pragma once
 
-#include "kernels.h"
+#include "index/kernels.h"
 
 namespace lm {
 

@@ -3,7 +3,7 @@
 // |q| * (d * sign(q)) = q * d. Codes stay in [-127, 127], so a pair of products is at most
 // 2 * 127 * 127 = 32258 and PMADDUBSW's int16 saturation never triggers; PMADDWD then
 // widens the pairs to int32.
-#include "kernels.h"
+#include "index/kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "kernels_x86.h"
-#include "tile_driver.h"
+#include "index/kernels_x86.h"
+#include "index/tile_driver.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
@@ -82,7 +82,7 @@ struct Avx2Tile {
 namespace lm {
 namespace {
 void score_avx2(const ScoreArgs& a) { drive_tiles<Avx2Tile>(a); }
-const Kernel kAvx2{"avx2", 1, 2, prepare_sign_abs, score_avx2};
+const Kernel kAvx2{"avx2", 2, prepare_sign_abs, score_avx2};
 }  // namespace
 const Kernel* kernel_avx2() { return &kAvx2; }
 }  // namespace lm

@@ -1,4 +1,4 @@
-// Exact top-k search over symmetric per-vector INT8 codes (design section 3).
+// Exact top-k search over symmetric per-vector INT8 codes.
 //
 // Rows are stored in the blocked layout of kernels.h; a row's position is internal (ids are
 // what callers see). Removal leaves a tombstone that compaction reclaims. An index loaded
@@ -12,9 +12,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "aligned.h"
-#include "kernels.h"
-#include "mapped_file.h"
+#include "common/aligned.h"
+#include "common/mapped_file.h"
+#include "index/kernels.h"
 
 namespace lm {
 

@@ -1,15 +1,15 @@
 // AVX-512 VNNI: one VPDPBUSD multiplies 64 code pairs and adds them into 16 rows' sums.
 // VPDPBUSD wants an unsigned operand, so the query is shifted to u8 (q + 128) and the
 // excess 128 * sum(row codes) is subtracted at the end; both sides stay exact integers.
-#include "kernels.h"
+#include "index/kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
 #include <algorithm>
 
-#include "kernels_x86.h"
-#include "tile_driver.h"
+#include "index/kernels_x86.h"
+#include "index/tile_driver.h"
 
 #if defined(__clang__)
 #pragma clang attribute push( \
@@ -73,7 +73,7 @@ struct Avx512VnniTile {
 namespace lm {
 namespace {
 void score_avx512_vnni(const ScoreArgs& a) { drive_tiles<Avx512VnniTile>(a); }
-const Kernel kAvx512Vnni{"avx512_vnni", 3, 1, prepare_offset, score_avx512_vnni};
+const Kernel kAvx512Vnni{"avx512_vnni", 1, prepare_offset, score_avx512_vnni};
 }  // namespace
 const Kernel* kernel_avx512_vnni() { return &kAvx512Vnni; }
 }  // namespace lm

@@ -41,8 +41,7 @@ struct ScoreArgs {
 };
 
 struct Kernel {
-    const char* name;
-    int level;               // higher is faster; LOCALMEM_KERNEL may only pick one we have
+    const char* name;        // its instruction set's, on common/kernel_choice.h's ladder
     size_t prepared_factor;  // prepared query bytes per code byte
     void (*prepare)(const int8_t* codes, size_t stride, uint8_t* out);
     void (*score)(const ScoreArgs& args);
@@ -59,13 +58,14 @@ const Kernel* kernel_avx_vnni();
 const Kernel* kernel_avx512_vnni();
 const Kernel* kernel_neon();
 
-// Kernels compiled in, whether or not this CPU runs them, lowest level first.
+// Kernels compiled in, whether or not this CPU runs them, lowest first.
 std::vector<const Kernel*> compiled_kernels();
-// Kernels this CPU can run, lowest level first (scalar is always there).
+// Kernels this CPU can run, lowest first (scalar is always there).
 std::vector<const Kernel*> available_kernels();
 // A kernel by name among the available ones, or nullptr.
 const Kernel* find_kernel(const std::string& name);
-// The kernel chosen once at start-up: the best available, or LOCALMEM_KERNEL's choice.
+// The kernel chosen once at start-up (common/kernel_choice.h): the best available, at most
+// the one LOCALMEM_KERNEL names.
 const Kernel& active_kernel();
 // Why LOCALMEM_KERNEL could not be honoured, or "" when it was (or was not set).
 const std::string& kernel_override_error();

@@ -1,4 +1,4 @@
-#include "blob_arena.h"
+#include "storage/blob_arena.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -7,10 +7,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "crc32c.h"
-#include "errors.h"
-#include "le_bytes.h"
-#include "mapped_file.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/le_bytes.h"
+#include "common/mapped_file.h"
 
 namespace lm {
 namespace {

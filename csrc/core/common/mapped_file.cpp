@@ -1,4 +1,4 @@
-#include "mapped_file.h"
+#include "common/mapped_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -10,8 +10,8 @@
 #include <cstring>
 #include <vector>
 
-#include "errors.h"
-#include "file_util.h"
+#include "common/errors.h"
+#include "common/file_util.h"
 
 namespace lm {
 

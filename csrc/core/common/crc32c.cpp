@@ -1,9 +1,9 @@
-#include "crc32c.h"
+#include "common/crc32c.h"
 
 #include <array>
 #include <cstring>
 
-#include "cpu.h"
+#include "common/cpu.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>

@@ -1,21 +1,17 @@
-// The one pybind11 file: converts and validates arguments under the GIL, releases it for
-// the native work, and turns core exceptions into localmem.errors classes. No logic here.
+// The index's bindings: quantization, the scoring kernels and Int8Index.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cerrno>
+#include <cstring>
+#include <optional>
 #include <string>
 
-#include "../core/cpu.h"
-#include "../core/crc32c.h"
-#include "../core/errors.h"
-#include "../core/int8_index.h"
-#include "../core/kernels.h"
-#include "../core/quantize.h"
-#include "../core/score_matrix.h"
-#include "../core/thread_pool.h"
 #include "common.h"
+#include "index/int8_index.h"
+#include "index/kernels.h"
+#include "index/quantize.h"
+#include "index/score_matrix.h"
 
 namespace py = pybind11;
 using lm_py::copy_out;
@@ -23,16 +19,7 @@ using lm_py::invalid;
 using lm_py::ReleaseGil;
 using lm_py::require;
 
-#ifndef LOCALMEM_VERSION
-#define LOCALMEM_VERSION "0.0.0"
-#endif
-
 namespace {
-
-void raise_as(const char* cls, const char* msg) {
-    py::object type = py::module_::import("localmem.errors").attr(cls);
-    PyErr_SetString(type.ptr(), msg);
-}
 
 py::array_t<float> require_rows(const py::handle& obj, const char* name, size_t dim) {
     auto a = require<float>(obj, name, "float32", 2);
@@ -58,70 +45,11 @@ lm::Metric metric_from(const std::string& m) {
     invalid("metric must be 'ip' (inner product) or 'cos' (cosine), got '" + m + "'");
 }
 
-py::dict build_info() {
-    py::dict d;
-    d["version"] = LOCALMEM_VERSION;
-    d["kernel"] = lm::active_kernel().name;
-    py::list avail, compiled;
-    for (const lm::Kernel* k : lm::available_kernels()) avail.append(k->name);
-    for (const lm::Kernel* k : lm::compiled_kernels()) compiled.append(k->name);
-    d["kernels_available"] = avail;
-    d["kernels_compiled"] = compiled;
-    d["kernel_override_error"] = lm::kernel_override_error();
-    d["cpu_features"] = lm::cpu_feature_string();
-    d["hardware_threads"] = lm::hardware_threads();
-#if defined(__clang__)
-    d["compiler"] = std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-    d["compiler"] = std::string("gcc ") + __VERSION__;
-#endif
-#ifdef LOCALMEM_CXX_FLAGS
-    d["cxx_flags"] = LOCALMEM_CXX_FLAGS;
-#else
-    d["cxx_flags"] = "";
-#endif
-#ifdef LOCALMEM_NATIVE_BUILD
-    d["march_native"] = true;
-#else
-    d["march_native"] = false;
-#endif
-#ifdef NDEBUG
-    d["debug"] = false;
-#else
-    d["debug"] = true;
-#endif
-    return d;
-}
-
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
-    m.doc() = "localmem native core (private: use the localmem package)";
+namespace lm_py {
 
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const lm::DuplicateId& e) {
-            raise_as("DuplicateIdError", e.what());
-        } catch (const lm::InvalidArgument& e) {
-            raise_as("InvalidArgumentError", e.what());
-        } catch (const lm::UnknownId& e) {
-            raise_as("UnknownIdError", e.what());
-        } catch (const lm::CorruptFile& e) {
-            raise_as("CorruptFileError", e.what());
-        } catch (const lm::IoError& e) {
-            const bool full = e.code == ENOSPC || e.code == EDQUOT;
-            raise_as(full ? "StorageFullError" : "StorageError", e.what());
-        } catch (const lm::LockTimeout& e) {
-            raise_as("StoreLockedError", e.what());
-        } catch (const lm::StaleState& e) {
-            raise_as("ConcurrencyError", e.what());
-        }
-    });
-
-    m.def("build_info", &build_info, "Version, compiler, CPU features and the kernel in use.");
-    m.def("hardware_threads", &lm::hardware_threads);
-
+void bind_index(py::module_& m) {
     m.def(
         "quantize",
         [](const py::handle& vectors) {
@@ -181,17 +109,6 @@ PYBIND11_MODULE(_core, m) {
         for (const lm::Kernel* k : lm::available_kernels()) names.emplace_back(k->name);
         return names;
     });
-
-    m.def(
-        "crc32c",
-        [](const py::buffer& data, uint32_t crc, bool portable) {
-            py::buffer_info info = data.request();
-            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
-            const size_t n = static_cast<size_t>(info.size * info.itemsize);
-            ReleaseGil release;
-            return portable ? lm::crc32c_portable(info.ptr, n, crc) : lm::crc32c(info.ptr, n, crc);
-        },
-        py::arg("data"), py::arg("crc") = 0, py::arg("portable") = false);
 
     m.def(
         "measure_read_bandwidth",
@@ -325,7 +242,6 @@ PYBIND11_MODULE(_core, m) {
                 return lm::Int8Index::load(path, mmap, verify);
             },
             py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true);
-
-    lm_py::bind_storage(m);
-    lm_py::bind_flash(m);
 }
+
+}  // namespace lm_py

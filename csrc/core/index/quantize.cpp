@@ -1,9 +1,9 @@
-#include "quantize.h"
+#include "index/quantize.h"
 
 #include <cmath>
 #include <string>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace lm {
 

@@ -1,4 +1,4 @@
-#include "store_writer.h"
+#include "storage/store_writer.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -7,7 +7,7 @@
 #include <chrono>
 #include <thread>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace lm {
 

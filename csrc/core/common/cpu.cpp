@@ -1,4 +1,4 @@
-#include "cpu.h"
+#include "common/cpu.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels.h"
+#include "index/kernels.h"
 
 namespace lm {
 

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "file_util.h"
+#include "common/file_util.h"
 
 namespace lm {
 

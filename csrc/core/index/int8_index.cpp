@@ -1,14 +1,14 @@
-#include "int8_index.h"
+#include "index/int8_index.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 
-#include "errors.h"
-#include "quantize.h"
-#include "thread_pool.h"
-#include "topk.h"
+#include "common/errors.h"
+#include "common/thread_pool.h"
+#include "index/quantize.h"
+#include "index/topk.h"
 
 namespace lm {
 namespace {

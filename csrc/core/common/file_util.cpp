@@ -1,4 +1,4 @@
-#include "file_util.h"
+#include "common/file_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace lm {
 

@@ -1,15 +1,15 @@
 // AVX-VNNI: the VEX-encoded VPDPBUSD on 256-bit registers (CPUs with VNNI but without
 // AVX-512, such as Alder Lake). Same offset trick as the AVX-512 kernel; a block of 16
 // rows is two registers of 8 rows.
-#include "kernels.h"
+#include "index/kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
 #include <algorithm>
 
-#include "kernels_x86.h"
-#include "tile_driver.h"
+#include "index/kernels_x86.h"
+#include "index/tile_driver.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,avxvnni"))), apply_to = function)
@@ -71,7 +71,7 @@ struct AvxVnniTile {
 namespace lm {
 namespace {
 void score_avx_vnni(const ScoreArgs& a) { drive_tiles<AvxVnniTile>(a); }
-const Kernel kAvxVnni{"avx_vnni", 2, 1, prepare_offset, score_avx_vnni};
+const Kernel kAvxVnni{"avx_vnni", 1, prepare_offset, score_avx_vnni};
 }  // namespace
 const Kernel* kernel_avx_vnni() { return &kAvxVnni; }
 }  // namespace lm

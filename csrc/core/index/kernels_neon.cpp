@@ -1,7 +1,7 @@
 // AArch64 NEON with the dot-product extension: SDOT multiplies signed bytes by signed
 // bytes, 4 at a time into each 32-bit lane, so no offset or sign trick is needed. A block
 // of 16 rows is four 128-bit registers of 4 rows.
-#include "kernels.h"
+#include "index/kernels.h"
 
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "tile_driver.h"
+#include "index/tile_driver.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("dotprod"))), apply_to = function)
@@ -66,7 +66,7 @@ struct NeonTile {
 namespace lm {
 namespace {
 void score_neon(const ScoreArgs& a) { drive_tiles<NeonTile>(a); }
-const Kernel kNeon{"neon_dotprod", 1, 1, prepare_copy, score_neon};
+const Kernel kNeon{"neon_dotprod", 1, prepare_copy, score_neon};
 }  // namespace
 const Kernel* kernel_neon() { return &kNeon; }
 }  // namespace lm

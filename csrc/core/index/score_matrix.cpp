@@ -1,4 +1,4 @@
-#include "score_matrix.h"
+#include "index/score_matrix.h"
 
 #include <chrono>
 #include <cstring>

@@ -13,9 +13,9 @@
 #include <cstring>
 #include <mutex>
 
-#include "crc32c.h"
-#include "errors.h"
-#include "int8_index.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "index/int8_index.h"
 
 namespace lm {
 namespace {

@@ -2,8 +2,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels.h"
-#include "tile_driver.h"
+#include "index/kernels.h"
+#include "index/tile_driver.h"
 
 namespace lm {
 namespace {
@@ -28,7 +28,7 @@ struct ScalarTile {
 
 void score_scalar(const ScoreArgs& a) { drive_tiles<ScalarTile>(a); }
 
-const Kernel kScalar{"scalar", 0, 1, prepare_copy, score_scalar};
+const Kernel kScalar{"scalar", 1, prepare_copy, score_scalar};
 
 }  // namespace
 

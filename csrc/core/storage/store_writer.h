@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "blob_arena.h"
-#include "file_util.h"
-#include "wal.h"
+#include "common/file_util.h"
+#include "storage/blob_arena.h"
+#include "storage/wal.h"
 
 namespace lm {
 

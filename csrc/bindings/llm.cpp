@@ -9,11 +9,11 @@
 #include <memory>
 #include <string>
 
-#include "../core/llm/ffn_bundle.h"
-#include "../core/llm/gguf_file.h"
-#include "../core/llm/llama_model.h"
-#include "../core/llm/qkernels.h"
 #include "common.h"
+#include "llm/ffn_bundle.h"
+#include "llm/gguf_file.h"
+#include "llm/llama_model.h"
+#include "llm/qkernels.h"
 
 namespace lm_py {
 
@@ -70,6 +70,39 @@ py::dict gguf_info(const std::string& path) {
     return out;
 }
 
+py::dict gguf_metadata(const std::string& path) {
+    std::unique_ptr<lm::GgufFile> f;
+    {
+        ReleaseGil release;
+        f = std::make_unique<lm::GgufFile>(path, /*header_only=*/true);
+    }
+    py::dict out;
+    out["GGUF.version"] = f->version();
+    for (const auto& [key, v] : f->metadata()) {
+        switch (v.kind) {
+            case lm::GgufValue::Int:
+                if (v.unsigned64)
+                    out[key.c_str()] = py::int_(static_cast<uint64_t>(v.i));
+                else
+                    out[key.c_str()] = py::int_(v.i);
+                break;
+            case lm::GgufValue::Float:
+                out[key.c_str()] = v.f;
+                break;
+            case lm::GgufValue::Bool:
+                out[key.c_str()] = v.i != 0;
+                break;
+            case lm::GgufValue::String:
+                out[key.c_str()] = v.s;  // checked UTF-8 by the reader
+                break;
+            case lm::GgufValue::Array:
+                out[key.c_str()] = v.array_len;
+                break;
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 py::dict plan_dict(const lm::LlamaModel& m) {
@@ -89,7 +122,10 @@ py::dict plan_dict(const lm::LlamaModel& m) {
     return d;
 }
 
-void bind_flash(py::module_& m) {
+void bind_llm(py::module_& m) {
+    m.def("gguf_metadata", &gguf_metadata, py::arg("path"),
+          "A GGUF file's key/value header: scalars and strings as values, arrays as their "
+          "length, and GGUF.version. The tensor table is not read.");
     m.def("gguf_info", &gguf_info, py::arg("path"),
           "Header of a GGUF file as the native reader sees it (tensor table, a few keys).");
     m.def("llm_kernels_available", [] {

@@ -1,0 +1,112 @@
+// The module: turns core exceptions into localmem.errors classes, reports how the core was
+// built, and registers each part's bindings (index.cpp, storage.cpp, llm.cpp), which convert
+// and validate arguments under the GIL and release it for the native work. No logic here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <string>
+
+#include "common.h"
+#include "common/cpu.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/thread_pool.h"
+#include "index/kernels.h"
+
+namespace py = pybind11;
+using lm_py::invalid;
+using lm_py::ReleaseGil;
+using lm_py::require;
+
+#ifndef LOCALMEM_VERSION
+#define LOCALMEM_VERSION "0.0.0"
+#endif
+
+namespace {
+
+void raise_as(const char* cls, const char* msg) {
+    py::object type = py::module_::import("localmem.errors").attr(cls);
+    PyErr_SetString(type.ptr(), msg);
+}
+
+py::dict build_info() {
+    py::dict d;
+    d["version"] = LOCALMEM_VERSION;
+    d["kernel"] = lm::active_kernel().name;
+    py::list avail, compiled;
+    for (const lm::Kernel* k : lm::available_kernels()) avail.append(k->name);
+    for (const lm::Kernel* k : lm::compiled_kernels()) compiled.append(k->name);
+    d["kernels_available"] = avail;
+    d["kernels_compiled"] = compiled;
+    d["kernel_override_error"] = lm::kernel_override_error();
+    d["cpu_features"] = lm::cpu_feature_string();
+    d["hardware_threads"] = lm::hardware_threads();
+#if defined(__clang__)
+    d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    d["compiler"] = std::string("gcc ") + __VERSION__;
+#endif
+#ifdef LOCALMEM_CXX_FLAGS
+    d["cxx_flags"] = LOCALMEM_CXX_FLAGS;
+#else
+    d["cxx_flags"] = "";
+#endif
+#ifdef LOCALMEM_NATIVE_BUILD
+    d["march_native"] = true;
+#else
+    d["march_native"] = false;
+#endif
+#ifdef NDEBUG
+    d["debug"] = false;
+#else
+    d["debug"] = true;
+#endif
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "localmem native core (private: use the localmem package)";
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const lm::DuplicateId& e) {
+            raise_as("DuplicateIdError", e.what());
+        } catch (const lm::InvalidArgument& e) {
+            raise_as("InvalidArgumentError", e.what());
+        } catch (const lm::UnknownId& e) {
+            raise_as("UnknownIdError", e.what());
+        } catch (const lm::CorruptFile& e) {
+            raise_as("CorruptFileError", e.what());
+        } catch (const lm::IoError& e) {
+            const bool full = e.code == ENOSPC || e.code == EDQUOT;
+            raise_as(full ? "StorageFullError" : "StorageError", e.what());
+        } catch (const lm::LockTimeout& e) {
+            raise_as("StoreLockedError", e.what());
+        } catch (const lm::StaleState& e) {
+            raise_as("ConcurrencyError", e.what());
+        }
+    });
+
+    m.def("build_info", &build_info, "Version, compiler, CPU features and the kernel in use.");
+    m.def("hardware_threads", &lm::hardware_threads);
+
+    m.def(
+        "crc32c",
+        [](const py::buffer& data, uint32_t crc, bool portable) {
+            py::buffer_info info = data.request();
+            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
+            const size_t n = static_cast<size_t>(info.size * info.itemsize);
+            ReleaseGil release;
+            return portable ? lm::crc32c_portable(info.ptr, n, crc) : lm::crc32c(info.ptr, n, crc);
+        },
+        py::arg("data"), py::arg("crc") = 0, py::arg("portable") = false);
+
+    lm_py::bind_index(m);
+    lm_py::bind_storage(m);
+    lm_py::bind_llm(m);
+}
