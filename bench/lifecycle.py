@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from localmem import Memory, lifecycle
+from localmem import Memory
+from localmem import forgetting as lifecycle
 from localmem.embed import OnnxEmbedder
 from localmem.machine import rss_bytes
 
@@ -182,7 +183,7 @@ def store_parts(mem: Memory) -> dict[str, int]:
         sub: sum(f.stat().st_size for f in (root / sub).glob("*") if f.is_file())
         for sub in ("arena", "index")
     }
-    db = mem.catalog.db
+    db = mem.catalog._db
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
     parts["catalog"] = (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
@@ -329,7 +330,7 @@ def run(variant: str, days: int, seed: int, vectors: str, path: str) -> dict[str
         "parts": parts,
         "kind_tier": {
             f"{k}/{t}": n
-            for k, t, n in mem.catalog.db.execute(
+            for k, t, n in mem.catalog._db.execute(
                 "SELECT kind, tier, count(*) FROM memories GROUP BY kind, tier"
             )
         },

@@ -28,7 +28,7 @@ from _checks import print_checks  # bench/, on sys.path when a bench runs as a s
 from _locomo import CATEGORY, DATA, evidence, turns
 
 from localmem import Memory
-from localmem.retrieval import query_terms
+from localmem.recall.retrieval import query_terms
 
 KS = (5, 10, 20)
 CATS = (1, 2, 3, 4)

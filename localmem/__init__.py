@@ -1,33 +1,70 @@
-"""localmem: on-device, local-first memory for LLM assistants."""
+"""localmem: on-device, local-first memory for LLM assistants.
+
+The public names load on first use (PEP 562): ``import localmem`` and ``localmem --help``
+load neither the native core nor numpy, SQLite or onnxruntime.
+"""
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from localmem import _core, errors
-from localmem.index import Int8Index, quantize
-from localmem.memory import Hit, Memory, MemoryItem
-from localmem.store import Item, Store
+if TYPE_CHECKING:
+    from localmem import errors
+    from localmem.assistant import Assistant, Turn
+    from localmem.items import Hit, MemoryItem, Progress
+    from localmem.memory import Memory
+    from localmem.store import Item, Store
+    from localmem.store.index import Int8Index, quantize
+    from localmem.store.native import build_info
 
-__version__: str = _core.build_info()["version"]
+    __version__: str
+
+# name -> the module that defines it
+_EXPORTS = {
+    "Assistant": "localmem.assistant",
+    "Turn": "localmem.assistant",
+    "Hit": "localmem.items",
+    "MemoryItem": "localmem.items",
+    "Progress": "localmem.items",
+    "Memory": "localmem.memory",
+    "Item": "localmem.store",
+    "Store": "localmem.store",
+    "Int8Index": "localmem.store.index",
+    "quantize": "localmem.store.index",
+    "build_info": "localmem.store.native",
+}
 
 
-def build_info() -> dict[str, Any]:
-    """Version, compiler, CPU features, and the SIMD kernel in use (``"kernel"``)."""
-    return dict(_core.build_info())
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from localmem.store.native import version
+
+        value: Any = version()
+    elif name == "errors":
+        value = importlib.import_module("localmem.errors")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'localmem' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-if _core.build_info()["kernel_override_error"]:
-    warnings.warn(_core.build_info()["kernel_override_error"], RuntimeWarning, stacklevel=2)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "__version__", "errors"])
+
 
 __all__ = [
+    "Assistant",
     "Hit",
     "Int8Index",
     "Item",
     "Memory",
     "MemoryItem",
+    "Progress",
     "Store",
+    "Turn",
     "__version__",
     "build_info",
     "errors",

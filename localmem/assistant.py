@@ -1,4 +1,4 @@
-"""``Assistant``: the chat loop — recall, prompt, stream, write back (design sections 4 and 5).
+"""``Assistant``: the chat loop — recall, prompt, stream, write back.
 
 Each turn recalls the memories that best answer the message, places the best of them
 (dated) within a token budget in a note before the message, in the same user turn, marks
@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from localmem import extract, summaries
 from localmem.errors import InvalidArgumentError
+from localmem.items import Hit, MemoryItem
 from localmem.llm.engine import Engine, GenerationStats, Message
+from localmem.text import extract
+from localmem.text.terms import query_terms
 
 if TYPE_CHECKING:
-    from localmem.memory import Hit, Memory, MemoryItem
+    from localmem.memory import Memory
 
 SYSTEM = (
     "You are a helpful assistant running on the user's own computer. You remember what the "
@@ -223,15 +225,15 @@ class Assistant:
 
     def summarize(self) -> MemoryItem | None:
         """Writes the summary of this conversation now, in place of an earlier one
-        (``summaries``): for when it ends. None when nothing is written: memory is left
-        unchanged (``remember=False``), fewer than ``summaries.MIN_TURNS`` turns are stored,
+        (``Memory.summarize_session``): for when it ends. None when nothing is written: memory
+        is left unchanged (``remember=False``), fewer than four turns are stored,
         or the model said nothing the conversation supports. Costs one generation; the next
         turn reads its prompt again (the KV cache held the summary's)."""
         if not self.remember:
             return None
         self._claim()
         try:
-            return summaries.summarize_session(self.memory, self.engine, self.session, self.clock())
+            return self.memory.summarize_session(self.engine, self.session, now=self.clock())
         finally:
             self._busy.release()
 
@@ -397,8 +399,6 @@ def grounding_for(placed: list[Hit], message: str) -> list[Hit]:
     the answering turn from its neighbours better.) Tuned so that forty facts told ("my
     dog is called Rex", "I grew up in Kraków") are each shown for their question, alone
     (tests/test_tell_then_ask.py)."""
-    from localmem.retrieval import query_terms
-
     words = set(query_terms(message))
     statements = [h for h in placed if not h.memory.text.rstrip().endswith("?")]
     cos = [h.cosine if h.cosine is not None else 0.0 for h in statements]

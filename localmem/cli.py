@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-
-from localmem import __version__
 
 chat_model_option = click.option(
     "--model", default=None, metavar="NAME|PATH",
@@ -37,25 +35,55 @@ store_option = click.option(
 )  # fmt: skip
 
 
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress(done, total) callback drawing a bar on stderr from the first report that
+    knows its total."""
+    bar: Any = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None and total:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        if bar is not None:
+            bar.update(done - bar.pos)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
 def engine_options(engine: str | None, memory_budget: str | None) -> dict[str, Any]:
     """The engine options the flags ask for (a budget streams weights: flash only)."""
     if memory_budget is None:
         return {}
-    import os
-
     from localmem.errors import LocalmemError
-    from localmem.llm.engine import parse_budget
+    from localmem.llm import engine_name, parse_budget
 
-    if (engine or os.environ.get("LOCALMEM_ENGINE")) != "flash":
-        raise click.UsageError("--memory-budget needs --engine flash")
     try:
+        if engine_name(engine) != "flash":
+            raise click.UsageError("--memory-budget needs --engine flash")
         return {"memory_budget": parse_budget(memory_budget)}
     except LocalmemError as e:
         raise click.BadParameter(str(e), param_hint="--memory-budget") from e
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version, without loading the package for every other command's --help."""
+    if not value or ctx.resilient_parsing:
+        return
+    from localmem import __version__
+
+    click.echo(f"localmem, version {__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
-@click.version_option(__version__, prog_name="localmem")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and exit.")  # fmt: skip
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """localmem: on-device memory for LLM assistants. With no command: the chat."""
@@ -95,7 +123,7 @@ def models(as_json: bool) -> None:
     """List the GGUF chat models on this machine: the embedded ones, Ollama's, LM Studio's,
     the Hugging Face cache's and those in $LOCALMEM_MODELS (used where they lie, never
     copied), with size, architecture, quantization and the engines that can run them."""
-    from localmem.llm.discover import installed
+    from localmem.llm import installed
     from localmem.machine import available_memory
 
     found = installed()
@@ -146,8 +174,8 @@ def doctor(store: str | None, memory_budget: str | None) -> None:
 @store_option
 def reembed(model: str, store: str | None) -> None:
     """Embed every memory again with another embedding model (vectors never mix)."""
+    from localmem import Memory
     from localmem.errors import LocalmemError
-    from localmem.memory import Memory
 
     with click.progressbar(length=1, label="re-embedding", file=sys.stderr) as bar:
 
@@ -190,10 +218,9 @@ def ask(
 ) -> None:
     """Answer MESSAGE once with the local model and what memory recalls, streaming the reply;
     the exchange (and any fact or preference stated in MESSAGE) is remembered."""
-    from localmem.assistant import Assistant
+    from localmem import Assistant, Memory
     from localmem.errors import LocalmemError
     from localmem.llm import open_engine
-    from localmem.memory import Memory
 
     try:
         llm = open_engine(model, engine=engine, **engine_options(engine, memory_budget))
@@ -235,7 +262,7 @@ def ask(
               help="Serve streamable HTTP on 127.0.0.1:PORT instead of stdio.")  # fmt: skip
 def mcp(store: str | None, http_port: int | None) -> None:
     """Serve the memory to MCP clients (editors, agents) over stdio."""
-    from localmem.mcp_server import serve
+    from localmem.mcp.server import serve
 
     serve(store, http_port=http_port)
 
@@ -246,8 +273,8 @@ def mcp(store: str | None, http_port: int | None) -> None:
 @contextmanager
 def _memory(store: str | None, **kw: Any) -> Iterator[Any]:
     """The store, with localmem errors turned into messages (exit 1), not tracebacks."""
+    from localmem import Memory
     from localmem.errors import LocalmemError
-    from localmem.memory import Memory
 
     try:
         with Memory.open(store, **kw) as mem:
@@ -375,16 +402,7 @@ def repair(store: str | None) -> None:
     """Rebuild the store's catalog (its SQLite index of texts and metadata) from the log,
     for a catalog that reads as damaged; the old one is kept aside. Memories are not
     touched: the log holds them."""
-    with (
-        _memory(store) as mem,
-        click.progressbar(
-            length=max(1, len(mem.store)), label="rebuilding the catalog", file=sys.stderr
-        ) as bar,
-    ):
-
-        def progress(done: int, total: int | None) -> None:
-            bar.update(done - bar.pos)
-
+    with _memory(store) as mem, _progress_bar("rebuilding the catalog") as progress:
         out = mem.repair(progress)
     click.echo(f"catalog rebuilt: {out['memories']:,} memories ({out['items']:,} items read)")
     for f in out["moved_aside"]:
@@ -409,7 +427,7 @@ def consolidate(compact: bool, summarize: bool, model: str | None, store: str | 
         if summarize:
             _summarize(mem, model)
         total: dict[str, int] = {}
-        n = max(1, len(mem.store))
+        n = max(1, mem.stats()["store"]["items"])
         # Each step looks at up to `limit` memories and the next goes on where it stopped:
         # enough steps to pass over the whole store once.
         with click.progressbar(length=n, label="consolidating", file=sys.stderr) as bar:
@@ -432,11 +450,10 @@ def consolidate(compact: bool, summarize: bool, model: str | None, store: str | 
 
 
 def _summarize(mem: Any, model: str | None) -> None:
-    from localmem import summaries
     from localmem.errors import LocalmemError
     from localmem.llm import open_engine
 
-    todo = len(summaries.pending(mem))
+    todo = mem.pending_summaries()
     if not todo:
         click.echo("no ended conversation to summarize")
         return
@@ -447,9 +464,8 @@ def _summarize(mem: Any, model: str | None) -> None:
     n = 0
     try:
         with click.progressbar(length=todo, label="summarizing", file=sys.stderr) as bar:
-            for _ in range(todo):  # one conversation a step: the bar moves as each is done
-                n += mem.consolidate(limit=1, llm=llm, sessions=1).get("summarized", 0)
-                bar.update(1)
+            # One conversation at a time: the bar moves as each is done.
+            n = mem.summarize_ended(llm, limit=todo, progress=lambda d, _: bar.update(d - bar.pos))
     finally:
         llm.close()
     click.echo(f"summaries written: {n} of {todo} ended conversations")
@@ -482,22 +498,9 @@ def import_(path: str, store: str | None) -> None:
     from localmem.portable import import_data, import_file
 
     with _memory(store) as mem:
-        bar: Any = None
-
-        def progress(done: int, total: int | None) -> None:
-            nonlocal bar
-            if bar is None and total:
-                bar = click.progressbar(length=total, label="embedding", file=sys.stderr)
-                bar.__enter__()
-            if bar is not None:
-                bar.update(done - bar.pos)
-
-        try:
+        with _progress_bar("embedding") as progress:
             if path == "-":
                 what, n = import_data(mem, sys.stdin.buffer.read(), "stdin", None, progress)
             else:
                 what, n = import_file(mem, Path(path), progress)
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
         click.echo(f"imported {n:,} memories ({what})", err=True)

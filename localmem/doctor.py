@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,13 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from localmem import _core, build_info
-from localmem.errors import CorruptFileError
-from localmem.index import Int8Index
+from localmem import build_info, embed
 from localmem.paths import default_store_path
-from localmem.testing import cluster_centres, clustered_vectors, exact_top_k, recall_at_k
-
-KERNEL_DIMS = (1, 3, 15, 16, 17, 97, 384, 768, 1023)
+from localmem.store import selfcheck
 
 
 @dataclass
@@ -30,126 +25,6 @@ class Check:
     ok: bool
     detail: str
     seconds: float
-
-
-def check_kernels(rng: np.random.Generator) -> tuple[bool, str]:
-    kernels = _core.available_kernels()
-    for dim in KERNEL_DIMS:
-        q = rng.integers(-127, 128, (5, dim), dtype=np.int8)
-        d = rng.integers(-127, 128, (37, dim), dtype=np.int8)
-        qs = rng.random(5, dtype=np.float32)
-        ds = rng.random(37, dtype=np.float32)
-        ref = _core.score_matrix(q, qs, d, ds, "scalar")
-        for k in kernels:
-            if not np.array_equal(_core.score_matrix(q, qs, d, ds, k), ref):
-                return False, f"kernel {k} differs from scalar at dim {dim}"
-    return True, f"{len(kernels)} kernels equal scalar on {len(KERNEL_DIMS)} dims"
-
-
-def check_search(rng: np.random.Generator) -> tuple[bool, str]:
-    n, dim, nq, k = 5000, 384, 100, 10
-    centres = cluster_centres(64, dim)
-    x = clustered_vectors(n, dim, centres=centres, seed=rng)
-    q = clustered_vectors(nq, dim, centres=centres, seed=rng)
-    index = Int8Index(dim)
-    index.add(np.arange(n), x)
-    ids, _ = index.search(q, k)
-    recall = recall_at_k(ids, exact_top_k(q, x, k))
-    ok = recall >= 0.95
-    return ok, f"recall@10 = {recall:.3f} on {n:,} x {dim} against numpy float32"
-
-
-def check_file(rng: np.random.Generator) -> tuple[bool, str]:
-    x = clustered_vectors(1000, 64, clusters=16, seed=rng)
-    index = Int8Index(64)
-    index.add(np.arange(1000), x)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "index.lmi"
-        index.save(path)
-        loaded = Int8Index.load(path)
-        same = np.array_equal(index.search(x[:20], 5)[0], loaded.search(x[:20], 5)[0])
-        del loaded
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        path.write_bytes(bytes(data))
-        try:
-            Int8Index.load(path)
-            refused = False
-        except CorruptFileError:
-            refused = True
-    return same and refused, "save/load round trip equal" + (
-        ", damaged file refused" if refused else ", damaged file NOT detected"
-    )
-
-
-def check_crc(rng: np.random.Generator) -> tuple[bool, str]:
-    data = rng.integers(0, 256, 100_003, dtype=np.uint8).tobytes()
-    ok = _core.crc32c(data) == _core.crc32c(data, portable=True) and (
-        _core.crc32c(b"123456789") == 0xE3069283
-    )
-    return ok, "hardware crc32c equals the table version and the standard check value"
-
-
-def check_store(rng: np.random.Generator) -> tuple[bool, str]:
-    """Writes a small store, tears its log like a crash would, reopens it, and times the
-    disk's fdatasync (the floor under every durable commit)."""
-    from localmem.store import Store
-
-    with tempfile.TemporaryDirectory(dir=_disk_dir()) as tmp:
-        path = Path(tmp) / "store"
-        vecs = rng.standard_normal((200, 16)).astype(np.float32)
-        with Store.open(path, dim=16) as s:
-            for i in range(100):
-                s.put(i, f"item {i}", vector=vecs[i])
-            s.checkpoint()
-            s.put_many([(i, f"item {i}", None, vecs[i]) for i in range(100, 200)])
-            tail = Path(s.stats()["wal"]["tail_segment"])
-        with tail.open("ab") as f:
-            f.write(b"\x99" * 37)  # a torn record
-        quiet = logging.getLogger("localmem.store")
-        quiet.disabled = True  # the repair below is expected: no warning on the console
-        try:
-            s = Store.open(path)
-        finally:
-            quiet.disabled = False
-        with s:
-            intact = len(s) == 200 and s.get(150).text == "item 150"
-            found = s.search(vecs[42], 1)[0][0] == 42
-            repaired = [r["part"] for r in s.recovery] == ["wal"]
-        probe = Path(tmp) / "fsync-probe"
-        times = []
-        with probe.open("wb") as f:
-            for _ in range(20):
-                f.write(b"x" * 1024)
-                f.flush()
-                t0 = time.perf_counter()
-                os.fdatasync(f.fileno())
-                times.append(time.perf_counter() - t0)
-    ok = intact and found and repaired
-    return ok, (
-        f"log + arena + checkpoint + torn-tail repair {'ok' if ok else 'FAILED'}; "
-        f"disk fdatasync p50 {np.median(times) * 1e6:.0f} us"
-    )
-
-
-def check_embeddings(rng: np.random.Generator) -> tuple[bool, str]:
-    """The embedded model: its files verified against the registry, loaded, and a paraphrase
-    scored above an unrelated sentence."""
-    from localmem.embed import OnnxEmbedder
-
-    e = OnnxEmbedder()
-    v = e.embed(["Caroline moved to Lisbon last May", "Where does Caroline live now?",
-                 "The printer is out of toner"])  # fmt: skip
-    related, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
-    texts = [f"sentence number {i} about the weather and the garden" for i in range(64)]
-    t0 = time.perf_counter()
-    e.embed(texts)
-    rate = len(texts) / (time.perf_counter() - t0)
-    ok = related > unrelated + 0.2 and v.shape[1] == e.dim
-    return ok, (
-        f"{e.model_id} (sha256 verified), dim {e.dim}: paraphrase {related:.2f} vs unrelated "
-        f"{unrelated:.2f}; {rate:.0f} short texts/s"
-    )
 
 
 def check_llama_build(rng: np.random.Generator) -> tuple[bool, str]:
@@ -200,7 +75,7 @@ def check_flash_budget(rng: np.random.Generator) -> tuple[bool, str]:
     q = [{"role": "user", "content": "Say hello."}]
     with FlashEngine(n_ctx=512) as dense:
         want = "".join(dense.generate(q, max_tokens=8, temperature=0))
-        least = int(dense._model.min_budget) / int(dense._model.weight_bytes)
+        least = dense.least_budget / dense.weight_bytes
     with FlashEngine(n_ctx=512, memory_budget=budget) as e:
         got = "".join(e.generate(q, max_tokens=8, temperature=0))
         st = e.last_stats
@@ -237,15 +112,15 @@ def store_summary(path: Path) -> str:
 
 
 CHECKS: list[tuple[str, Callable[[np.random.Generator], tuple[bool, str]]]] = [
-    ("kernels", check_kernels),
-    ("search", check_search),
-    ("index file", check_file),
-    ("crc32c", check_crc),
-    ("store", check_store),
+    ("kernels", selfcheck.kernels),
+    ("search", selfcheck.search),
+    ("index file", selfcheck.index_file),
+    ("crc32c", selfcheck.crc),
+    ("store", lambda rng: selfcheck.store(rng, _disk_dir())),
     ("llama.cpp", check_llama_build),
     ("chat model", check_chat_model),
     ("flash plan", check_flash_budget),
-    ("embeddings", check_embeddings),
+    ("embeddings", embed.self_check),
 ]
 
 

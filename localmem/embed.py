@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -240,3 +241,21 @@ def _file_digest(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def self_check(rng: np.random.Generator) -> tuple[bool, str]:
+    """The embedded model: its files verified against the registry, loaded, and a paraphrase
+    scored above an unrelated sentence."""
+    e = OnnxEmbedder()
+    v = e.embed(["Caroline moved to Lisbon last May", "Where does Caroline live now?",
+                 "The printer is out of toner"])  # fmt: skip
+    related, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
+    texts = [f"sentence number {i} about the weather and the garden" for i in range(64)]
+    t0 = time.perf_counter()
+    e.embed(texts)
+    rate = len(texts) / (time.perf_counter() - t0)
+    ok = related > unrelated + 0.2 and v.shape[1] == e.dim
+    return ok, (
+        f"{e.model_id} (sha256 verified), dim {e.dim}: paraphrase {related:.2f} vs unrelated "
+        f"{unrelated:.2f}; {rate:.0f} short texts/s"
+    )

@@ -58,3 +58,19 @@ def private_files(db: Path) -> None:
                 os.chmod(f, 0o600)
         except OSError:
             pass
+
+
+def fsync_dir(path: Path, *, required: bool = True) -> None:
+    """Makes a directory's entries durable (a rename or a new file in it survives a power
+    cut). ``required=False``: a directory that cannot be opened (permissions) is skipped —
+    the files themselves are still synced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        if required:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

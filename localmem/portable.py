@@ -28,10 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from localmem import memmeta
+from localmem import Memory, Progress
 from localmem.errors import CorruptFileError, InvalidArgumentError
-from localmem.memory import Memory, Progress
-from localmem.validate import MAX_TEXT_CHARS, check_record
 
 log = logging.getLogger("localmem.portable")
 
@@ -47,23 +45,15 @@ def export_jsonl(mem: Memory, out: IO[str]) -> int:
         h.update(line.encode("utf-8"))
         out.write(line)
 
-    ids = sorted(mem.store.ids())
+    count, records = mem.export_records()
     put({
         "format": FORMAT, "version": VERSION, "model": mem.embedder.model_id,
-        "exported": datetime.now(timezone.utc).isoformat(), "count": len(ids),
+        "exported": datetime.now(timezone.utc).isoformat(), "count": count,
     })  # fmt: skip
     n = 0
-    for id in ids:
-        try:
-            it = mem.store.get(id)
-        except CorruptFileError as e:  # intact but undecodable: the rest is still exported
-            log.warning("export: memory %d left out, it cannot be read: %s", id, e)
-            continue
-        if it.meta.get("type") != "memory":
-            continue
-        meta = memmeta.unpack(it.meta, it.text)
+    for id, text, meta in records:
         meta.pop("code", None)  # a cold memory's code is recomputed on import
-        put({"id": id, "text": it.text, "meta": meta})
+        put({"id": id, "text": text, "meta": meta})
         n += 1
     out.write(json.dumps({"sha256": h.hexdigest()}) + "\n")
     return n
@@ -125,36 +115,13 @@ def import_jsonl(mem: Memory, lines: Iterable[str], progress: Progress | None = 
     checks ``remember`` makes (``validate.check_record``), or nothing is imported. Refuses
     ids the store already has, and an id the file gives twice."""
     _, records = read_jsonl(lines)
-    checked: list[tuple[int, str, dict[str, Any]]] = []
-    seen: set[int] = set()
-    for n, r in enumerate(records, 1):
-        try:
-            id, text, meta = check_record(r["id"], r["text"], r["meta"])
-        except InvalidArgumentError as e:
-            raise InvalidArgumentError(f"memory {n} of the export (id {r['id']!r}): {e}") from None
-        if id in seen:
-            raise InvalidArgumentError(f"the export gives id {id} twice: it was edited or damaged")
-        seen.add(id)
-        checked.append((id, text, meta))
-    clash = [id for id, _, _ in checked if id in mem.store]
-    if clash:
-        raise InvalidArgumentError(
-            f"this store already has {len(clash)} of the exported ids (first: {clash[0]}): "
-            "import an export into an empty store"
-        )
-    model = mem.embedder.model_id
-    items = [(id, text, memmeta.pack(dict(meta, model=model)), None) for id, text, meta in checked]
-    for i in range(0, len(items), 1000):
-        mem.store.put_many(items[i : i + 1000])
-    mem._sync()
-    mem._reembed(progress, [id for id, _, _ in checked])
-    return len(records)
+    return mem.import_records(((r["id"], r["text"], r["meta"]) for r in records), progress)
 
 
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 
 
-def split_long(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+def split_long(text: str, limit: int = Memory.MAX_TEXT_CHARS) -> list[str]:
     """``text`` as pieces of at most ``limit`` characters, cut after a sentence or at a
     space where there is one in the last fifth of a piece: a long paragraph becomes
     several memories, none of it dropped."""
@@ -194,7 +161,7 @@ def note_chunks(text: str) -> Iterator[str]:
         para.clear()
         if body:
             prefix = f"{heading[:200]}: " if heading else ""
-            for piece in split_long(body, MAX_TEXT_CHARS - len(prefix)):
+            for piece in split_long(body, Memory.MAX_TEXT_CHARS - len(prefix)):
                 yield prefix + piece
 
     for line in text.splitlines():

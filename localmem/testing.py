@@ -8,53 +8,12 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-
-def clustered_vectors(
-    n: int,
-    dim: int,
-    *,
-    clusters: int = 1000,
-    spread: float = 1.0,
-    seed: int | np.random.Generator = 0,
-    centres: np.ndarray | None = None,
-) -> np.ndarray:
-    """Unit vectors around gaussian cluster centres, shaped like sentence embeddings.
-
-    Each point is ``centre + spread * s * noise`` with ``s`` drawn per point from
-    [0.5, 1.5] (real embedding spaces mix tight and loose neighbourhoods), then normalized.
-    Pass the same ``centres`` (shape ``(clusters, dim)``) to draw queries from the same
-    space as the data.
-    """
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    if centres is None:
-        centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    pick = rng.integers(0, len(centres), n)
-    s = spread * rng.uniform(0.5, 1.5, (n, 1)).astype(np.float32)
-    x = centres[pick] + s * rng.standard_normal((n, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def cluster_centres(clusters: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Centres to share between :func:`clustered_vectors` calls (data and queries)."""
-    return np.random.default_rng(seed).standard_normal((clusters, dim)).astype(np.float32)
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over rows of |found ∩ truth| / |truth| (both shape (n, k))."""
-    k = truth.shape[1]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)]))
-
-
-def exact_top_k(queries: np.ndarray, data: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
-    """Float32 exact inner-product top-k ids (row numbers), best first."""
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for i in range(0, len(queries), chunk):
-        s = queries[i : i + chunk] @ data.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-        out[i : i + chunk] = np.take_along_axis(part, order, axis=1)
-    return out
+from localmem.store.selfcheck import (  # noqa: F401  (the tests' and benches' vector data)
+    cluster_centres,
+    clustered_vectors,
+    exact_top_k,
+    recall_at_k,
+)
 
 
 class HashEmbedder:

@@ -219,12 +219,14 @@ def test_closing_waits_for_a_query_another_thread_is_running(tmp_path):
         time.sleep(0.5)
         return 1
 
-    cat.db.create_scalar_function("slow", slow)
-    cat.db.execute(
+    cat._db.create_scalar_function("slow", slow)
+    cat._db.execute(
         "INSERT INTO memories(id, kind, source, event_time, created_time, importance, lsn, crc) "
         "VALUES (1, 'note', 'api', 0, 0, 0.5, 1, 0)"
     )
-    reader = threading.Thread(target=lambda: cat.count("slow() = 1"))
+    reader = threading.Thread(
+        target=lambda: cat._scalar("SELECT count(*) FROM memories WHERE slow() = 1")
+    )
     reader.start()
     assert started.wait(5)
     cat.close()  # ThreadingViolationError before

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from localmem import Memory
-from localmem.consolidate import content_words
 from localmem.embed import OnnxEmbedder
+from localmem.text.terms import content_words
 
 
 @pytest.fixture(scope="module")

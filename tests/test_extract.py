@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localmem.extract import extract, extract_with_llm, grounded
+from localmem.text.extract import extract, extract_with_llm, grounded
 
 KEPT = [
     ("My sister is called Ana.", "My sister is called Ana.", "fact", "my sister"),

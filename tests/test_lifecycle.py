@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from localmem import lifecycle as lc
+from localmem import forgetting as lc
 
 DAY = lc.DAY
 

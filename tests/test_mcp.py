@@ -242,7 +242,7 @@ def test_malformed_lines_get_json_rpc_errors_and_the_server_keeps_serving(tmp_pa
 def test_triage_and_dump_leave_no_request_unanswered():
     from mcp_types import JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
-    from localmem.mcp_guard import dump, triage
+    from localmem.mcp.guard import dump, triage
 
     ok = triage('{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
     assert isinstance(ok, JSONRPCRequest) and ok.id == 1

@@ -8,8 +8,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localmem import entities as ents
-from localmem import memmeta
+from localmem.catalog import memmeta
+from localmem.text import entities as ents
 
 TEXT = "Anna moved to Lisbon with Marco last spring"
 FULL = {

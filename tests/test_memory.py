@@ -281,7 +281,7 @@ def test_automatic_checkpoints_keep_the_log_the_catalog_still_needs(tmp_path, mo
     with Memory.open(tmp_path / "m", embedder=HashEmbedder(), sync="off") as mem:
         mem.store._opt["checkpoint_bytes"] = 1 << 16
         rebuilt = []
-        monkeypatch.setattr(mem, "_rebuild_catalog", lambda last: rebuilt.append(last))
+        monkeypatch.setattr(mem.records, "rebuild_catalog", lambda *a, **k: rebuilt.append(a))
         mem.remember_many(({"text": f"note {i} " + "x" * 200} for i in range(3000)), batch=100)
         assert rebuilt == []
         assert len(mem) == 3000

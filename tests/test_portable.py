@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from localmem import Memory
 from localmem.cli import main
-from localmem.lifecycle import DAY
+from localmem.forgetting import DAY
 from localmem.portable import note_chunks, read_jsonl
 
 FIELDS = ("text", "kind", "source", "session", "key", "when", "created", "importance", "pinned",

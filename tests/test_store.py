@@ -306,7 +306,7 @@ def test_a_store_used_across_fork_is_refused_in_the_child(tmp_path):
 
 
 def test_a_checkpoint_failing_after_its_switch_loses_no_later_write(tmp_path, monkeypatch):
-    import localmem.store.store as store_mod
+    import localmem.store.views as store_mod  # where the checkpoint's crash points are
 
     with Store.open(tmp_path / "s", dim=DIM) as s:
         fill(s, range(300))

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from localmem import Memory, summaries
+from localmem import Memory
 from localmem.assistant import Assistant
 from localmem.cli import main
 from localmem.errors import InvalidArgumentError
+from localmem.lifecycle import summaries
 from localmem.testing import EchoEngine, HashEmbedder
 
 T0 = 1_760_000_000.0
@@ -83,7 +84,7 @@ def test_an_ended_conversation_gets_one_summary_naming_its_turns(mem, clock):
     clock[0] = T0 + 2 * HOUR  # not ended yet: six hours without a turn end a conversation
     assert mem.consolidate(llm=llm)["summarized"] == 0 and not llm.prompts
     clock[0] = T0 + 7 * HOUR
-    assert [s for s, _ in summaries.pending(mem)] == ["s1"]
+    assert [s for s, _ in summaries.pending(mem.records)] == ["s1"]
     assert mem.consolidate(llm=llm)["summarized"] == 1
     # The prompt holds what the user said, and not the assistant's side.
     (prompt,) = llm.prompts
@@ -99,7 +100,7 @@ def test_an_ended_conversation_gets_one_summary_naming_its_turns(mem, clock):
     assert [x["id"] for x in s.sources] == ids
     assert s.when.timestamp() == pytest.approx(T0 + 60 * 5)
     # Once: the store says which conversations have their summary (no cursor to lose).
-    assert summaries.pending(mem) == [] and mem.consolidate(llm=llm)["summarized"] == 0
+    assert summaries.pending(mem.records) == [] and mem.consolidate(llm=llm)["summarized"] == 0
     assert len(llm.prompts) == 1
     # Recall finds it like any memory.
     assert any(h.memory.id == s.id for h in mem.recall("Ana lives in Porto", k=5, floor=False))
@@ -112,11 +113,11 @@ def test_a_summary_the_conversation_does_not_support_is_not_stored(mem, clock):
     assert mem.consolidate(llm=llm)["summarized"] == 0
     assert mem.list(kind="fact") == [] and len(llm.prompts) == 1
     # ... and the session is not asked about again until it goes on.
-    assert summaries.pending(mem) == [] and mem.consolidate(llm=llm)["summarized"] == 0
+    assert summaries.pending(mem.records) == [] and mem.consolidate(llm=llm)["summarized"] == 0
     assert len(llm.prompts) == 1
     conversation(mem, "s1", T0 + 8 * HOUR, TURNS[:2])
     clock[0] = T0 + 15 * HOUR
-    assert [s for s, _ in summaries.pending(mem)] == ["s1"]
+    assert [s for s, _ in summaries.pending(mem.records)] == ["s1"]
 
 
 def test_a_conversation_that_goes_on_and_an_import_of_old_ones_get_summaries(mem, clock):
@@ -135,7 +136,7 @@ def test_a_conversation_that_goes_on_and_an_import_of_old_ones_get_summaries(mem
     assert mem.get(first.id).tier == "forgotten"
     # Conversations imported later but dated earlier than every summary are found too.
     conversation(mem, "imported", T0 - 400 * 24 * HOUR)
-    assert [s for s, _ in summaries.pending(mem)] == ["imported"]
+    assert [s for s, _ in summaries.pending(mem.records)] == ["imported"]
     assert mem.consolidate(llm=llm)["summarized"] == 1
 
 

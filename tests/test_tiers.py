@@ -8,7 +8,7 @@ import time
 import pytest
 
 from localmem import Memory, errors
-from localmem.lifecycle import DAY
+from localmem.forgetting import DAY
 from localmem.testing import HashEmbedder
 
 
@@ -68,7 +68,7 @@ def test_restore_undoes_a_forget_across_a_restart(tmp_path):
 
 def _index_entries(mem, id):
     """Where memory ``id`` appears in the catalog: its row's slim fields and each index."""
-    db = mem.catalog.db
+    db = mem.catalog._db
     row = db.execute(
         "SELECT text, speaker, entities, model FROM memories WHERE id=?", (id,)
     ).fetchone()
@@ -115,13 +115,13 @@ def test_an_old_catalog_is_rebuilt_without_forgotten_memories_in_its_indexes(tmp
         m = mem.remember("Priya moved to Lisbon last spring")
         mem.forget(m.id)
         mem.store.checkpoint()  # the log no longer reaches back: rebuilt from the items
-        db = mem.catalog.db  # what schema 5 had: a forgotten row in full, an index by id
+        db = mem.catalog._db  # what schema 5 had: a forgotten row in full, an index by id
         db.execute("UPDATE memories SET text='Priya moved to Lisbon last spring'")
         db.execute("CREATE INDEX entities_id ON entities(id)")
         db.execute("UPDATE state SET v=5 WHERE k='schema'")
     with open_mem(tmp_path / "m") as mem:
         assert _index_entries(mem, m.id) == ((None, None, "[]", None), (0, 0, 0))
-        db = mem.catalog.db
+        db = mem.catalog._db
         assert db.execute("SELECT 1 FROM sqlite_schema WHERE name='entities_id'").fetchone() is None
         assert mem.get(m.id).text == "Priya moved to Lisbon last spring"
         assert mem.restore(m.id).tier == "hot"

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from localmem import entities, timeexpr
+from localmem.text import entities, timeexpr
 
 NOW = datetime(2023, 7, 15, 12, 0)
 

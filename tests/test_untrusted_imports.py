@@ -20,7 +20,7 @@ from localmem import Memory
 from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.portable import FORMAT, VERSION, export_jsonl, import_data
 from localmem.testing import HashEmbedder
-from localmem.validate import MAX_TEXT_CHARS
+from localmem.text.validate import MAX_TEXT_CHARS
 from tests import tally
 
 
@@ -98,7 +98,7 @@ def test_duplicate_ids_in_an_export_are_refused(tmp_path):
 def test_a_poisoned_record_already_in_the_log_is_quarantined_not_fatal(tmp_path):
     # What an older localmem let through: the record is in the log, and every open replays
     # it into the catalog. The store opens, the record is named in stats(), export works.
-    from localmem import memmeta
+    from localmem.catalog import memmeta
 
     path = tmp_path / "s"
     with opened(path) as mem:

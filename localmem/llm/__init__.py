@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from localmem.errors import EngineCrashError, InvalidArgumentError, LocalmemError
-from localmem.llm.engine import ChatEngine, Engine, GenerationStats, LoadStats, Message
+from localmem.llm.discover import InstalledModel, installed
+from localmem.llm.engine import (
+    ChatEngine,
+    Engine,
+    GenerationStats,
+    LoadStats,
+    Message,
+    parse_budget,
+)
 from localmem.llm.flash import FlashEngine
 from localmem.llm.llamacpp import LlamaCppEngine
 
@@ -22,10 +30,15 @@ __all__ = [
     "Engine",
     "FlashEngine",
     "GenerationStats",
+    "InstalledModel",
     "LlamaCppEngine",
     "LoadStats",
     "Message",
+    "current_engine",
+    "engine_name",
+    "installed",
     "open_engine",
+    "parse_budget",
 ]
 
 log = logging.getLogger("localmem.llm")

@@ -1,8 +1,9 @@
 """The interface every LLM engine offers the assistant, and the figures it reports.
 
-Small on purpose: a chat-templated prompt goes in, text pieces stream out. The llama.cpp
-engine implements it now; the flash-streaming engine (FFN weights read from disk under a
-DRAM budget) slots in behind the same calls.
+Small on purpose: a chat-templated prompt goes in, text pieces stream out. Two engines
+implement it: llama.cpp (``llamacpp.py``, weights mmap'd) and localmem's own flash engine
+(``flash.py``, which can hold a model under a memory budget smaller than its weights and
+read the rest from disk as it is needed).
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from localmem.errors import InvalidArgumentError
+from localmem.llm.prompt import ChatPrompt, Message
 from localmem.machine import io_read_bytes, rss_bytes
 
-if TYPE_CHECKING:
-    from localmem.llm.prompt import ChatPrompt
-
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+__all__ = ["ChatEngine", "Engine", "GenerationStats", "LoadStats", "Message", "parse_budget"]
 
 
 @dataclass

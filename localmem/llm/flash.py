@@ -157,6 +157,17 @@ class FlashEngine(ChatEngine):
             raise InvalidArgumentError(f"{self.path.name}: {e}") from e
         return {"mode": "planned" if plan["slots"] else "pinned", "plan": dict(plan)}
 
+    @property
+    def weight_bytes(self) -> int:
+        """The bytes of the model's weights."""
+        return int(self._model.weight_bytes)
+
+    @property
+    def least_budget(self) -> int:
+        """The smallest memory budget this model runs in (bytes): embeddings/head, norms,
+        attention and the read buffers."""
+        return int(self._model.min_budget)
+
     def plan(self) -> dict[str, Any]:
         """What the memory budget bought ({} in dense mode): ``budget``, ``pinned_bytes``,
         ``streamed_bytes`` (read per token), ``slots`` x ``slot_bytes`` (read buffers),

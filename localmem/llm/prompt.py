@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from localmem.errors import CorruptFileError, InvalidArgumentError
-from localmem.llm.engine import Message
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
 # A cut is worth making when at least this many cached tokens after it are kept.
 SPLICE_MIN_TOKENS = 16

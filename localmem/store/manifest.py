@@ -14,6 +14,7 @@ from pathlib import Path
 
 from localmem import _core
 from localmem.errors import CorruptFileError, InvalidArgumentError
+from localmem.files import fsync_dir
 
 # 2: PUT records may carry deflated metadata (records.META_DEFLATE). A store is raised to 2
 # when this version opens it, before it writes anything, so that an older localmem refuses it
@@ -85,11 +86,7 @@ def write_manifest(path: Path, m: Manifest) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
 
 
 def signature(path: str | Path) -> tuple[int, int, int] | None:

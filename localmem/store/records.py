@@ -128,7 +128,7 @@ def encode_put(
         if not np.isfinite(v).all():
             raise InvalidArgumentError("vector contains NaN or infinity")
         if quantized:
-            from localmem.index import quantize
+            from localmem.store.index import quantize
 
             codes, scales = quantize(v)
             vec_b = np.asarray(scales[:1], dtype="<f4").tobytes() + codes.tobytes()

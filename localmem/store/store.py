@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,12 +34,12 @@ from localmem.errors import (
     StorageError,
     UnknownIdError,
 )
-from localmem.index import Int8Index
+from localmem.files import fsync_dir
 from localmem.paths import default_store_path
 from localmem.store import records as rec
-from localmem.store.faults import crash_point
+from localmem.store.index import Int8Index
 from localmem.store.lock import StoreLock
-from localmem.store.manifest import Manifest, signature, write_manifest
+from localmem.store.manifest import Manifest
 from localmem.store.records import Item
 from localmem.store.views import StoreViews, _Reload
 
@@ -49,7 +47,6 @@ log = logging.getLogger("localmem.store")
 
 SyncMode = Literal["always", "batch", "off"]
 
-_BLOB_OVERHEAD = 32  # arena blob header
 _RECORD_OVERHEAD = 24  # log record header
 
 
@@ -144,7 +141,9 @@ class Store(StoreViews):
             if not create:
                 raise FileNotFoundError(f"no store at {p} (pass create=True to make one)")
             p.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _fsync_dir(p.parent)  # the new store's directory entry survives a power cut
+            fsync_dir(
+                p.parent, required=False
+            )  # the new store's directory entry survives a power cut
         elif not p.is_dir():
             raise InvalidArgumentError(f"{p} exists and is not a directory")
         return cls(
@@ -504,74 +503,6 @@ class Store(StoreViews):
                 raise
             return result
 
-    def _checkpoint_locked(self, compact: bool | None) -> dict[str, Any]:
-        assert self._wal is not None
-        m = self._manifest
-        last = self._applied
-        self._wal.sync()
-        self._arena.sync()
-        end = int(self._arena.end)
-        live = 64 + sum(length + _BLOB_OVERHEAD for _, length in self._handles.values())
-        if compact is None:
-            # Compaction copies only the live bytes, so doing it when garbage outweighs them
-            # costs at most one copy per byte written; the 256 KiB floor keeps small arenas
-            # from being rewritten for a few forgotten memories. (At 1 MiB, a store with
-            # forgetting swelled past one without it between compactions: every tier move
-            # rewrites an item, and a year's store holds only ~300 KB live.)
-            compact = end - live > (1 << 18) and live < end // 2
-        arena, handles, gen = self._arena, self._handles, m.generation
-        if compact:
-            gen += 1
-            ids = np.fromiter(handles.keys(), dtype=np.int64, count=len(handles))
-            offs = np.fromiter(
-                (h[0] for h in handles.values()), dtype=np.uint64, count=len(handles)
-            )
-            lens = [h[1] for h in handles.values()]
-            order = np.argsort(offs, kind="stable")
-            new_file = self.path / f"arena/gen-{gen:06d}.blob"
-            placed = arena.copy_to(str(new_file), gen, offs[order])
-            crash_point("checkpoint:after-arena")
-            arena = _core.BlobArena(str(new_file), gen)
-            arena.refresh(last)
-            handles = {int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())}
-        index_file = m.index_file
-        if self._index is not None:
-            index_file = f"index/int8-{last:016x}.lmix"
-            self._index.save(self.path / index_file)
-            crash_point("checkpoint:after-index")
-        new = replace(
-            m,
-            generation=gen,
-            checkpoint_lsn=last,
-            index_file=index_file,
-            arena_end=int(arena.end),
-        )
-        write_manifest(self.path / "MANIFEST", new)
-        crash_point("checkpoint:after-manifest")
-        self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
-        self._arena, self._handles = arena, handles
-        self._arena_lsn = max(int(arena.last_lsn), last)
-        self._wal.rotate()  # so that the whole log the checkpoint covers can go
-        # A marker record: every other writer's next append finds the log moved and
-        # re-reads the manifest before it writes.
-        self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
-        self._remove_unreferenced_locked()
-        keep_from = last + 1
-        for needed in self._retainers:
-            # A view above (the catalog) has not applied these yet: keep them in the log.
-            keep_from = min(keep_from, int(needed()) + 1)
-        dropped = int(self._wal.truncate_before(keep_from))
-        crash_point("checkpoint:after-truncate")
-        self._log_bytes = int(self._wal.stats()["bytes"])
-        return {
-            "checkpoint_lsn": last,
-            "compacted": bool(compact),
-            "generation": gen,
-            "arena_bytes_before": end,
-            "arena_bytes": int(arena.end),
-            "segments_dropped": dropped,
-        }
-
     # ------------------------------------------------------------------ misc
 
     def stats(self) -> dict[str, Any]:
@@ -662,14 +593,3 @@ os.register_at_fork(after_in_child=_mark_forked)
 
 def _as_vector(vector: npt.ArrayLike | None) -> np.ndarray | None:
     return None if vector is None else np.asarray(vector, dtype=np.float32)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return  # not ours to fsync (permissions): the store's own files are still synced
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

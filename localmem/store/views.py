@@ -1,15 +1,18 @@
 """How a Store's views follow its log: loading from the checkpoint and replaying the log
 (``_load_locked``), catching up with what other processes wrote (``_catch_up_locked``),
-and applying records to the in-memory views (``_apply``). A base class of ``Store``; the
-public API and the write paths live in store.py.
+applying records to the in-memory views (``_apply``), and writing a checkpoint that makes
+them durable and lets the log below it go (``_checkpoint_locked``). A base class of
+``Store``; the public API and the write paths live in store.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +25,9 @@ from localmem.errors import (
     StorageError,
     StorageFullError,
 )
-from localmem.index import Int8Index
 from localmem.store import records as rec
+from localmem.store.faults import crash_point
+from localmem.store.index import Int8Index
 from localmem.store.lock import StoreLock
 from localmem.store.manifest import (
     FORMAT,
@@ -36,6 +40,7 @@ from localmem.store.manifest import (
 log = logging.getLogger("localmem.store")
 
 _READ_BATCH = 4096
+BLOB_OVERHEAD = 32  # arena blob header
 
 
 class _Reload(Exception):
@@ -63,6 +68,10 @@ class StoreViews:
     _arena_lsn: int
     _applied: int
     _log_bytes: int
+    _retainers: list[Callable[[], int]]
+
+    def _append_locked(self, records: Sequence[tuple[int, bytes]]) -> int:
+        raise NotImplementedError  # Store's
 
     def _new_manifest_locked(self) -> Manifest:
         if (self.path / "wal").is_dir() and any((self.path / "wal").glob("*.wal")):
@@ -367,6 +376,74 @@ class StoreViews:
         _, repair = self._arena.recover(last)
         if repair["any"]:
             self._note("arena", repair)
+
+    def _checkpoint_locked(self, compact: bool | None) -> dict[str, Any]:
+        assert self._wal is not None
+        m = self._manifest
+        last = self._applied
+        self._wal.sync()
+        self._arena.sync()
+        end = int(self._arena.end)
+        live = 64 + sum(length + BLOB_OVERHEAD for _, length in self._handles.values())
+        if compact is None:
+            # Compaction copies only the live bytes, so doing it when garbage outweighs them
+            # costs at most one copy per byte written; the 256 KiB floor keeps small arenas
+            # from being rewritten for a few forgotten memories. (At 1 MiB, a store with
+            # forgetting swelled past one without it between compactions: every tier move
+            # rewrites an item, and a year's store holds only ~300 KB live.)
+            compact = end - live > (1 << 18) and live < end // 2
+        arena, handles, gen = self._arena, self._handles, m.generation
+        if compact:
+            gen += 1
+            ids = np.fromiter(handles.keys(), dtype=np.int64, count=len(handles))
+            offs = np.fromiter(
+                (h[0] for h in handles.values()), dtype=np.uint64, count=len(handles)
+            )
+            lens = [h[1] for h in handles.values()]
+            order = np.argsort(offs, kind="stable")
+            new_file = self.path / f"arena/gen-{gen:06d}.blob"
+            placed = arena.copy_to(str(new_file), gen, offs[order])
+            crash_point("checkpoint:after-arena")
+            arena = _core.BlobArena(str(new_file), gen)
+            arena.refresh(last)
+            handles = {int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())}
+        index_file = m.index_file
+        if self._index is not None:
+            index_file = f"index/int8-{last:016x}.lmix"
+            self._index.save(self.path / index_file)
+            crash_point("checkpoint:after-index")
+        new = replace(
+            m,
+            generation=gen,
+            checkpoint_lsn=last,
+            index_file=index_file,
+            arena_end=int(arena.end),
+        )
+        write_manifest(self.path / "MANIFEST", new)
+        crash_point("checkpoint:after-manifest")
+        self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
+        self._arena, self._handles = arena, handles
+        self._arena_lsn = max(int(arena.last_lsn), last)
+        self._wal.rotate()  # so that the whole log the checkpoint covers can go
+        # A marker record: every other writer's next append finds the log moved and
+        # re-reads the manifest before it writes.
+        self._append_locked([(rec.CHECKPOINT, struct.pack("<Q", gen))])
+        self._remove_unreferenced_locked()
+        keep_from = last + 1
+        for needed in self._retainers:
+            # A view above (the catalog) has not applied these yet: keep them in the log.
+            keep_from = min(keep_from, int(needed()) + 1)
+        dropped = int(self._wal.truncate_before(keep_from))
+        crash_point("checkpoint:after-truncate")
+        self._log_bytes = int(self._wal.stats()["bytes"])
+        return {
+            "checkpoint_lsn": last,
+            "compacted": bool(compact),
+            "generation": gen,
+            "arena_bytes_before": end,
+            "arena_bytes": int(arena.end),
+            "segments_dropped": dropped,
+        }
 
 
 def _live_handles(scan: dict[str, Any]) -> dict[int, tuple[int, int]]:

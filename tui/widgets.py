@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Markdown, Static, TextArea
 
 if TYPE_CHECKING:
-    from localmem.memory import Hit, MemoryItem
+    from localmem import Hit, MemoryItem
 
 
 class ChatMessage(Markdown):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from localmem import entities as ents
+from localmem.text import entities as ents
 
 DEFAULTS: dict[str, Any] = {
     "kind": "note",

@@ -22,39 +22,28 @@ about one person ≤ 0.5.
 
 from __future__ import annotations
 
-import json
-import re
-from typing import TYPE_CHECKING, Any
-
-from localmem import summaries, tiers
+from localmem.catalog import Row
 from localmem.errors import CorruptFileError
-from localmem.retrieval import STOPWORDS
-
-if TYPE_CHECKING:
-    from localmem.memory import Memory
+from localmem.lifecycle import summaries
+from localmem.memstore import MemoryStore
+from localmem.text.terms import content_words
 
 SAME = 0.95
 ELABORATES = 0.80
 SAME_SUBJECT = 0.70
 NEIGHBOURS = 5
 STATEMENTS = ("fact", "preference")
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def content_words(text: str) -> set[str]:
-    return {w for w in (x.lower() for x in _WORD.findall(text)) if w not in STOPWORDS}
-
-
-def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
+def step(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
     """Looks at up to ``limit`` memories added since the last step."""
-    cat, store = mem.catalog, mem.store
+    cat, store = records.catalog, records.store
     cursor = int(cat.state("consolidate_cursor") or 0)
-    new = cat.after(cursor, limit, where="tier IN ('hot', 'warm') AND merged_into IS NULL")
+    new = cat.unmerged_after(cursor, limit)
     merged = superseded = 0
-    for (id,) in new:
-        id = int(id)
+    for id in new:
         rows = cat.rows([id])
-        if not rows or rows[id][15] not in ("hot", "warm") or rows[id][21] is not None:
+        if not rows or rows[id].tier not in ("hot", "warm") or rows[id].merged_into is not None:
             continue  # merged or forgotten by an earlier step of this loop
         try:
             v = store.get(id).vector
@@ -67,90 +56,94 @@ def step(mem: Memory, now: float, limit: int) -> dict[str, int]:
         me = rows[id]
         if _is_summary(me):
             continue
-        mine = content_words(me[1])
+        mine = content_words(str(me.text))
         for j, cos in older:
             other = near.get(j)
             if (
                 other is None
-                or other[15] == "forgotten"
-                or other[21] is not None
+                or other.tier == "forgotten"
+                or other.merged_into is not None
                 or _is_summary(other)
             ):
                 continue
-            theirs = content_words(other[1])
+            theirs = content_words(str(other.text))
             # Turns of conversation are events, not statements: "Thanks, sounds great!" said
             # in two sessions is two moments, and merging would tear a session's context.
-            mergeable = me[2] == other[2] and me[2] != "episodic"
+            mergeable = me.kind == other.kind and me.kind != "episodic"
             if mergeable and (
                 cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
             ):
-                merged += _merge(mem, keep=j, drop=id, rows={j: other, id: me}, now=now)
+                merged += _merge(records, keep=j, drop=id, rows={j: other, id: me}, now=now)
                 break
             if (
                 cos >= SAME_SUBJECT
-                and me[2] in STATEMENTS
-                and other[2] in STATEMENTS
+                and me.kind in STATEMENTS
+                and other.kind in STATEMENTS
                 and (subject := _subject(me)) is not None
                 and subject == _subject(other)  # about the same someone (named first)
                 and (mine & theirs) - set(subject.split())  # ... and the same thing about
                 # them ("lives"), not just their name
                 and mine - theirs
                 and theirs - mine
-                and other[20] is None
+                and other.superseded_by is None
             ):
-                tiers.rewrite(mem, {j: (other[15], {"superseded_by": id})}, now)
+                records.rewrite({j: (other.tier, {"superseded_by": id})}, now)
                 superseded += 1
                 break
     if new:
-        cat.set_state("consolidate_cursor", int(new[-1][0]))
-    mem._sync()
+        cat.set_state("consolidate_cursor", new[-1])
+    records.sync()
     return {"merged": merged, "superseded": superseded}
 
 
-def _is_summary(row: tuple[Any, ...]) -> bool:
+def _is_summary(row: Row) -> bool:
     """A session summary (``summaries``) restates its conversation: written hours or days
     after it under a new id, it would pass for the newer of two statements, and merged, its
     link to its turns would be lost. It neither merges nor supersedes, nor is superseded."""
-    return summaries.TAG in json.loads(row[10] or "[]")
+    return summaries.TAG in row.tag_list
 
 
-def _subject(row: tuple[Any, ...]) -> str | None:
+def _subject(row: Row) -> str | None:
     """The first name a statement mentions: usually what it is about ("Chloe grew up in
     Krakow" is about Chloe, not Krakow)."""
-    names = json.loads(row[11])
+    names = row.entity_list
     return str(names[0]).lower() if names else None
 
 
-def _merge(
-    mem: Memory, *, keep: int, drop: int, rows: dict[int, tuple[Any, ...]], now: float
-) -> bool:
+def _merge(records: MemoryStore, *, keep: int, drop: int, rows: dict[int, Row], now: float) -> bool:
     """Folds ``drop`` into ``keep`` (the older id): the longer text, both provenances, the
     stronger lifecycle state. ``drop`` is forgotten (restorable), never deleted. False if
     ``keep`` cannot be read here (left as they are)."""
     k, d = rows[keep], rows[drop]
     try:
-        item = mem.store.get(keep)
+        item = records.store.get(keep)
     except CorruptFileError:
         return False
     meta = dict(item.meta)
     sources = list(meta.get("sources", []))
     for r in (k, d) if not sources else (d,):
         sources.append(
-            {"id": int(r[0]), "text": r[1], "source": r[3], "session": r[4], "created": r[7]}
+            {
+                "id": int(r.id),
+                "text": r.text,
+                "source": r.source,
+                "session": r.session,
+                "created": r.created_time,
+            }
         )
     meta.update(
         sources=sources,
-        importance=max(float(k[8]), float(d[8])),
-        pinned=bool(k[9]) or bool(d[9]),
-        stability=max(float(k[16]), float(d[16])),
-        t_last=max(float(k[17]), float(d[17])),
-        recalls=int(k[18]) + int(d[18]),
+        importance=max(float(k.importance), float(d.importance)),
+        pinned=bool(k.pinned) or bool(d.pinned),
+        stability=max(float(k.stability), float(d.stability)),
+        t_last=max(float(k.t_last), float(d.t_last)),
+        recalls=int(k.recalls) + int(d.recalls),
     )
-    text = d[1] if len(d[1]) > len(k[1]) else k[1]
+    text = str(d.text if len(str(d.text)) > len(str(k.text)) else k.text)
     if text != item.text:  # the more informative statement becomes the memory's text
-        tiers.retext(mem, keep, text, meta)
+        records.retext(keep, text, meta)
     else:
         meta.pop("tier", None)
-        tiers.rewrite(mem, {keep: ("hot", meta)}, now)
-    tiers.rewrite(mem, {drop: ("forgotten", {"merged_into": keep})}, now)
+        records.rewrite({keep: ("hot", meta)}, now)
+    records.rewrite({drop: ("forgotten", {"merged_into": keep})}, now)
     return True

@@ -22,13 +22,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input
 
 from localmem.errors import LocalmemError
-from localmem.tui.screens import HelpScreen, ModelPicker
-from localmem.tui.widgets import ChatMessage, Inspector, PromptBox, StatusBar, why_text
+
+from .screens import HelpScreen, ModelPicker
+from .widgets import ChatMessage, Inspector, PromptBox, StatusBar, why_text
 
 if TYPE_CHECKING:
-    from localmem.assistant import Assistant, Turn
-    from localmem.llm.engine import Engine
-    from localmem.memory import Memory
+    from localmem import Assistant, Memory, Turn
+    from localmem.llm import Engine
 
 FLUSH_SECONDS = 0.04  # how often streamed tokens reach the screen
 log = logging.getLogger("localmem.tui")
@@ -113,10 +113,10 @@ class ChatApp(App[None]):
     @work(thread=True, exclusive=True, group="load")
     def load(self) -> None:
         try:
-            from localmem.assistant import Assistant
+            from localmem import Assistant
 
             if self._memory is None:
-                from localmem.memory import Memory
+                from localmem import Memory
 
                 self._memory = Memory.open(self._store)
             if self._engine is None:
@@ -134,13 +134,11 @@ class ChatApp(App[None]):
         self._summarize_ended()
 
     def _summarize_ended(self) -> None:
-        """Summaries of conversations that ended since the last run (``summaries``), while
-        the first message is being typed: a second or two each with the embedded model."""
-        from localmem import summaries
-
+        """Summaries of conversations that ended since the last run, while the first message
+        is being typed: a second or two each with the embedded model."""
         assert self._memory is not None and self._engine is not None
         try:
-            if not summaries.pending(self._memory, limit=1):
+            if not self._memory.pending_summaries(limit=1):
                 return
             self.call_from_thread(self.status.set, work="summarizing earlier conversations")
             self._memory.consolidate(
@@ -392,7 +390,7 @@ class ChatApp(App[None]):
                     if new.notice:
                         out += f"\n\n**Note:** {new.notice}"
             elif name == "model":
-                from localmem.llm.discover import installed
+                from localmem.llm import installed
 
                 now = "still loading"
                 if eng is not None:
@@ -440,8 +438,8 @@ class ChatApp(App[None]):
         mem = self._memory
         if mem is None:
             return
-        n = len(mem)
-        size = sum(f.stat().st_size for f in Path(mem.path).rglob("*") if f.is_file())
+        st = mem.stats()
+        n, size = st["memories"], st["bytes"]
         self.call_from_thread(
             self.status.set,
             store=f"{n:,} memories, {size / 1e6:.1f} MB",

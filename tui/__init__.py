@@ -1,5 +1,5 @@
 """The terminal chat (``localmem chat``): a Textual app over the Assistant."""
 
-from localmem.tui.app import ChatApp
+from .app import ChatApp
 
 __all__ = ["ChatApp"]

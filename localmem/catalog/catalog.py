@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,17 +30,24 @@ from typing import Any
 import apsw
 import sqlite_vec  # type: ignore[import-untyped]
 
-from localmem import _core, memmeta
-from localmem import entities as ents
+from localmem.catalog.reads import LIVE, READ, CatalogReads
+from localmem.catalog.rows import (
+    CatalogDamageError,
+    Row,
+    entity_keys,
+    item_row,
+    row_check,
+    slim,
+)
 from localmem.errors import CorruptFileError, StorageError, StorageFullError, StoreLockedError
 from localmem.files import private_files
 from localmem.store import records as rec
+from localmem.store.checksum import crc32c
 
 SCHEMA_VERSION = 7  # 6: slim rows for forgotten memories; 7: a checksum per row
 # unicode61 folds case and diacritics and splits on punctuation; porter stems ("moved",
 # "moving" -> "move") so the keyword channel matches inflections.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
-LIVE = "tier != 'forgotten'"  # forgotten memories are out of every index
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -87,15 +92,8 @@ CREATE TABLE IF NOT EXISTS entities (
 ) WITHOUT ROWID;
 """
 
-COLUMNS = (
-    "id, text, kind, source, session, key, event_time, created_time, importance, pinned, "
-    "tags, entities, model, lsn, speaker, tier, stability, t_last, recalls, forgotten_at, "
-    "superseded_by, merged_into, sources"
-)
 _TABLES = ("memories", "memories_fts", "entities", "cold_codes")
-_READ = COLUMNS + ", crc"  # what a read selects: the row and its checksum
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 # What SQLite raises on a damaged file: its corruption errors, and the SQL errors of a
 # schema whose text was damaged (the catalog's statements themselves are fixed).
 SQLITE_DAMAGE = (
@@ -110,7 +108,7 @@ UNREADABLE_KEPT = 1000  # the newest unreadable items the catalog names (state "
 log = logging.getLogger("localmem.catalog")
 
 
-class Catalog:
+class Catalog(CatalogReads):
     """The SQLite catalog of one store (``<store>/catalog.sqlite``)."""
 
     def __init__(self, path: str | Path, *, timeout: float = OPEN_TIMEOUT) -> None:
@@ -125,7 +123,7 @@ class Catalog:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.db = apsw.Connection(str(self.path))
+                self._db = apsw.Connection(str(self.path))
             except apsw.Error as e:
                 raise _storage_error(self.path, "open", e) from e
             try:
@@ -134,7 +132,7 @@ class Catalog:
             except apsw.BusyError as e:
                 # Only the first statements can fail this way (before a busy handler
                 # applies, or a WAL recovery by another connection): try again, bounded.
-                self.db.close()
+                self._db.close()
                 if time.monotonic() >= deadline:
                     raise StoreLockedError(
                         f"the catalog {self.path} stayed locked for {timeout:.0f} s ({e}): "
@@ -142,50 +140,50 @@ class Catalog:
                     ) from e
                 time.sleep(0.02)
             except SQLITE_DAMAGE as e:
-                self.db.close()
+                self._db.close()
                 raise CorruptFileError(
                     f"{self.path} is damaged or not a SQLite database ({e}); localmem repair "
                     "rebuilds it from the store"
                 ) from e
             except apsw.Error as e:
-                self.db.close()
+                self._db.close()
                 raise _storage_error(self.path, "open", e) from e
 
     def _open(self) -> None:
         """Settings and schema. Writes nothing when the catalog is already current, so a
         store opens for reading on a full disk, and opens never contend for the write
         lock."""
-        self.db.set_busy_timeout(int(self.timeout * 1000))
+        self._db.set_busy_timeout(int(self.timeout * 1000))
         # sqlite-vec: the cold tier's compact binary codes (vec0 table, Hamming KNN).
-        self.db.enable_load_extension(True)
-        self.db.load_extension(sqlite_vec.loadable_path())
-        self.db.enable_load_extension(False)
-        mode = self.db.execute("PRAGMA journal_mode").fetchone()
+        self._db.enable_load_extension(True)
+        self._db.load_extension(sqlite_vec.loadable_path())
+        self._db.enable_load_extension(False)
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         if self._current():
             return
         with self._txn():
             if self._current():  # another process made it so meanwhile
                 return
-            self.db.execute(
+            self._db.execute(
                 "CREATE TABLE IF NOT EXISTS state (k TEXT PRIMARY KEY, v) WITHOUT ROWID"
             )
             if self._state("schema") is not None:
                 # Another layout: the catalog is a view, so drop it; the next sync rebuilds
                 # it from the log (or from the store's items).
                 for t in _TABLES:
-                    self.db.execute(f"DROP TABLE IF EXISTS {t}")
-                self.db.execute(
+                    self._db.execute(f"DROP TABLE IF EXISTS {t}")
+                self._db.execute(
                     "DELETE FROM state WHERE k IN ('applied_lsn', 'schema', 'cold_bits', "
                     "'applied_crc')"
                 )
-            self.db.execute(_SCHEMA)
+            self._db.execute(_SCHEMA)
             self._set_state("schema", SCHEMA_VERSION)
 
     def _current(self) -> bool:
-        has_state = self.db.execute(
+        has_state = self._db.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='state'"
         ).fetchone()
         return bool(has_state) and self._state("schema") == SCHEMA_VERSION
@@ -197,18 +195,18 @@ class Catalog:
         in between. A full disk is a StorageFullError; a COMMIT that failed has rolled
         back. Inside another ``_txn`` of this thread, part of that one."""
         with self._lock:
-            if self.db.in_transaction:  # this thread's own, further out (the lock is ours)
+            if self._db.in_transaction:  # this thread's own, further out (the lock is ours)
                 yield
                 return
             try:
-                self.db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")
             except _PASSED_ON:
                 raise
             except apsw.Error as e:
                 raise _storage_error(self.path, "write", e) from e
             try:
                 yield
-                self.db.execute("COMMIT")
+                self._db.execute("COMMIT")
             except BaseException as e:
                 self._rollback()
                 if isinstance(e, apsw.Error) and not isinstance(e, _PASSED_ON):
@@ -218,9 +216,9 @@ class Catalog:
     def _rollback(self) -> None:
         # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL at COMMIT):
         # a ROLLBACK then fails with "no transaction is active", hiding the real error.
-        if self.db.in_transaction:
+        if self._db.in_transaction:
             try:
-                self.db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
             except apsw.Error as e:
                 log.warning("%s: rollback failed: %s", self.path, e)
 
@@ -228,7 +226,7 @@ class Catalog:
         # Under the lock: a query another thread is running (a chat app's worker as the app
         # quits) ends first, instead of the close failing with "Connection is busy".
         with self._lock:
-            self.db.close()
+            self._db.close()
 
     def vacuum(self) -> dict[str, int]:
         """Rewrites the database without its free pages and half-empty pages (what deletes
@@ -239,9 +237,9 @@ class Catalog:
             try:
                 # FTS5 keeps one segment b-tree per batch of writes until its automerge
                 # gets to them; merged into one, its pages are full before VACUUM packs them.
-                self.db.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
-                self.db.execute("VACUUM")
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except apsw.Error as e:
                 raise StorageError(f"cannot vacuum the catalog {self.path}: {e}") from e
             return {"before": before, "after": self.file_bytes()}
@@ -257,11 +255,11 @@ class Catalog:
     # ------------------------------------------------------------------ state
 
     def _state(self, k: str) -> Any:
-        row = self.db.execute("SELECT v FROM state WHERE k=?", (k,)).fetchone()
+        row = self._db.execute("SELECT v FROM state WHERE k=?", (k,)).fetchone()
         return None if row is None else row[0]
 
     def _set_state(self, k: str, v: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO state(k, v) VALUES (?, ?)", (k, v))
+        self._db.execute("INSERT OR REPLACE INTO state(k, v) VALUES (?, ?)", (k, v))
 
     def state(self, k: str) -> Any:
         with self._lock:
@@ -283,6 +281,18 @@ class Catalog:
     def set_state(self, k: str, v: Any) -> None:
         with self._txn():
             self._set_state(k, v)
+
+    def next_ids(self, n: int, *, first: Callable[[], int]) -> list[int]:
+        """``n`` fresh ids, unique across processes: the counter lives here and is advanced
+        in an IMMEDIATE transaction, never below the largest id listed; ``first()`` says
+        where a counter this catalog lost (a rebuild) starts again."""
+        with self._txn():
+            counter = self._state("next_id")
+            if counter is None:
+                counter = first()
+            nxt = max(int(counter), self.max_id() + 1)
+            self._set_state("next_id", nxt + n)
+        return list(range(nxt, nxt + n))
 
     @property
     def applied_lsn(self) -> int:
@@ -308,7 +318,7 @@ class Catalog:
                 self._set_state("applied_lsn", upto)
                 # Which record the catalog ends on, to tell after a recovery whether the
                 # log still holds that very record (``ends_on``).
-                check = _core.crc32c(last[1]) if last is not None and last[0] == upto else None
+                check = crc32c(last[1]) if last is not None and last[0] == upto else None
                 self._set_state("applied_crc", check)
         return n
 
@@ -319,20 +329,20 @@ class Catalog:
             if int(self._state("applied_lsn") or 0) != lsn:
                 return None
             check = self._state("applied_crc")
-        return None if check is None else int(check) == _core.crc32c(payload)
+        return None if check is None else int(check) == crc32c(payload)
 
     def rebuild(self, items: Iterable[tuple[int, bytes]], *, lsn: int) -> int:
         """Replaces every row with ``items`` (``(lsn, PUT payload)`` of each live item): for
         when the log no longer reaches back to this catalog's LSN."""
         n = 0
         with self._txn():
-            self.db.execute("DELETE FROM memories")
-            self.db.execute("DELETE FROM state WHERE k IN ('unreadable', 'applied_crc')")
+            self._db.execute("DELETE FROM memories")
+            self._db.execute("DELETE FROM state WHERE k IN ('unreadable', 'applied_crc')")
             self._unread = set()
-            self.db.execute("DELETE FROM memories_fts")
-            self.db.execute("DELETE FROM entities")
-            self.db.execute("DROP TABLE IF EXISTS cold_codes")
-            self.db.execute("DELETE FROM state WHERE k='cold_bits'")
+            self._db.execute("DELETE FROM memories_fts")
+            self._db.execute("DELETE FROM entities")
+            self._db.execute("DROP TABLE IF EXISTS cold_codes")
+            self._db.execute("DELETE FROM state WHERE k='cold_bits'")
             for item_lsn, payload in items:
                 self._apply_one(item_lsn, rec.PUT, payload)
                 n += 1
@@ -350,7 +360,7 @@ class Catalog:
             except (CorruptFileError, ValueError, TypeError, KeyError, OverflowError) as e:
                 # Intact in the log but not a memory the catalog can hold (a crafted import
                 # written by an older version, say): left out and named, never a reason the
-                # store cannot open (design.md, invariant 6).
+                # store cannot open: a view never makes the log unreadable.
                 self._note_unreadable(id, lsn, e)
                 return
             self._readable(item.id)
@@ -365,22 +375,21 @@ class Catalog:
             self._readable(id)
             self._delete(id)
 
-    def _insert(self, row: tuple[Any, ...], code: Any, text: str) -> None:
+    def _insert(self, row: Row, code: Any, text: str) -> None:
         """A memory's row and its index entries (a forgotten one has none: module doc)."""
-        tier = row[15]
-        if tier == "forgotten":
-            row = _slim(row)
-        row = (*row, _row_check(row))
-        self.db.execute(f"INSERT INTO memories({_READ}) VALUES ({','.join('?' * 24)})", row)
-        if tier == "forgotten":
+        if row.tier == "forgotten":
+            row = slim(row)
+        values = (*row, row_check(row))
+        self._db.execute(f"INSERT INTO memories({READ}) VALUES ({','.join('?' * 24)})", values)
+        if row.tier == "forgotten":
             return
-        id = row[0]
-        self.db.execute("INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (id, text))
-        self.db.executemany(
+        id = row.id
+        self._db.execute("INSERT INTO memories_fts(rowid, text) VALUES (?, ?)", (id, text))
+        self._db.executemany(
             "INSERT OR IGNORE INTO entities(name, id) VALUES (?, ?)",
-            [(e, id) for e in _entity_keys(row[11])],
+            [(e, id) for e in entity_keys(row.entities)],
         )
-        if tier == "cold" and isinstance(code, str):
+        if row.tier == "cold" and isinstance(code, str):
             self._insert_cold(id, bytes.fromhex(code))
 
     def note_unreadable(self, id: int, lsn: int, error: Exception) -> None:
@@ -433,32 +442,26 @@ class Catalog:
             else:
                 self._apply_one(lsn, rec.PUT, payload)
 
-    def keyed(self, key: str, text: str) -> tuple[Any, ...] | None:
-        """A live memory with this ``key`` and this very text (what a retried ``remember``
-        finds of its first try)."""
-        rows = self.select(f"key = ? AND text = ? AND {LIVE}", (key, text), limit=1)
-        return rows[0] if rows else None
-
     def _delete(self, id: int) -> None:
-        row = self.db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()
+        row = self._db.execute("SELECT tier, entities FROM memories WHERE id=?", (id,)).fetchone()
         if row is None:
             return
-        self.db.execute("DELETE FROM memories WHERE id=?", (id,))
+        self._db.execute("DELETE FROM memories WHERE id=?", (id,))
         if row[0] == "forgotten":
             return  # in no index
-        self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
-        self.db.executemany(
+        self._db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
+        self._db.executemany(
             "DELETE FROM entities WHERE name=? AND id=?",
-            [(e, id) for e in _entity_keys(str(row[1]))],
+            [(e, id) for e in entity_keys(str(row[1]))],
         )
         if self._state("cold_bits") is not None:
-            self.db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
+            self._db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
 
     def _insert_cold(self, id: int, code: bytes) -> None:
         bits = 8 * len(code)
         have = self._state("cold_bits")
         if have is None:
-            self.db.execute(
+            self._db.execute(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS cold_codes "
                 # Chunks of 128 codes (6 KiB at 384 bits), not vec0's default 1,024: the
                 # cold tier starts small and a chunk is allocated whole.
@@ -467,7 +470,7 @@ class Catalog:
             self._set_state("cold_bits", bits)
         elif int(have) != bits:
             return  # a code of another model's width: that memory re-embeds on promotion
-        self.db.execute("INSERT INTO cold_codes(id, code) VALUES (?, vec_bit(?))", (id, code))
+        self._db.execute("INSERT INTO cold_codes(id, code) VALUES (?, vec_bit(?))", (id, code))
 
     def cold_search(self, code: bytes, k: int) -> list[tuple[int, int]]:
         """Cold memories nearest to a binary code: (id, Hamming distance), nearest first."""
@@ -476,58 +479,30 @@ class Catalog:
                 return []
             return [
                 (int(i), int(d))
-                for i, d in self.db.execute(
+                for i, d in self._db.execute(
                     "SELECT id, distance FROM cold_codes WHERE code MATCH vec_bit(?) AND k = ?",
                     (code, k),
                 )
             ]
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ verifying reads
 
-    def rows(self, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
-        """id -> row (in COLUMNS order, then its checksum) for the ids that exist; every row
-        verified (``_verified``)."""
-        out: dict[int, tuple[Any, ...]] = {}
-        with self._lock:
-            for i in range(0, len(ids), 500):
-                chunk = list(ids[i : i + 500])
-                q = f"SELECT {_READ} FROM memories WHERE id IN ({','.join('?' * len(chunk))})"
-                for row in self._verified(list(self.db.execute(q, chunk))):
-                    out[int(row[0])] = row
-        return out
-
-    def select(
-        self,
-        where: str = "",
-        params: Sequence[Any] = (),
-        *,
-        order: str = "id",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> list[tuple[Any, ...]]:
-        q = f"SELECT {_READ} FROM memories"
-        if where:
-            q += f" WHERE {where}"
-        q += f" ORDER BY {order} LIMIT ? OFFSET ?"
-        with self._lock:
-            return self._verified(list(self.db.execute(q, (*params, limit, offset))))
-
-    def _verified(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _verified(self, rows: list[tuple[Any, ...]]) -> list[Row]:
         """``rows`` with each one whose checksum fails (SQLite has none of its own: a changed
         byte would be served as the truth) replaced by the store's version of it, which is
         written back: the catalog repairs itself as it is read. A row the store no longer
         holds is dropped."""
         out = []
         for row in rows:
-            if _row_check(row[:23]) == row[23]:
-                out.append(row)
+            if row_check(row[:23]) == row[23]:
+                out.append(Row(*row[:23]))
                 continue
             fixed = self._repair_row(row[0])
             if fixed is not None:
                 out.append(fixed)
         return out
 
-    def _repair_row(self, id: Any) -> tuple[Any, ...] | None:
+    def _repair_row(self, id: Any) -> Row | None:
         if self.source is None or not isinstance(id, int):
             raise CatalogDamageError(f"{self.path}: a row failed its checksum")
         log.warning("%s: the row of memory %d was damaged: served from the log and rewritten",
@@ -541,245 +516,19 @@ class Catalog:
             self._set_state("repaired", int(self._state("repaired") or 0) + 1)
         if found is None:
             return None
-        row = self.db.execute(f"SELECT {_READ} FROM memories WHERE id=?", (id,)).fetchone()
-        if row is None or _row_check(row[:23]) != row[23]:
+        row = self._db.execute(f"SELECT {READ} FROM memories WHERE id=?", (id,)).fetchone()
+        if row is None or row_check(row[:23]) != row[23]:
             raise CatalogDamageError(f"{self.path}: memory {id}'s row cannot be rewritten")
-        return tuple(row)
+        return Row(*row[:23])
 
     def _delete_row_only(self, id: int) -> None:
         """Deletes a row whose own columns cannot be trusted: its index entries are found by
         id, not by what the row says."""
-        self.db.execute("DELETE FROM memories WHERE id=?", (id,))
-        self.db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
-        self.db.execute("DELETE FROM entities WHERE id=?", (id,))
+        self._db.execute("DELETE FROM memories WHERE id=?", (id,))
+        self._db.execute("DELETE FROM memories_fts WHERE rowid=?", (id,))
+        self._db.execute("DELETE FROM entities WHERE id=?", (id,))
         if self._state("cold_bits") is not None:
-            self.db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
-
-    def count(self, where: str = "", params: Sequence[Any] = ()) -> int:
-        q = "SELECT count(*) FROM memories" + (f" WHERE {where}" if where else "")
-        with self._lock:
-            row = self.db.execute(q, params).fetchone()
-        return int(row[0]) if row else 0
-
-    def keyword(
-        self, terms: Sequence[str], limit: int, *, where: str = "", params: Sequence[Any] = ()
-    ) -> list[tuple[int, float]]:
-        """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better).
-        ``where`` filters on the memories' columns (e.g. ``"m.kind = ?"``)."""
-        words = [w for t in terms for w in _WORD.findall(t)]
-        if not words:
-            return []
-        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
-        if where:
-            q = (
-                "SELECT f.rowid, bm25(memories_fts) AS s FROM memories_fts f "
-                f"JOIN memories m ON m.id = f.rowid WHERE memories_fts MATCH ? AND {where} "
-                "ORDER BY s LIMIT ?"
-            )
-        else:
-            q = (
-                "SELECT rowid, bm25(memories_fts) AS s FROM memories_fts "
-                "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?"
-            )
-        with self._lock:
-            return [(int(r[0]), -float(r[1])) for r in self.db.execute(q, (match, *params, limit))]
-
-    def ids_where(self, where: str, params: Sequence[Any]) -> list[int]:
-        with self._lock:
-            return [
-                int(r[0])
-                for r in self.db.execute(f"SELECT id FROM memories m WHERE {where}", params)
-            ]
-
-    def session_neighbours(self, id: int, session: str, width: int) -> list[int]:
-        """Ids of the ``width`` memories before and after ``id`` in its session."""
-        with self._lock:
-            before = self.db.execute(
-                f"SELECT id FROM memories WHERE session=? AND id<? AND {LIVE} "
-                "ORDER BY id DESC LIMIT ?",
-                (session, id, width),
-            ).fetchall()
-            after = self.db.execute(
-                f"SELECT id FROM memories WHERE session=? AND id>? AND {LIVE} ORDER BY id LIMIT ?",
-                (session, id, width),
-            ).fetchall()
-        return [int(r[0]) for r in before + after]  # type: ignore[arg-type]
-
-    def with_entities(self, names: Sequence[str], limit: int) -> dict[int, int]:
-        """id -> how many of ``names`` each memory mentions."""
-        if not names:
-            return {}
-        with self._lock:
-            q = (
-                "SELECT id, count(*) FROM entities WHERE name IN "
-                f"({','.join('?' * len(names))}) GROUP BY id LIMIT ?"
-            )
-            return {int(i): int(c) for i, c in self.db.execute(q, (*names, limit))}
-
-    def in_time(self, lo: float, hi: float, limit: int) -> list[int]:
-        with self._lock:
-            return [
-                int(r[0])
-                for r in self.db.execute(
-                    "SELECT id FROM memories WHERE event_time >= ? AND event_time < ? "
-                    f"AND {LIVE} LIMIT ?",
-                    (lo, hi, limit),
-                )
-            ]
-
-    def speakers(self) -> list[str]:
-        """The distinct speakers ("Name:" prefixes) of the memories."""
-        with self._lock:
-            return [
-                str(r[0])
-                for r in self.db.execute(
-                    "SELECT DISTINCT speaker FROM memories WHERE speaker IS NOT NULL"
-                )
-            ]
-
-    def after(
-        self, cursor: int, limit: int, columns: str = "id", where: str = ""
-    ) -> list[tuple[Any, ...]]:
-        """Up to ``limit`` rows with id > ``cursor``, in id order: the resumable scans of
-        the upkeep (sweep, consolidation)."""
-        cond = f" AND {where}" if where else ""
-        with self._lock:
-            return list(
-                self.db.execute(
-                    f"SELECT {columns} FROM memories WHERE id > ?{cond} ORDER BY id LIMIT ?",
-                    (cursor, limit),
-                )
-            )
-
-    def ended_sessions(self, before: float, min_turns: int, limit: int) -> list[tuple[str, float]]:
-        """(session, time of its last turn) of the sessions with at least ``min_turns``
-        live turns whose last turn is at or before ``before`` and later than their newest
-        summary (key ``summary:<session>``, dated at the last turn it covers; none yet, or
-        the conversation went on since), oldest first. Two passes over the table: the
-        summaries are written rarely and looked for once per step."""
-        with self._lock:
-            return [
-                (str(s), float(t))
-                for s, t in self.db.execute(
-                    "SELECT e.session, e.t FROM ("
-                    "  SELECT session, max(event_time) AS t, count(*) AS n FROM memories"
-                    f"  WHERE kind = 'episodic' AND session IS NOT NULL AND {LIVE}"
-                    "  GROUP BY session"
-                    ") e LEFT JOIN ("
-                    "  SELECT session, max(event_time) AS st FROM memories"
-                    "  WHERE key = 'summary:' || session GROUP BY session"
-                    ") d ON d.session = e.session "
-                    "WHERE e.n >= ? AND e.t <= ? AND (d.st IS NULL OR d.st < e.t) "
-                    "ORDER BY e.t, e.session LIMIT ?",
-                    (min_turns, before, limit),
-                )
-            ]
-
-    def sample_ids(self, n: int) -> list[int]:
-        """Up to ``n`` ids drawn at random."""
-        with self._lock:
-            return [
-                int(r[0])
-                for r in self.db.execute(
-                    "SELECT id FROM memories WHERE tier IN ('hot', 'warm') "
-                    "ORDER BY random() LIMIT ?",
-                    (n,),
-                )
-            ]
-
-    def max_id(self) -> int:
-        with self._lock:
-            r = self.db.execute("SELECT max(id) FROM memories").fetchone()
-        return int(r[0] or 0) if r else 0
-
-
-def _entity_keys(names_json: str) -> list[str]:
-    """The entities table's keys for a row's entities column (names matched lower case)."""
-    return list(dict.fromkeys(str(e).lower() for e in json.loads(names_json)))
-
-
-def item_row(lsn: int, item: rec.Item) -> tuple[tuple[Any, ...], Any]:
-    """A memory item's full catalog row (COLUMNS order) and its cold code (hex or None).
-    Every value has the type SQLite gives back for its column, so that the row's checksum
-    is the same written and read; a value the catalog cannot hold (a time that is not a
-    finite number, a kind that is not a string) raises ValueError or TypeError."""
-    m = memmeta.unpack(item.meta, item.text)
-    names = [str(e) for e in m["entities"]]
-    row = (
-        item.id,
-        item.text,
-        _str(m["kind"]),
-        _str(m["source"]),
-        _opt(_str, m["session"]),
-        _opt(_str, m["key"]),
-        _real(m["when"]),
-        _real(m["created"]),
-        _real(m["importance"]),
-        int(bool(m["pinned"])),
-        json.dumps(m["tags"], ensure_ascii=False),
-        json.dumps(names, ensure_ascii=False),
-        _opt(_str, m.get("model")),
-        lsn,
-        ents.speaker(item.text),
-        _str(m["tier"]),
-        _real(m["stability"]),
-        _real(m["t_last"]),
-        _int(m["recalls"]),
-        _opt(_real, m["forgotten_at"]),
-        _opt(_int, m["superseded_by"]),
-        _opt(_int, m["merged_into"]),
-        json.dumps(m["sources"], ensure_ascii=False),
-    )
-    return row, m["code"]
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {type(v).__name__}")
-    return v
-
-
-def _real(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"expected a finite number, got {v!r}")
-    return float(v)
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
-        raise ValueError(f"expected a 64-bit integer, got {v!r}")
-    return v
-
-
-def _opt(check: Any, v: Any) -> Any:
-    return None if v is None else check(v)
-
-
-def _row_check(row: Sequence[Any]) -> int:
-    """The checksum of a row's 23 columns: CRC32C of their repr (floats round-trip exactly;
-    a text with a lone surrogate, which SQLite cannot hold anyway, still hashes)."""
-    return _core.crc32c(repr(tuple(row)).encode("utf-8", "surrogatepass"))
-
-
-class CatalogDamageError(CorruptFileError):
-    """The catalog cannot serve a read: damaged beyond a row the store can rewrite."""
-
-
-# What a forgotten memory's row drops (COLUMNS positions -> the value kept instead).
-_SLIM = {1: None, 11: "[]", 12: None, 14: None, 22: "[]"}  # text entities model speaker sources
-
-
-def _slim(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(_SLIM.get(i, v) for i, v in enumerate(row))
-
-
-def full_row(row: Sequence[Any], item: rec.Item) -> tuple[Any, ...]:
-    """``row`` (as the catalog returns it) in full: a forgotten memory's slim row completed
-    from its store item; any other row as it is."""
-    if row[15] != "forgotten":
-        return tuple(row)
-    full, _ = item_row(int(row[13]), item)
-    return full
+            self._db.execute("DELETE FROM cold_codes WHERE id=?", (id,))
 
 
 def _storage_error(path: Path, doing: str, e: apsw.Error) -> StorageError:

@@ -1,6 +1,5 @@
 """Session summaries: once a conversation has ended, the local LLM writes what the user said
-in it that is worth keeping, as one memory that names every turn it came from (design
-section 4, consolidation).
+in it that is worth keeping, as one memory that names every turn it came from.
 
 Optional, and only with a chat engine — ``Memory.consolidate(llm=...)``, ``localmem
 consolidate --summarize``, ``Assistant.summarize()`` — since rules cannot summarize. A session
@@ -24,14 +23,16 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from localmem import extract, tiers
-from localmem.catalog import LIVE
+from localmem.catalog import Row
+from localmem.items import MemoryItem
+from localmem.memstore import MemoryStore
+from localmem.text import extract
+from localmem.text.validate import check_item
 
 if TYPE_CHECKING:
     from localmem.llm.engine import Engine
-    from localmem.memory import Memory, MemoryItem
 
 IDLE_S = 6 * 3600.0  # a conversation with no turn for six hours has ended
 MIN_TURNS = 4
@@ -70,7 +71,7 @@ def supported(sentence: str, transcript: str) -> bool:
 
 
 def summarize_session(
-    mem: Memory,
+    records: MemoryStore,
     llm: Engine,
     session: str,
     now: float,
@@ -83,14 +84,12 @@ def summarize_session(
     the session has fewer than ``min_turns`` live turns, the model said nothing the user's
     words support (remembered: the session is not tried again until it goes on), or
     ``cancel`` was set."""
-    turns = mem.catalog.select(
-        f"session = ? AND kind = 'episodic' AND {LIVE}", (session,), order="event_time, id"
-    )
+    turns = records.catalog.session_turns(session)
     said = [_text(r) for r in turns if not _by_assistant(r)]
     if len(turns) < min_turns:
         return None
     if not said:  # the assistant's side only: nothing the user said to summarize
-        _tried(mem, session, float(turns[-1][6]))
+        _tried(records, session, float(turns[-1].event_time))
         return None
     messages = "\n".join(f"- {x}" for x in _fit(llm, said))
     reply = "".join(
@@ -103,48 +102,58 @@ def summarize_session(
     )
     if cancel is not None and cancel.is_set():
         return None
-    last = float(turns[-1][6])
+    last = float(turns[-1].event_time)
     what = "\n".join(said)
     kept = [s.strip() for s in _SENTENCE.split(reply.strip()) if supported(s, what)]
     if not kept:
-        _tried(mem, session, last)
+        _tried(records, session, last)
         return None
-    item = mem.remember(
-        " ".join(kept), kind="fact", session=session, tags=[TAG], importance=0.6,
-        source="chat", key=key(session), when=last,
-    )  # fmt: skip
-    sources = [{"id": int(r[0]), "session": session, "created": float(r[7])} for r in turns]
-    tiers.rewrite(mem, {item.id: ("hot", {"sources": sources})}, now)
+    (item,) = records.write([
+        check_item(
+            " ".join(kept), kind="fact", session=session, tags=[TAG], importance=0.6,
+            source="chat", key=key(session), when=last,
+        )
+    ])  # fmt: skip
+    sources = [
+        {"id": int(r.id), "session": session, "created": float(r.created_time)} for r in turns
+    ]
+    records.rewrite({item.id: ("hot", {"sources": sources})}, now)
     # Looked up after writing, not before generating: a step in another thread or process
     # may have summarized the same conversation meanwhile.
-    mem._sync()
-    for r in mem.catalog.select(
-        f"session = ? AND key = ? AND id != ? AND {LIVE}", (session, key(session), item.id)
-    ):
-        mem.forget(int(r[0]))
-    return mem.get(item.id)
+    records.sync()
+    for r in records.catalog.others_keyed(session, key(session), item.id):
+        records.rewrite({int(r.id): ("forgotten", {})}, records.clock())
+        records.sync()
+    return records.get(item.id)
 
 
-def pending(mem: Memory, now: float | None = None, limit: int = 100_000) -> list[tuple[str, float]]:
+def pending(
+    records: MemoryStore, now: float | None = None, limit: int = 100_000
+) -> list[tuple[str, float]]:
     """(session, time of its last turn) of the conversations that ended by ``now`` (default:
     the store's clock) and have no summary of their last turn yet, oldest first: what the
     next steps summarize. Found by what the store holds, not by a cursor, so that an import
     of old conversations and a conversation that goes on get theirs too."""
-    tried = _tried_map(mem)
-    found = mem.catalog.ended_sessions(mem._now(now) - IDLE_S, MIN_TURNS, limit + len(tried))
+    tried = _tried_map(records)
+    found = records.catalog.ended_sessions(records.now(now) - IDLE_S, MIN_TURNS, limit + len(tried))
     return [(s, t) for s, t in found if tried.get(s, -1.0) < t][:limit]
 
 
 def step(
-    mem: Memory, llm: Engine, now: float, limit: int, *, cancel: threading.Event | None = None
+    records: MemoryStore,
+    llm: Engine,
+    now: float,
+    limit: int,
+    *,
+    cancel: threading.Event | None = None,
 ) -> int:
     """Summarizes up to ``limit`` of the ``pending`` conversations, oldest first; returns
     how many summaries it stored. ``cancel`` stops it after the current generation."""
     done = 0
-    for session, _ in pending(mem, now, limit):
+    for session, _ in pending(records, now, limit):
         if cancel is not None and cancel.is_set():
             break
-        done += summarize_session(mem, llm, session, now, cancel=cancel) is not None
+        done += summarize_session(records, llm, session, now, cancel=cancel) is not None
     return done
 
 
@@ -152,26 +161,26 @@ _TRIED = "summary_tried"  # catalog state: {session: last turn} the model had no
 _TRIED_MAX = 1000
 
 
-def _tried_map(mem: Memory) -> dict[str, float]:
-    got: dict[str, float] = mem.catalog.state_json(_TRIED, dict)
+def _tried_map(records: MemoryStore) -> dict[str, float]:
+    got: dict[str, float] = records.catalog.state_json(_TRIED, dict)
     return got
 
 
-def _tried(mem: Memory, session: str, last: float) -> None:
+def _tried(records: MemoryStore, session: str, last: float) -> None:
     """Remembers a conversation the model had nothing supported to say about, up to its
     last turn (a view's state: lost with a rebuilt catalog, which costs one more try)."""
-    tried = _tried_map(mem)
+    tried = _tried_map(records)
     tried.pop(session, None)
     tried[session] = last
-    mem.catalog.set_state(_TRIED, json.dumps(dict(list(tried.items())[-_TRIED_MAX:])))
+    records.catalog.set_state(_TRIED, json.dumps(dict(list(tried.items())[-_TRIED_MAX:])))
 
 
-def _by_assistant(row: tuple[Any, ...]) -> bool:
-    return "assistant" in json.loads(row[10] or "[]")
+def _by_assistant(row: Row) -> bool:
+    return "assistant" in row.tag_list
 
 
-def _text(row: tuple[Any, ...]) -> str:
-    return " ".join(str(row[1] or "").split())[:TURN_CHARS]
+def _text(row: Row) -> str:
+    return " ".join(str(row.text or "").split())[:TURN_CHARS]
 
 
 def _fit(llm: Engine, lines: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+import localmem.store.native  # noqa: F401  (warns of a kernel override it cannot honour)
 from localmem import _core
 from localmem._core import Int8Index as _Int8Index
 from localmem.errors import InvalidArgumentError

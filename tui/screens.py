@@ -12,7 +12,7 @@ from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 if TYPE_CHECKING:
-    from localmem.llm.discover import InstalledModel
+    from localmem.llm import InstalledModel
 
 HELP = """\
 # localmem chat

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from localmem import entities as ents
-from localmem import lifecycle as lc
+from localmem import forgetting as lc
 from localmem.errors import InvalidArgumentError
+from localmem.text import entities as ents
 
 KINDS = ("episodic", "fact", "preference", "note")
 SOURCES = ("chat", "mcp", "import", "api", "cli")
@@ -293,3 +293,56 @@ def check_record(id: Any, text: Any, meta: Any) -> tuple[int, str, dict[str, Any
             out[k] = check(v)
     out.setdefault("when", time.time())
     return id, text, out
+
+
+# ---------------------------------------------------------------------- Memory's calls
+
+ITEM_KEYS = frozenset(
+    ("text", "when", "kind", "tags", "importance", "source", "session", "key", "pinned")
+)
+
+
+def check_item_dict(i: int, d: Any) -> tuple[str, dict[str, Any]]:
+    """Item ``i`` of a ``remember_many`` call: a dict with ``remember``'s keyword names."""
+    if not isinstance(d, dict):
+        raise InvalidArgumentError(f"item {i} is a {type(d).__name__}, not a dict")
+    extra = set(d) - ITEM_KEYS
+    if extra:
+        raise InvalidArgumentError(
+            f"item {i} has unknown keys {sorted(extra)}; allowed: {sorted(ITEM_KEYS)}"
+        )
+    if "text" not in d:
+        raise InvalidArgumentError(f"item {i} has no 'text'")
+    try:
+        return check_item(**d)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"item {i}: {e}") from None
+
+
+def check_page(limit: Any, offset: Any) -> None:
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 0 <= limit <= 2**31
+        or isinstance(offset, bool)
+        or not isinstance(offset, int)
+        or not 0 <= offset <= 2**62
+    ):
+        raise InvalidArgumentError("limit must be an int in [0, 2**31], offset in [0, 2**62]")
+
+
+def check_filters(kind: Any = None, tier: Any = None, session: Any = None) -> None:
+    """The optional filters of ``list`` and ``recall``."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if tier is not None and tier not in lc.TIERS:
+        raise InvalidArgumentError(f"tier must be one of {', '.join(lc.TIERS)}; got {tier!r}")
+    if session is not None and not isinstance(session, str):
+        raise InvalidArgumentError(f"session must be a str, got {type(session).__name__}")
+
+
+def check_count(v: Any, what: str, lo: int, hi: int) -> int:
+    """An int in [lo, hi] (a bool is not one)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InvalidArgumentError(f"{what} must be an int in [{lo}, {hi}], got {v!r}")
+    return v

@@ -20,31 +20,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from localmem import entities as ents
-from localmem import lifecycle as lc
-from localmem import tiers, timeexpr
-
-if TYPE_CHECKING:
-    from localmem.memory import Hit, Memory
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are aren't as at be because been
-    before being below between both but by can could did didn't do does doesn't doing don't
-    down during each few for from further had has have having he her here hers herself him
-    himself his how i if in into is isn't it it's its itself just let's me more most my
-    myself no nor not now of off on once only or other our ours ourselves out over own same
-    she should so some such than that that's the their theirs them themselves then there
-    these they this those through to too under until up very was wasn't we were what what's
-    when where which while who whom why will with would you your yours yourself yourselves s
-    t d ll m re ve
-    """.split()  # noqa: SIM905
-)
+from localmem import forgetting as lc
+from localmem.items import Hit, MemoryItem
+from localmem.memstore import MemoryStore
+from localmem.memstore.forms import binary_code, hamming_to_cos
+from localmem.text import entities as ents
+from localmem.text import timeexpr
+from localmem.text.terms import query_terms
 
 
 @dataclass(frozen=True)
@@ -85,14 +70,11 @@ def named_speakers(query: str, speakers: list[str]) -> list[str]:
     return [s for s in speakers if re.search(r"\b" + re.escape(s.lower()) + r"\b", q)]
 
 
-def query_terms(query: str) -> list[str]:
-    words = [w.lower() for w in _WORD.findall(query)]
-    return [w for w in dict.fromkeys(words) if w not in STOPWORDS and len(w) > 1] or words
-
-
 class Retriever:
-    def __init__(self, mem: Memory, weights: Weights = WEIGHTS) -> None:
-        self.mem, self.w = mem, weights
+    """Recall over one ``MemoryStore`` (it caches what it samples of the store)."""
+
+    def __init__(self, records: MemoryStore, weights: Weights = WEIGHTS) -> None:
+        self.records, self.w = records, weights
         self._sample: np.ndarray | None = None
         self._sample_n = 0
         self._shape_at = -1
@@ -100,10 +82,10 @@ class Retriever:
 
     def _shape(self) -> tuple[int, list[str]]:
         """How many memories and which speakers, cached until the catalog moves."""
-        at = self.mem.catalog.applied_lsn
+        cat = self.records.catalog
+        at = cat.applied_lsn
         if at != self._shape_at:
-            cat = self.mem.catalog
-            self._shape_cache = (cat.count("tier != 'forgotten'"), cat.speakers())
+            self._shape_cache = (cat.live_count(), cat.speakers())
             self._shape_at = at
         return self._shape_cache
 
@@ -113,8 +95,8 @@ class Retriever:
         if self._sample is None or not 0.75 * self._sample_n <= n <= 1.25 * self._sample_n:
             # From the index's codes: reading the vectors from the arena would fault most
             # of it into memory (random reads, each pulling in a readahead window).
-            ids = self.mem.catalog.sample_ids(self.w.z_sample)
-            self._sample = self.mem.store.index_vectors(ids)[1]
+            ids = self.records.catalog.sample_ids(self.w.z_sample)
+            self._sample = self.records.store.index_vectors(ids)[1]
             self._sample_n = n
         if len(self._sample) < 2:
             return 0.0, 1.0
@@ -133,27 +115,17 @@ class Retriever:
         session: str | None = None,
         floor: bool = True,
     ) -> list[Hit]:
-        from localmem.memory import Hit, MemoryItem
-
-        mem, w = self.mem, self.w
-        cat, store = mem.catalog, mem.store
+        w = self.w
+        cat, store = self.records.catalog, self.records.store
         n, speakers = self._shape()
         if n == 0:
             return []
-        qv = mem.embedder.embed([query])[0]
+        qv = self.records.embedder.embed([query])[0]
         why: dict[int, dict[str, float]] = {}
 
         # A kind or session filter narrows every channel (filtering the fused candidates
         # afterwards would miss whatever other kinds or sessions crowded out).
-        conds, params = [], []
-        if kind is not None:
-            conds.append("m.kind = ?")
-            params.append(kind)
-        if session is not None:
-            conds.append("m.session = ?")
-            params.append(session)
-        where = " AND ".join(conds)
-        allow = cat.ids_where(where + " AND m.tier != 'forgotten'", params) if where else None
+        allow = cat.ids_matching(kind=kind, session=session)
         if allow is not None and not allow:
             return []
         # Semantic channel: the INT8 index.
@@ -168,7 +140,7 @@ class Retriever:
         low = {s.lower() for s in speakers}
         terms = query_terms(query)
         terms = [t for t in terms if t not in low] or terms
-        kw = dict(cat.keyword(terms, w.candidates, where=where, params=params))
+        kw = dict(cat.keyword(terms, w.candidates, kind=kind, session=session))
         # Temporal channel, candidates: the memories inside a window the query names (a
         # bounded number: the window boosts keyword and semantic candidates too).
         try:
@@ -177,11 +149,8 @@ class Retriever:
             windows = []  # a "now" at the edge of the calendar: no relative dates
         in_window = {i for win in windows for i in cat.in_time(win.start, win.end, w.candidates)}
         # Cold tier: sign codes by Hamming distance (sqlite-vec), as an estimated cosine.
-        code = tiers.binary_code(qv)
-        cold = {
-            i: tiers.hamming_to_cos(d, 8 * len(code))
-            for i, d in cat.cold_search(code, w.candidates)
-        }
+        code = binary_code(qv)
+        cold = {i: hamming_to_cos(d, 8 * len(code)) for i, d in cat.cold_search(code, w.candidates)}
         cand = set(sem) | set(kw) | in_window | set(cold)
         sem.update({i: c for i, c in cold.items() if i not in sem})
         # Cosine of the other candidates from the index's codes, for one scale.
@@ -217,7 +186,7 @@ class Retriever:
         # Temporal channel: a window named in the query boosts the candidates inside it.
         for id in cand:
             row = rows.get(id)
-            if row is not None and any(win.contains(row[6]) for win in windows):
+            if row is not None and any(win.contains(row.event_time) for win in windows):
                 why[id]["time"] = w.time
                 score[id] += w.time
 
@@ -239,11 +208,11 @@ class Retriever:
             boost: dict[int, float] = {}
             for id, s in top:
                 row = rows.get(id)
-                if row is None or row[4] is None or s <= 0 or best <= 0:
+                if row is None or row.session is None or s <= 0 or best <= 0:
                     continue
                 kept = relevant(id)
                 b = w.session * (s / best) ** 2
-                for nb in cat.session_neighbours(id, row[4], w.session_width):
+                for nb in cat.session_neighbours(id, row.session, w.session_width):
                     if kept:
                         anchors.add(nb)
                     boost[nb] = max(boost.get(nb, 0.0), b)
@@ -260,7 +229,7 @@ class Retriever:
         if len(named) == 1 and w.speaker:
             for id in score:
                 row = rows.get(id)
-                if row is not None and row[14] == named[0]:
+                if row is not None and row.speaker == named[0]:
                     why[id]["speaker"] = w.speaker
                     score[id] += w.speaker
 
@@ -269,18 +238,20 @@ class Retriever:
         # score down and a negative one further down.)
         retention: dict[int, float] = {}
         rows.update(cat.rows([i for i in score if i not in rows]))
-        newer = cat.rows([int(r[20]) for r in rows.values() if r[20] is not None])
+        newer = cat.rows(
+            [int(r.superseded_by) for r in rows.values() if r.superseded_by is not None]
+        )
         for id in score:
             row = rows.get(id)
-            if row is None or row[15] == "forgotten":
+            if row is None or row.tier == "forgotten":
                 score[id] = float("-inf")  # never returned (a safety net: no index has it)
                 continue
-            r = lc.retention(now, row[17], row[16], pinned=bool(row[9]))
+            r = lc.retention(now, row.t_last, row.stability, pinned=bool(row.pinned))
             retention[id] = r
             factor = lc.rank_weight(r)
             score[id] = score[id] * factor if score[id] > 0 else score[id] / factor
-            sup = row[20]
-            if sup is not None and sup in newer and newer[sup][15] != "forgotten":
+            sup = row.superseded_by
+            if sup is not None and sup in newer and newer[sup].tier != "forgotten":
                 score[id] -= SUPERSEDED
                 why[id]["superseded_by"] = float(sup)
 

@@ -18,8 +18,8 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from localmem import Memory
 from localmem.errors import LocalmemError
-from localmem.memory import Memory
 
 T = TypeVar("T")
 Kind = Literal["episodic", "fact", "preference", "note"]
@@ -99,7 +99,7 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
     ) -> list[dict[str, Any]]:
         """The memories that best answer query, best first (at most k, none when nothing is
         relevant), each with its id, dates, score and why (the retrieval channels that found
-        it: keyword, semantic, entity, temporal, session). Time words in the query ("last
+        it: keyword, semantic, entity, time, session, speaker). Time words in the query ("last
         May", "two weeks ago") narrow by date."""
         if not isinstance(k, int) or not 1 <= k <= 100:
             raise ToolError("k must be an integer from 1 to 100")
@@ -138,23 +138,9 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         until: ISO dates) of when they happened."""
         if not isinstance(limit, int) or not 1 <= limit <= 500:
             raise ToolError("limit must be an integer from 1 to 500")
-        mem = memory(ctx)
-        lo = call(_stamp, since, "since") if since else None
-        hi = call(_stamp, until, "until") if until else None
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while len(out) < limit:
-            page = call(mem.list, kind=kind, tag=tag, limit=200, offset=offset)
-            if not page:
-                break
-            offset += len(page)
-            for m in page:
-                t = m.when.timestamp()
-                if (lo is None or t >= lo) and (hi is None or t <= hi):
-                    out.append(m.as_dict())
-            if lo is not None and page[-1].when.timestamp() < lo:
-                break  # newest first: the rest are older still
-        return out[:limit]
+        page = call(memory(ctx).list, kind=kind, tag=tag, since=since or None,
+                    until=until or None, limit=limit)  # fmt: skip
+        return [m.as_dict() for m in page]
 
     @server.tool()
     def memory_stats(ctx: Context) -> dict[str, Any]:
@@ -164,12 +150,6 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         return {k: st[k] for k in ("path", "memories", "by_kind", "by_tier", "model")}
 
     return server
-
-
-def _stamp(s: str, what: str) -> float:
-    from localmem.validate import to_timestamp
-
-    return float(to_timestamp(s, what))
 
 
 def _version() -> str:
@@ -190,8 +170,8 @@ def serve(store: str | Path | None = None, *, http_port: int | None = None) -> N
 
 async def _serve_stdio(server: MCPServer[State]) -> None:
     """``server.run("stdio")`` on localmem's own stdio transport, which answers malformed
-    lines with JSON-RPC errors where the SDK's drops them (see ``localmem.mcp_guard``)."""
-    from localmem.mcp_guard import stdio_server
+    lines with JSON-RPC errors where the SDK's drops them (see ``localmem.mcp.guard``)."""
+    from localmem.mcp.guard import stdio_server
 
     lowlevel = server._lowlevel_server  # no public accessor; the SDK's own Client uses it too
     async with stdio_server() as (read_stream, write_stream):

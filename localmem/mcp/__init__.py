@@ -1,0 +1,1 @@
+"""The MCP server (``localmem mcp``): the store's tools for editors, over stdio."""

@@ -1,0 +1,2 @@
+"""Recall: the channels (semantic, keyword, temporal, entity, speaker, session) fused into
+one ranking."""
