@@ -117,7 +117,7 @@ class Catalog(CatalogReads):
         self._lock = threading.RLock()
         self._unread: set[int] = set()  # see _load_unread
         # id -> (lsn, PUT payload) of the store's item, or None: what a damaged row is
-        # rewritten from (set by Memory; without it, a damaged row is an error).
+        # rewritten from (set by MemoryStore; without it, a damaged row is an error).
         self.source: Callable[[int], tuple[int, bytes] | None] | None = None
         private_files(self.path)
         deadline = time.monotonic() + timeout

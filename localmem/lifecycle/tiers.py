@@ -18,7 +18,6 @@ lost the vector: the text is what a memory is; the vector is derived from it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,7 +27,6 @@ from localmem.errors import UnknownIdError
 from localmem.memstore import MemoryStore
 
 RANK = {t: i for i, t in enumerate(lc.TIERS)}
-log = logging.getLogger("localmem.tiers")
 
 
 def forget(records: MemoryStore, id: int, *, purge: bool = False) -> None:
