@@ -6,9 +6,11 @@
 #include <pybind11/stl.h>
 
 #include <cerrno>
+#include <optional>
 #include <string>
 
 #include "common.h"
+#include "common/aead.h"
 #include "common/cpu.h"
 #include "common/crc32c.h"
 #include "common/errors.h"
@@ -105,6 +107,59 @@ PYBIND11_MODULE(_core, m) {
             return portable ? lm::crc32c_portable(info.ptr, n, crc) : lm::crc32c(info.ptr, n, crc);
         },
         py::arg("data"), py::arg("crc") = 0, py::arg("portable") = false);
+
+    m.def(
+        "aead_seal",
+        [](const py::bytes& key, const py::buffer& data, const py::bytes& ad,
+           const std::optional<py::bytes>& nonce) {
+            const std::string k = key, a = ad;
+            if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
+            std::string n;
+            if (nonce) {
+                n = *nonce;
+                if (n.size() != lm::kAeadNonceBytes) invalid("nonce must be 24 bytes");
+            }
+            py::buffer_info info = data.request();
+            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
+            const size_t len = static_cast<size_t>(info.size * info.itemsize);
+            std::string out(len + lm::kAeadOverhead, '\0');
+            {
+                ReleaseGil release;
+                const lm::AeadKey ak(reinterpret_cast<const uint8_t*>(k.data()));
+                ak.seal(static_cast<const uint8_t*>(info.ptr), len,
+                        reinterpret_cast<const uint8_t*>(a.data()), a.size(),
+                        reinterpret_cast<uint8_t*>(out.data()),
+                        nonce ? reinterpret_cast<const uint8_t*>(n.data()) : nullptr);
+            }
+            return py::bytes(out);
+        },
+        py::arg("key"), py::arg("data"), py::arg("ad") = py::bytes(), py::arg("nonce") = py::none(),
+        "XChaCha20-Poly1305: nonce (24 bytes, random unless given) | ciphertext | tag (16).");
+    m.def(
+        "aead_open",
+        [](const py::bytes& key, const py::buffer& sealed, const py::bytes& ad) {
+            const std::string k = key, a = ad;
+            if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
+            py::buffer_info info = sealed.request();
+            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("sealed must be contiguous");
+            const size_t len = static_cast<size_t>(info.size * info.itemsize);
+            std::string out(len >= lm::kAeadOverhead ? len - lm::kAeadOverhead : 0, '\0');
+            bool ok;
+            {
+                ReleaseGil release;
+                const lm::AeadKey ak(reinterpret_cast<const uint8_t*>(k.data()));
+                ok = ak.open(static_cast<const uint8_t*>(info.ptr), len,
+                             reinterpret_cast<const uint8_t*>(a.data()), a.size(),
+                             reinterpret_cast<uint8_t*>(out.data()));
+            }
+            if (!ok)
+                throw lm::CorruptFile(
+                    "sealed data failed authentication: it was damaged or cut short, or it "
+                    "was sealed with another key or other associated data");
+            return py::bytes(out);
+        },
+        py::arg("key"), py::arg("sealed"), py::arg("ad") = py::bytes(),
+        "Opens what aead_seal sealed; CorruptFileError if it fails authentication.");
 
     lm_py::bind_index(m);
     lm_py::bind_storage(m);
