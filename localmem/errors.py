@@ -68,10 +68,16 @@ class ModelMismatchError(LocalmemError):
     re-embed (``Memory.open(..., reembed=True)``) or open it with its own model."""
 
 
+class EncryptionKeyError(LocalmemError):
+    """An encrypted store's key is missing or wrong (a passphrase that does not open it):
+    the message says how to give the right one."""
+
+
 __all__ = [
     "ConcurrencyError",
     "CorruptFileError",
     "DuplicateIdError",
+    "EncryptionKeyError",
     "EngineCrashError",
     "InvalidArgumentError",
     "LocalmemError",

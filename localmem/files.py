@@ -74,3 +74,18 @@ def fsync_dir(path: Path, *, required: bool = True) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_durable(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` (mode 0600) so that a crash or a power cut leaves the
+    old file or the new one, whole: written aside, fsynced, renamed over it, and the
+    directory fsynced."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

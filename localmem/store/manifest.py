@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localmem import _core
 from localmem.errors import CorruptFileError, InvalidArgumentError
-from localmem.files import fsync_dir
+from localmem.files import write_durable
 
 # 2: PUT records may carry deflated metadata (records.META_DEFLATE). A store is raised to 2
 # when this version opens it, before it writes anything, so that an older localmem refuses it
@@ -77,16 +77,7 @@ def write_manifest(path: Path, m: Manifest) -> None:
     body = _body(replace(m, format=FORMAT))
     doc = json.loads(body)
     doc["crc32c"] = _core.crc32c(body.encode())
-    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_durable(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
 
 def signature(path: str | Path) -> tuple[int, int, int] | None:

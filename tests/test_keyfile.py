@@ -1,0 +1,76 @@
+"""An encrypted store's KEY file (issue 25, in progress): the data key wrapped with an
+Argon2id-derived key; the right passphrase opens it, a wrong one or any changed byte does
+not, and a new passphrase re-wraps the same data key."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from localmem import errors
+from localmem.store import keyfile
+
+FAST = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}  # the tests' own; stored per file
+
+
+def test_the_passphrase_opens_the_data_key_and_the_file_is_private(tmp_path):
+    dek = keyfile.create(tmp_path, "store-1", "correct horse", params=FAST)
+    assert len(dek) == 32 and keyfile.unlock(tmp_path, "correct horse") == dek
+    f = tmp_path / keyfile.KEY_FILE
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    assert dek.hex() not in f.read_text() and b"correct horse" not in f.read_bytes()
+    doc = json.loads(f.read_text())
+    assert doc["argon2id"]["memory_kib"] == 64 and len(bytes.fromhex(doc["argon2id"]["salt"])) == 16
+    with pytest.raises(errors.InvalidArgumentError, match="already has a key"):
+        keyfile.create(tmp_path, "store-1", "another", params=FAST)
+
+
+def test_a_wrong_passphrase_or_no_key_file_is_a_clear_error(tmp_path):
+    keyfile.create(tmp_path, "s", "right", params=FAST)
+    with pytest.raises(errors.EncryptionKeyError, match="wrong one"):
+        keyfile.unlock(tmp_path, "wrong")
+    with pytest.raises(errors.InvalidArgumentError, match="non-empty"):
+        keyfile.unlock(tmp_path, "")
+    with pytest.raises(errors.EncryptionKeyError, match="not encrypted"):
+        keyfile.unlock(tmp_path / "nowhere", "right")
+
+
+def test_rewrap_keeps_the_data_key_and_retires_the_old_passphrase(tmp_path):
+    dek = keyfile.create(tmp_path, "s", "old", params=FAST)
+    salt = json.loads((tmp_path / "KEY").read_text())["argon2id"]["salt"]
+    keyfile.rewrap(tmp_path, "old", "new")
+    assert keyfile.unlock(tmp_path, "new") == dek
+    assert json.loads((tmp_path / "KEY").read_text())["argon2id"]["salt"] != salt
+    with pytest.raises(errors.EncryptionKeyError):
+        keyfile.unlock(tmp_path, "old")
+    with pytest.raises(errors.EncryptionKeyError):
+        keyfile.rewrap(tmp_path, "old", "newer")
+    assert keyfile.unlock(tmp_path, "new") == dek
+
+
+def test_every_changed_byte_of_the_key_file_is_refused_never_a_wrong_key(tmp_path):
+    dek = keyfile.create(tmp_path, "s", "pw", params=FAST)
+    good = (tmp_path / "KEY").read_bytes()
+    outcomes = {"wrong key": 0, "corrupt": 0, "same": 0}
+    for i in range(len(good)):
+        for flip in (0x01, 0x20):
+            bad = bytearray(good)
+            bad[i] ^= flip
+            (tmp_path / "KEY").write_bytes(bytes(bad))
+            try:
+                got = keyfile.unlock(tmp_path, "pw")
+            except errors.EncryptionKeyError:
+                outcomes["wrong key"] += 1
+            except (errors.CorruptFileError, errors.InvalidArgumentError):
+                outcomes["corrupt"] += 1
+            else:  # only a change JSON does not see (whitespace, a hex digit's case) opens
+                assert got == dek
+                outcomes["same"] += 1
+    for cut in range(0, len(good), 7):
+        (tmp_path / "KEY").write_bytes(good[:cut])
+        with pytest.raises((errors.EncryptionKeyError, errors.CorruptFileError)):
+            keyfile.unlock(tmp_path, "pw")
+    assert outcomes["wrong key"] + outcomes["corrupt"] > 0.9 * 2 * len(good), outcomes
