@@ -11,6 +11,7 @@ import/export) use the public API only.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,14 +100,19 @@ def _package_of(mod: str) -> str:
     return mod if f.name == "__init__.py" else mod.rpartition(".")[0]
 
 
+@functools.cache
+def _tree(mod: str) -> ast.Module:
+    """A module's syntax tree, parsed once for every test."""
+    path = MODULES[mod]
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
 def _edges(mod: str) -> Iterator[tuple[Edge, str | None]]:
     """Each import of a localmem module, with the name imported from it (``from m import
     name`` where name is not a module itself) or None."""
-    path = MODULES[mod]
-    if path.suffix == ".pyi":
+    if MODULES[mod].suffix == ".pyi":
         return
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    for node, where in _imports(tree):
+    for node, where in _imports(_tree(mod)):
         targets: list[tuple[str, str | None]] = []
         if isinstance(node, ast.Import):
             targets = [(a.name, None) for a in node.names]
@@ -203,10 +209,9 @@ def test_only_the_storage_and_llm_wrappers_load_the_native_core() -> None:
 
 def _defined(mod: str) -> set[str]:
     """The names a module defines: functions, classes, attributes and variables it assigns."""
-    path = MODULES[mod]
-    if path.suffix == ".pyi":
+    if MODULES[mod].suffix == ".pyi":
         return set()
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = _tree(mod)
     defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     out = {n.name for n in ast.walk(tree) if isinstance(n, defs)}
     out |= {
@@ -222,9 +227,8 @@ def _private_uses(mod: str, ours: set[str]) -> Iterator[str]:
     module does not define itself; a library's own, like Textual's ``_on_key`` a widget
     overrides, is the library's business)."""
     path = MODULES[mod]
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     own = _defined(mod)
-    for node in ast.walk(tree):
+    for node in ast.walk(_tree(mod)):
         if (
             isinstance(node, ast.Attribute)
             and node.attr.startswith("_")

@@ -68,6 +68,20 @@ void copy_out(py::array_t<T>& dst, const std::vector<T>& src) {
     if (!src.empty()) std::memcpy(dst.mutable_data(), src.data(), src.size() * sizeof(T));
 }
 
+// The buffer of a bytes-like object (bytes, bytearray, memoryview, numpy array), held
+// (and so locked against resizing) for as long as the returned buffer_info lives.
+inline py::buffer_info bytes_of(const py::handle& obj, const char* name) {
+    if (!PyObject_CheckBuffer(obj.ptr()))
+        invalid(std::string(name) + " must be bytes-like (bytes, bytearray, memoryview), got " +
+                Py_TYPE(obj.ptr())->tp_name + "; encode text with .encode('utf-8')");
+    py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request();
+    if (!PyBuffer_IsContiguous(info.view(), 'C'))
+        invalid(std::string(name) + " must be a contiguous buffer; pass bytes(" + name + ")");
+    return info;
+}
+
+inline size_t nbytes(const py::buffer_info& b) { return static_cast<size_t>(b.size * b.itemsize); }
+
 // Registers quantize, score_matrix and Int8Index (index.cpp).
 void bind_index(py::module_& m);
 

@@ -39,18 +39,32 @@ size_t row_bytes(uint32_t type, size_t n) {
     return n / be * bb;
 }
 
+// A metadata value as Python has it: an array as its length (the reader skips arrays).
+py::object gguf_value(const lm::GgufValue& v) {
+    switch (v.kind) {
+        case lm::GgufValue::Int:
+            return v.unsigned64 ? py::int_(static_cast<uint64_t>(v.i)) : py::int_(v.i);
+        case lm::GgufValue::Float:
+            return py::float_(v.f);
+        case lm::GgufValue::Bool:
+            return py::bool_(v.i != 0);
+        case lm::GgufValue::String:
+            return py::str(v.s);  // checked UTF-8 by the reader
+        case lm::GgufValue::Array:
+            return py::int_(v.array_len);
+    }
+    return py::none();
+}
+
 py::dict gguf_info(const std::string& path) {
     lm::GgufFile f(path);
     py::dict meta;
     py::list tensors;
     // Scalars only: the tokenizer's arrays are read by llama.cpp's vocabulary, not here.
     for (const char* k : {"general.architecture", "general.name", "general.alignment"}) {
-        if (const lm::GgufValue* v = f.find(k)) {
-            if (v->kind == lm::GgufValue::String)
-                meta[k] = v->s;
-            else if (v->kind == lm::GgufValue::Int)
-                meta[k] = v->i;
-        }
+        const lm::GgufValue* v = f.find(k);
+        if (v != nullptr && (v->kind == lm::GgufValue::String || v->kind == lm::GgufValue::Int))
+            meta[k] = gguf_value(*v);
     }
     for (const auto& t : f.tensors()) {
         py::dict d;
@@ -78,28 +92,7 @@ py::dict gguf_metadata(const std::string& path) {
     }
     py::dict out;
     out["GGUF.version"] = f->version();
-    for (const auto& [key, v] : f->metadata()) {
-        switch (v.kind) {
-            case lm::GgufValue::Int:
-                if (v.unsigned64)
-                    out[key.c_str()] = py::int_(static_cast<uint64_t>(v.i));
-                else
-                    out[key.c_str()] = py::int_(v.i);
-                break;
-            case lm::GgufValue::Float:
-                out[key.c_str()] = v.f;
-                break;
-            case lm::GgufValue::Bool:
-                out[key.c_str()] = v.i != 0;
-                break;
-            case lm::GgufValue::String:
-                out[key.c_str()] = v.s;  // checked UTF-8 by the reader
-                break;
-            case lm::GgufValue::Array:
-                out[key.c_str()] = v.array_len;
-                break;
-        }
-    }
+    for (const auto& [key, v] : f->metadata()) out[key.c_str()] = gguf_value(v);
     return out;
 }
 

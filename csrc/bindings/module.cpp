@@ -14,11 +14,14 @@
 #include "common/cpu.h"
 #include "common/crc32c.h"
 #include "common/errors.h"
+#include "common/kernel_choice.h"
 #include "common/thread_pool.h"
 #include "index/kernels.h"
 
 namespace py = pybind11;
+using lm_py::bytes_of;
 using lm_py::invalid;
+using lm_py::nbytes;
 using lm_py::ReleaseGil;
 using lm_py::require;
 
@@ -42,7 +45,7 @@ py::dict build_info() {
     for (const lm::Kernel* k : lm::compiled_kernels()) compiled.append(k->name);
     d["kernels_available"] = avail;
     d["kernels_compiled"] = compiled;
-    d["kernel_override_error"] = lm::kernel_override_error();
+    d["kernel_override_error"] = lm::kernel_request_error();
     d["cpu_features"] = lm::cpu_feature_string();
     d["hardware_threads"] = lm::hardware_threads();
 #if defined(__clang__)
@@ -100,9 +103,8 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "crc32c",
         [](const py::buffer& data, uint32_t crc, bool portable) {
-            py::buffer_info info = data.request();
-            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
-            const size_t n = static_cast<size_t>(info.size * info.itemsize);
+            const py::buffer_info info = bytes_of(data, "data");
+            const size_t n = nbytes(info);
             ReleaseGil release;
             return portable ? lm::crc32c_portable(info.ptr, n, crc) : lm::crc32c(info.ptr, n, crc);
         },
@@ -119,9 +121,8 @@ PYBIND11_MODULE(_core, m) {
                 n = *nonce;
                 if (n.size() != lm::kAeadNonceBytes) invalid("nonce must be 24 bytes");
             }
-            py::buffer_info info = data.request();
-            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("data must be contiguous");
-            const size_t len = static_cast<size_t>(info.size * info.itemsize);
+            const py::buffer_info info = bytes_of(data, "data");
+            const size_t len = nbytes(info);
             std::string out(len + lm::kAeadOverhead, '\0');
             {
                 ReleaseGil release;
@@ -140,9 +141,8 @@ PYBIND11_MODULE(_core, m) {
         [](const py::bytes& key, const py::buffer& sealed, const py::bytes& ad) {
             const std::string k = key, a = ad;
             if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
-            py::buffer_info info = sealed.request();
-            if (!PyBuffer_IsContiguous(info.view(), 'C')) invalid("sealed must be contiguous");
-            const size_t len = static_cast<size_t>(info.size * info.itemsize);
+            const py::buffer_info info = bytes_of(sealed, "sealed");
+            const size_t len = nbytes(info);
             std::string out(len >= lm::kAeadOverhead ? len - lm::kAeadOverhead : 0, '\0');
             bool ok;
             {

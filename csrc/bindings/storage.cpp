@@ -17,20 +17,6 @@ lm::SyncMode sync_mode_from(const std::string& s) {
     invalid("sync must be 'always', 'batch' (group commit, the default) or 'off', got '" + s + "'");
 }
 
-// The buffer of a bytes-like object (bytes, bytearray, memoryview, numpy array), held
-// (and so locked against resizing) for as long as the returned buffer_info lives.
-py::buffer_info bytes_of(const py::handle& obj, const char* name) {
-    if (!PyObject_CheckBuffer(obj.ptr()))
-        invalid(std::string(name) + " must be bytes-like (bytes, bytearray, memoryview), got " +
-                Py_TYPE(obj.ptr())->tp_name + "; encode text with .encode('utf-8')");
-    py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request();
-    if (!PyBuffer_IsContiguous(info.view(), 'C'))
-        invalid(std::string(name) + " must be a contiguous buffer; pass bytes(" + name + ")");
-    return info;
-}
-
-size_t nbytes(const py::buffer_info& b) { return static_cast<size_t>(b.size * b.itemsize); }
-
 uint32_t record_type_from(int64_t t) {
     if (t < 0 || t >= 0xFFFFFFFFll)
         invalid(

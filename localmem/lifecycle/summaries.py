@@ -26,7 +26,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from localmem.catalog import Row
-from localmem.items import MemoryItem
+from localmem.items import MemoryItem, Progress
 from localmem.memstore import MemoryStore
 from localmem.text import extract
 from localmem.text.validate import check_item
@@ -146,14 +146,19 @@ def step(
     limit: int,
     *,
     cancel: threading.Event | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Summarizes up to ``limit`` of the ``pending`` conversations, oldest first; returns
-    how many summaries it stored. ``cancel`` stops it after the current generation."""
+    how many summaries it stored. ``cancel`` stops it after the current generation;
+    ``progress(done, total)`` is called after each conversation."""
     done = 0
-    for session, _ in pending(records, now, limit):
+    todo = pending(records, now, limit)
+    for n, (session, _) in enumerate(todo, 1):
         if cancel is not None and cancel.is_set():
             break
         done += summarize_session(records, llm, session, now, cancel=cancel) is not None
+        if progress is not None:
+            progress(n, len(todo))
     return done
 
 

@@ -76,17 +76,7 @@ class Upkeep:
         progress: Progress | None,
     ) -> int:
         """What ``Memory.summarize_ended`` does: one conversation at a time, oldest first."""
-        records = self.records
-        done = 0
         with self._lock:
-            todo = summaries.pending(records, records.clock(), limit)
-            for n, (session, _) in enumerate(todo, 1):
-                if cancel is not None and cancel.is_set():
-                    break
-                got = summaries.summarize_session(
-                    records, llm, session, records.clock(), cancel=cancel
-                )
-                done += got is not None
-                if progress is not None:
-                    progress(n, len(todo))
-        return done
+            return summaries.step(
+                self.records, llm, self.records.clock(), limit, cancel=cancel, progress=progress
+            )

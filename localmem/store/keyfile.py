@@ -76,12 +76,9 @@ def create(
             f"{path / KEY_FILE} exists: this store already has a key (rewrap changes its "
             "passphrase)"
         )
-    p = dict(ARGON2 if params is None else params)
-    for k, (lo, hi) in _LIMITS.items():
-        if isinstance(p.get(k), bool) or not isinstance(p.get(k), int) or not lo <= p[k] <= hi:
-            raise InvalidArgumentError(f"Argon2id {k} must be an int in [{lo}, {hi}]")
+    p = _checked_params(ARGON2 if params is None else params, InvalidArgumentError)
     dek = secrets.token_bytes(32)
-    _write(path, dek, store_id, passphrase, {k: int(p[k]) for k in _LIMITS})
+    _write(path, dek, store_id, passphrase, p)
     return dek
 
 
@@ -89,11 +86,13 @@ def unlock(path: Path, passphrase: str) -> bytes:
     """The data key of the store at ``path``. EncryptionKeyError for a wrong passphrase (or a
     changed key file: authentication cannot tell them apart); CorruptFileError for a key file
     that is not one."""
-    doc = read(path)
+    return _unwrap(path, read(path), passphrase)
+
+
+def _unwrap(path: Path, doc: dict[str, Any], passphrase: str) -> bytes:
     header = {k: v for k, v in doc.items() if k != "wrapped"}
     a = doc["argon2id"]
-    params = {k: a[k] for k in ARGON2}
-    kek = _kek(passphrase, bytes.fromhex(a["salt"]), params)
+    kek = _kek(passphrase, bytes.fromhex(a["salt"]), _params(doc))
     try:
         return _core.aead_open(kek, bytes.fromhex(doc["wrapped"]), _ad(header))
     except CorruptFileError:
@@ -106,9 +105,8 @@ def unlock(path: Path, passphrase: str) -> bytes:
 def rewrap(path: Path, passphrase: str, new_passphrase: str) -> None:
     """Wraps the store's data key with ``new_passphrase`` (fresh salt; the data untouched)."""
     doc = read(path)
-    dek = unlock(path, passphrase)
-    a = doc["argon2id"]
-    _write(path, dek, doc["store_id"], new_passphrase, {k: a[k] for k in ARGON2})
+    dek = _unwrap(path, doc, passphrase)
+    _write(path, dek, doc["store_id"], new_passphrase, _params(doc))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -126,7 +124,7 @@ def read(path: Path) -> dict[str, Any]:
         a = doc["argon2id"]
         if len(bytes.fromhex(a["salt"])) != 16 or len(bytes.fromhex(doc["wrapped"])) != 72:
             raise ValueError("salt or wrapped key of the wrong size")
-        _checked_params({k: a[k] for k in ARGON2}, path)
+        _checked_params(a, ValueError)
         if not isinstance(doc["store_id"], str):
             raise ValueError("store_id")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -134,9 +132,15 @@ def read(path: Path) -> dict[str, Any]:
     return dict(doc)
 
 
-def _checked_params(params: dict[str, Any], path: Path) -> dict[str, int]:
+def _params(doc: dict[str, Any]) -> dict[str, int]:
+    """The Argon2id parameters a (``read``-checked) key file records."""
+    return {k: int(doc["argon2id"][k]) for k in ARGON2}
+
+
+def _checked_params(params: dict[str, Any], error: type[Exception]) -> dict[str, int]:
+    """The Argon2id parameters, each an int within ``_LIMITS`` (else ``error``)."""
     for k, (lo, hi) in _LIMITS.items():
         v = params.get(k)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise CorruptFileError(f"{path / KEY_FILE}: Argon2id {k} {v!r} is out of range")
+            raise error(f"Argon2id {k} must be an int in [{lo}, {hi}], got {v!r}")
     return {k: int(params[k]) for k in _LIMITS}

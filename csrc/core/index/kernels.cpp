@@ -42,6 +42,4 @@ const Kernel& active_kernel() {
     return k;
 }
 
-const std::string& kernel_override_error() { return kernel_request_error(); }
-
 }  // namespace lm

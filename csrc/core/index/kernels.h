@@ -67,7 +67,5 @@ const Kernel* find_kernel(const std::string& name);
 // The kernel chosen once at start-up (common/kernel_choice.h): the best available, at most
 // the one LOCALMEM_KERNEL names.
 const Kernel& active_kernel();
-// Why LOCALMEM_KERNEL could not be honoured, or "" when it was (or was not set).
-const std::string& kernel_override_error();
 
 }  // namespace lm
