@@ -304,7 +304,7 @@ class Memory:
         memory, in id order — forgotten ones too, until their purge; an item that cannot be
         decoded here is left out with a warning."""
         ids = self._open().store_ids()
-        return len(ids), self.records.records(ids)
+        return len(ids), self.records.memories(ids)
 
     def import_records(
         self, items: Iterable[tuple[Any, Any, Any]], progress: Progress | None = None

@@ -270,7 +270,7 @@ class MemoryStore:
         """The ids of every item the store holds (forgotten memories too), in order."""
         return sorted(self.store.ids())
 
-    def records(self, ids: Sequence[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    def memories(self, ids: Sequence[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
         """(id, text, metadata with every key) of the memories ``ids`` name; an item that
         cannot be decoded here, or is gone, is skipped (with a warning)."""
         for id in ids:
