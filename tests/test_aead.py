@@ -58,3 +58,26 @@ def test_nonces_are_random_and_the_arguments_checked():
     with pytest.raises(errors.InvalidArgumentError, match="nonce must be 24 bytes"):
         _core.aead_seal(key, b"x", b"", b"\0" * 12)
     assert _core.aead_open(key, _core.aead_seal(key, memoryview(b"view"))) == b"view"
+
+
+def test_one_key_object_never_repeats_a_nonce_even_across_fork():
+    """A store key seals every record: its nonces are a random 128-bit prefix and a 64-bit
+    count. A forked child must not continue its parent's count under the same prefix."""
+    key = _core.AeadKey(os.urandom(32))
+    seen = [key.seal(b"m")[:24] for _ in range(1000)]
+    assert len(set(seen)) == 1000 and len({n[:16] for n in seen}) == 1  # one prefix, counted
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: seal once, send the nonce, leave at once
+        os.write(w, key.seal(b"m")[:24])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 24)
+    os.close(r)
+    os.close(w)
+    mine = key.seal(b"m")[:24]
+    assert child[:16] != mine[:16] and child not in seen  # the child drew its own prefix
+    assert key.open(key.seal(b"data", b"ad"), b"ad") == b"data"
+    same = os.urandom(32)
+    assert _core.AeadKey(same).key_id == _core.AeadKey(same).key_id != 0
+    assert _core.AeadKey(same).key_id != _core.AeadKey(os.urandom(32)).key_id

@@ -173,6 +173,37 @@ def test_fuzz_index_files(tmp_path, rng):
     tally.add("fuzzed files read: index files", n)
 
 
+def test_fuzz_sealed_index_files(tmp_path, rng):
+    """An encrypted store's index snapshot (sealed in chunks): every damage is refused, as
+    damage (CorruptFileError), never as another key; what loads is the index written."""
+    import os
+
+    key = _core.AeadKey(os.urandom(32))
+    ix = Int8Index(16, metric="cos")
+    vecs = rng.standard_normal((3000, 16)).astype(np.float32)
+    ix.add(np.arange(3000, dtype=np.int64), vecs)
+    base = tmp_path / "base.lmix"
+    ix.save(base, key=key)
+    original = base.read_bytes()
+    assert original[:8] == b"LMSEALED" and vecs[0].tobytes() not in original
+    want = ix.search(vecs[:4], 5)
+    r = random.Random(5)
+    path = tmp_path / "fuzz.lmix"
+    n, loaded = 1500, 0
+    for case in range(n):
+        bad = mutate(original, r)
+        path.write_bytes(bad)
+        try:
+            got = Int8Index.load(path, key=key)
+        except (CorruptFileError, StorageError):
+            continue
+        loaded += bad != original
+        for a, b in zip(got.search(vecs[:4], 5), want, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"case {case}")
+    assert loaded == 0  # authentication leaves no damage unnoticed
+    tally.add("fuzzed files read: sealed index files", n)
+
+
 def test_fuzz_manifests(tmp_path):
     m = Manifest(
         dim=384,

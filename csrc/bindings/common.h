@@ -6,14 +6,19 @@
 #include <pybind11/pybind11.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "common/aead.h"
 #include "common/errors.h"
 
 namespace lm_py {
 
 namespace py = pybind11;
+
+// An optional store key as Python passes it (an _core.AeadKey or None).
+using KeyArg = std::shared_ptr<lm::AeadKey>;
 
 [[noreturn]] inline void invalid(const std::string& msg) { throw lm::InvalidArgument(msg); }
 

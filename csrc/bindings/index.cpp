@@ -230,18 +230,19 @@ void bind_index(py::module_& m) {
             py::arg("ids"))
         .def(
             "save",
-            [](lm::Int8Index& ix, const std::string& path) {
+            [](lm::Int8Index& ix, const std::string& path, const KeyArg& key) {
                 ReleaseGil release;
-                ix.save(path);
+                ix.save(path, key.get());
             },
-            py::arg("path"))
+            py::arg("path"), py::arg("key") = py::none())
         .def_static(
             "load",
-            [](const std::string& path, bool mmap, bool verify) {
+            [](const std::string& path, bool mmap, bool verify, const KeyArg& key) {
                 ReleaseGil release;
-                return lm::Int8Index::load(path, mmap, verify);
+                return lm::Int8Index::load(path, mmap, verify, key.get());
             },
-            py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true);
+            py::arg("path"), py::arg("mmap") = true, py::arg("verify") = true,
+            py::arg("key") = py::none());
 }
 
 }  // namespace lm_py

@@ -71,6 +71,52 @@ py::dict build_info() {
     return d;
 }
 
+lm::AeadKey key_of(const py::bytes& key) {
+    const std::string k = key;
+    if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
+    return lm::AeadKey(reinterpret_cast<const uint8_t*>(k.data()));
+}
+
+py::bytes seal(const lm::AeadKey& key, const py::buffer& data, const py::bytes& ad,
+               const std::optional<py::bytes>& nonce) {
+    const std::string a = ad;
+    std::string n;
+    if (nonce) {
+        n = *nonce;
+        if (n.size() != lm::kAeadNonceBytes) invalid("nonce must be 24 bytes");
+    }
+    const py::buffer_info info = bytes_of(data, "data");
+    const size_t len = nbytes(info);
+    std::string out(len + lm::kAeadOverhead, '\0');
+    {
+        ReleaseGil release;
+        key.seal(static_cast<const uint8_t*>(info.ptr), len,
+                 reinterpret_cast<const uint8_t*>(a.data()), a.size(),
+                 reinterpret_cast<uint8_t*>(out.data()),
+                 nonce ? reinterpret_cast<const uint8_t*>(n.data()) : nullptr);
+    }
+    return py::bytes(out);
+}
+
+py::bytes open_sealed(const lm::AeadKey& key, const py::buffer& sealed, const py::bytes& ad) {
+    const std::string a = ad;
+    const py::buffer_info info = bytes_of(sealed, "sealed");
+    const size_t len = nbytes(info);
+    std::string out(len >= lm::kAeadOverhead ? len - lm::kAeadOverhead : 0, '\0');
+    bool ok;
+    {
+        ReleaseGil release;
+        ok = key.open(static_cast<const uint8_t*>(info.ptr), len,
+                      reinterpret_cast<const uint8_t*>(a.data()), a.size(),
+                      reinterpret_cast<uint8_t*>(out.data()));
+    }
+    if (!ok)
+        throw lm::CorruptFile(
+            "sealed data failed authentication: it was damaged or cut short, or it was sealed "
+            "with another key or other associated data");
+    return py::bytes(out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -87,6 +133,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("UnknownIdError", e.what());
         } catch (const lm::CorruptFile& e) {
             raise_as("CorruptFileError", e.what());
+        } catch (const lm::KeyMismatch& e) {
+            raise_as("EncryptionKeyError", e.what());
         } catch (const lm::IoError& e) {
             const bool full = e.code == ENOSPC || e.code == EDQUOT;
             raise_as(full ? "StorageFullError" : "StorageError", e.what());
@@ -110,56 +158,42 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("data"), py::arg("crc") = 0, py::arg("portable") = false);
 
+    // A store's data key, held natively: the log, the arena and the index seal with it
+    // without the GIL. The Python bytes it was made from are the caller's to drop.
+    py::class_<lm::AeadKey, lm_py::KeyArg>(m, "AeadKey")
+        .def(py::init([](const py::bytes& key) {
+                 const std::string k = key;
+                 if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
+                 return std::make_shared<lm::AeadKey>(reinterpret_cast<const uint8_t*>(k.data()));
+             }),
+             py::arg("key"))
+        .def_property_readonly("key_id", &lm::AeadKey::key_id)
+        .def(
+            "seal",
+            [](const lm::AeadKey& key, const py::buffer& data, const py::bytes& ad,
+               const std::optional<py::bytes>& nonce) { return seal(key, data, ad, nonce); },
+            py::arg("data"), py::arg("ad") = py::bytes(), py::arg("nonce") = py::none(),
+            "XChaCha20-Poly1305: nonce (24 bytes, unique unless given) | ciphertext | tag (16).")
+        .def(
+            "open",
+            [](const lm::AeadKey& key, const py::buffer& sealed, const py::bytes& ad) {
+                return open_sealed(key, sealed, ad);
+            },
+            py::arg("sealed"), py::arg("ad") = py::bytes(),
+            "Opens what seal sealed; CorruptFileError if it fails authentication.");
     m.def(
         "aead_seal",
         [](const py::bytes& key, const py::buffer& data, const py::bytes& ad,
-           const std::optional<py::bytes>& nonce) {
-            const std::string k = key, a = ad;
-            if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
-            std::string n;
-            if (nonce) {
-                n = *nonce;
-                if (n.size() != lm::kAeadNonceBytes) invalid("nonce must be 24 bytes");
-            }
-            const py::buffer_info info = bytes_of(data, "data");
-            const size_t len = nbytes(info);
-            std::string out(len + lm::kAeadOverhead, '\0');
-            {
-                ReleaseGil release;
-                const lm::AeadKey ak(reinterpret_cast<const uint8_t*>(k.data()));
-                ak.seal(static_cast<const uint8_t*>(info.ptr), len,
-                        reinterpret_cast<const uint8_t*>(a.data()), a.size(),
-                        reinterpret_cast<uint8_t*>(out.data()),
-                        nonce ? reinterpret_cast<const uint8_t*>(n.data()) : nullptr);
-            }
-            return py::bytes(out);
-        },
+           const std::optional<py::bytes>& nonce) { return seal(key_of(key), data, ad, nonce); },
         py::arg("key"), py::arg("data"), py::arg("ad") = py::bytes(), py::arg("nonce") = py::none(),
-        "XChaCha20-Poly1305: nonce (24 bytes, random unless given) | ciphertext | tag (16).");
+        "AeadKey(key).seal(data, ad, nonce), for a key used once.");
     m.def(
         "aead_open",
         [](const py::bytes& key, const py::buffer& sealed, const py::bytes& ad) {
-            const std::string k = key, a = ad;
-            if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
-            const py::buffer_info info = bytes_of(sealed, "sealed");
-            const size_t len = nbytes(info);
-            std::string out(len >= lm::kAeadOverhead ? len - lm::kAeadOverhead : 0, '\0');
-            bool ok;
-            {
-                ReleaseGil release;
-                const lm::AeadKey ak(reinterpret_cast<const uint8_t*>(k.data()));
-                ok = ak.open(static_cast<const uint8_t*>(info.ptr), len,
-                             reinterpret_cast<const uint8_t*>(a.data()), a.size(),
-                             reinterpret_cast<uint8_t*>(out.data()));
-            }
-            if (!ok)
-                throw lm::CorruptFile(
-                    "sealed data failed authentication: it was damaged or cut short, or it "
-                    "was sealed with another key or other associated data");
-            return py::bytes(out);
+            return open_sealed(key_of(key), sealed, ad);
         },
         py::arg("key"), py::arg("sealed"), py::arg("ad") = py::bytes(),
-        "Opens what aead_seal sealed; CorruptFileError if it fails authentication.");
+        "AeadKey(key).open(sealed, ad), for a key used once.");
 
     lm_py::bind_index(m);
     lm_py::bind_storage(m);

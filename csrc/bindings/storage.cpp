@@ -65,8 +65,10 @@ py::dict scan_dict(const lm::BlobScan& s) {
 void bind_storage(py::module_& m) {
     py::class_<lm::Wal, std::shared_ptr<lm::Wal>>(m, "Wal")
         .def(py::init([](const std::string& dir, const std::string& sync, uint64_t segment_bytes,
-                         uint32_t group_commit_us, uint64_t start_lsn, uint64_t prealloc_bytes) {
+                         uint32_t group_commit_us, uint64_t start_lsn, uint64_t prealloc_bytes,
+                         const KeyArg& key) {
                  lm::WalOptions o;
+                 o.key = key;
                  o.sync = sync_mode_from(sync);
                  o.segment_bytes = segment_bytes;
                  o.group_commit_us = group_commit_us;
@@ -77,7 +79,7 @@ void bind_storage(py::module_& m) {
              }),
              py::arg("dir"), py::arg("sync") = "batch", py::arg("segment_bytes") = 64u << 20,
              py::arg("group_commit_us") = 0, py::arg("start_lsn") = 1,
-             py::arg("prealloc_bytes") = 1u << 20)
+             py::arg("prealloc_bytes") = 1u << 20, py::arg("key") = py::none())
         .def("recover",
              [](lm::Wal& w) {
                  lm::WalDamage d;
@@ -167,13 +169,18 @@ void bind_storage(py::module_& m) {
         });
 
     py::class_<lm::BlobArena, std::shared_ptr<lm::BlobArena>>(m, "BlobArena")
-        .def_static("create", &lm::BlobArena::create, py::arg("path"), py::arg("generation"),
-                    py::call_guard<ReleaseGil>())
-        .def(py::init([](const std::string& path, uint64_t generation) {
+        .def_static(
+            "create",
+            [](const std::string& path, uint64_t generation, const KeyArg& key) {
+                ReleaseGil release;
+                lm::BlobArena::create(path, generation, key);
+            },
+            py::arg("path"), py::arg("generation"), py::arg("key") = py::none())
+        .def(py::init([](const std::string& path, uint64_t generation, const KeyArg& key) {
                  ReleaseGil release;
-                 return std::make_unique<lm::BlobArena>(path, generation);
+                 return std::make_unique<lm::BlobArena>(path, generation, key);
              }),
-             py::arg("path"), py::arg("generation"))
+             py::arg("path"), py::arg("generation"), py::arg("key") = py::none())
         .def(
             "refresh",
             [](lm::BlobArena& a, uint64_t max_lsn) {
@@ -240,7 +247,21 @@ void bind_storage(py::module_& m) {
             py::arg("keys"), py::arg("lsns"), py::arg("flags"), py::arg("payloads"))
         .def(
             "view",
-            [](lm::BlobArena& a, uint64_t offset, uint32_t length, bool verify) {
+            [](lm::BlobArena& a, uint64_t offset, uint32_t length, bool verify) -> py::array {
+                if (a.encrypted()) {
+                    // Decrypted into memory the array owns: plaintext never goes to disk,
+                    // and lives as long as the caller keeps the array.
+                    std::vector<uint8_t> plain;
+                    {
+                        ReleaseGil release;
+                        plain = a.open(offset, length);
+                    }
+                    py::array_t<uint8_t> arr(static_cast<py::ssize_t>(plain.size()));
+                    if (!plain.empty()) std::memcpy(arr.mutable_data(), plain.data(), plain.size());
+                    std::fill(plain.begin(), plain.end(), 0);
+                    arr.attr("setflags")(py::arg("write") = false);
+                    return arr;
+                }
                 auto [mapping, ptr] = a.view(offset, length, verify);
                 // The array's base owns a reference to the mapping: the bytes stay mapped for
                 // as long as any view (or a numpy/memoryview slice of it) is alive.
@@ -253,7 +274,8 @@ void bind_storage(py::module_& m) {
             },
             py::arg("offset"), py::arg("length"), py::arg("verify") = false,
             "A read-only zero-copy uint8 array over a blob's payload (verify: its checksum "
-            "checked first).")
+            "checked first); of an encrypted arena, the payload authenticated and decrypted "
+            "(a copy), whatever verify says.")
         .def("sync", &lm::BlobArena::sync, py::call_guard<ReleaseGil>())
         .def(
             "copy_to",
@@ -269,6 +291,10 @@ void bind_storage(py::module_& m) {
             },
             py::arg("path"), py::arg("generation"), py::arg("offsets"))
         .def_property_readonly("generation", &lm::BlobArena::generation)
+        .def_property_readonly(
+            "overhead",
+            [](const lm::BlobArena& a) { return a.encrypted() ? lm::kAeadOverhead : size_t{0}; },
+            "Bytes a blob takes beyond its plaintext (the AEAD's, if any).")
         .def_property_readonly("end", &lm::BlobArena::end)
         .def_property_readonly("last_lsn", &lm::BlobArena::last_lsn)
         .def_property_readonly("path", &lm::BlobArena::path);

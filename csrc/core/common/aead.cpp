@@ -1,8 +1,10 @@
 #include "common/aead.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -25,7 +27,41 @@ void random_bytes(void* out, size_t n) {
     }
 }
 
-AeadKey::AeadKey(const uint8_t key[kAeadKeyBytes]) { std::memcpy(key_, key, kAeadKeyBytes); }
+namespace {
+
+// Bumped in every forked child, so a key object copied into it by fork() draws a new nonce
+// prefix instead of continuing its parent's count (two processes, one nonce).
+std::atomic<uint64_t> g_fork_generation{0};
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+const int g_fork_hook = ::pthread_atfork(nullptr, nullptr, on_fork_child);
+
+}  // namespace
+
+AeadKey::AeadKey(const uint8_t key[kAeadKeyBytes]) {
+    (void)g_fork_hook;
+    std::memcpy(key_, key, kAeadKeyBytes);
+    static const char label[] = "localmem key id";
+    uint8_t h[8];
+    crypto_blake2b_keyed(h, sizeof h, key_, sizeof key_, reinterpret_cast<const uint8_t*>(label),
+                         sizeof label - 1);
+    uint32_t id;
+    std::memcpy(&id, h, sizeof id);
+    key_id_ = id == 0 ? 1 : id;
+    crypto_wipe(h, sizeof h);
+}
+
+void AeadKey::next_nonce(uint8_t out[kAeadNonceBytes]) const {
+    std::lock_guard lk(nonce_mu_);
+    const uint64_t gen = g_fork_generation.load(std::memory_order_relaxed);
+    if (gen != prefix_fork_) {
+        random_bytes(prefix_, sizeof prefix_);
+        counter_ = 0;
+        prefix_fork_ = gen;
+    }
+    std::memcpy(out, prefix_, sizeof prefix_);
+    const uint64_t c = counter_++;
+    for (int i = 0; i < 8; ++i) out[16 + i] = static_cast<uint8_t>(c >> (8 * i));
+}
 
 AeadKey::~AeadKey() { crypto_wipe(key_, sizeof key_); }
 
@@ -34,7 +70,7 @@ void AeadKey::seal(const uint8_t* plain, size_t n, const uint8_t* ad, size_t ad_
     if (nonce != nullptr)
         std::memcpy(out, nonce, kAeadNonceBytes);
     else
-        random_bytes(out, kAeadNonceBytes);
+        next_nonce(out);
     uint8_t* cipher = out + kAeadNonceBytes;
     crypto_aead_lock(cipher, cipher + n, key_, out, ad, ad_n, plain, n);
 }

@@ -1,12 +1,19 @@
 // Authenticated encryption for what a store writes encrypted: XChaCha20-Poly1305 from
 // Monocypher (csrc/third_party/monocypher; no hand-written cryptography). A sealed message is
-// nonce (24 bytes) | ciphertext | tag (16 bytes); the nonce is random (192 bits: collisions
-// are out of reach however many messages one key seals), and the associated data (a record's
-// header, a file's name) is authenticated with the message, not stored in it.
+// nonce (24 bytes) | ciphertext | tag (16 bytes), and the associated data (a record's header,
+// a file's name) is authenticated with the message, not stored in it.
+//
+// Nonces never repeat under one key: each AeadKey object draws a random 128-bit prefix from
+// the OS and counts the last 64 bits up, so a nonce costs no system call on the hot path (the
+// log seals every record); a forked child draws its own prefix before its first seal. Two
+// objects (or processes) holding one key share no state, and their prefixes collide with
+// probability 2^-128 per pair.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace lm {
@@ -26,8 +33,13 @@ public:
     AeadKey(const AeadKey&) = delete;
     AeadKey& operator=(const AeadKey&) = delete;
 
-    // Seals n bytes into out (n + kAeadOverhead bytes). A null nonce draws a random one
-    // (a given nonce is for tests: never seal two messages with one nonce).
+    // A 32-bit fingerprint of the key (keyed BLAKE2b of a fixed label; never 0), written in
+    // the headers of encrypted files so that a file sealed with another key is told apart
+    // from a damaged one. It reveals nothing usable about the key.
+    uint32_t key_id() const { return key_id_; }
+
+    // Seals n bytes into out (n + kAeadOverhead bytes). A null nonce takes the next unique
+    // one (a given nonce is for tests: never seal two messages with one nonce).
     void seal(const uint8_t* plain, size_t n, const uint8_t* ad, size_t ad_n, uint8_t* out,
               const uint8_t* nonce = nullptr) const;
     std::vector<uint8_t> seal(const uint8_t* plain, size_t n, const uint8_t* ad, size_t ad_n) const;
@@ -38,7 +50,19 @@ public:
     bool open(const uint8_t* sealed, size_t n, const uint8_t* ad, size_t ad_n, uint8_t* out) const;
 
 private:
+    void next_nonce(uint8_t out[kAeadNonceBytes]) const;
+
     uint8_t key_[kAeadKeyBytes];
+    uint32_t key_id_;
+    mutable std::mutex nonce_mu_;
+    mutable uint8_t prefix_[16] = {};
+    mutable uint64_t counter_ = 0;
+    mutable uint64_t prefix_fork_ = ~uint64_t{0};  // fork generation the prefix was drawn in
 };
+
+using SharedKey = std::shared_ptr<const AeadKey>;
+
+// Nonzero key ids as written in a header: 0 means "not encrypted".
+inline uint32_t key_id_of(const SharedKey& key) { return key ? key->key_id() : 0; }
 
 }  // namespace lm

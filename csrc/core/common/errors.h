@@ -28,6 +28,12 @@ struct CorruptFile : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A file encrypted with another key than the one given, or encrypted when no key was given,
+// or plain when one was (-> localmem.errors.EncryptionKeyError): never damage, never repaired.
+struct KeyMismatch : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // An operating-system call failed: open, write, fsync, mmap, rename (-> StorageError;
 // StorageFullError when errno says the disk or the quota is full).
 struct IoError : std::runtime_error {

@@ -12,6 +12,7 @@
 
 #include "common/errors.h"
 #include "common/file_util.h"
+#include "monocypher/monocypher.h"
 
 namespace lm {
 
@@ -62,12 +63,29 @@ FileBytes::FileBytes(const std::string& path, bool use_mmap) {
     data_ = static_cast<const uint8_t*>(buf);
 }
 
+FileBytes::FileBytes(size_t size) : size_(size) {
+    if (size_ == 0) return;
+    constexpr size_t kPage = 4096;
+    const size_t bytes = (size_ + kPage - 1) / kPage * kPage;
+    void* buf = std::aligned_alloc(kPage, bytes);
+    if (buf == nullptr) throw IoError("out of memory (" + std::to_string(size_) + " bytes)");
+#ifdef MADV_DONTDUMP
+    // It holds what a file decrypted to: keep it out of core dumps (best effort).
+    ::madvise(buf, bytes, MADV_DONTDUMP);
+#endif
+    std::memset(buf, 0, size_);
+    data_ = static_cast<const uint8_t*>(buf);
+    owned_ = true;
+}
+
 FileBytes::~FileBytes() {
     if (data_ == nullptr) return;
-    if (mapped_)
+    if (mapped_) {
         ::munmap(const_cast<uint8_t*>(data_), size_);
-    else
+    } else {
+        if (owned_) crypto_wipe(const_cast<uint8_t*>(data_), size_);  // plaintext: wiped
         std::free(const_cast<uint8_t*>(data_));
+    }
 }
 
 AtomicFileWriter::AtomicFileWriter(std::string path)

@@ -12,11 +12,15 @@ class FileBytes {
 public:
     // Opens `path` and maps it (use_mmap) or reads it. Throws IoError on failure.
     FileBytes(const std::string& path, bool use_mmap);
+    // `size` zeroed bytes on the heap (page-aligned, left out of core dumps), for a caller to
+    // fill (a decrypted file). Wiped when freed.
+    explicit FileBytes(size_t size);
     ~FileBytes();
     FileBytes(const FileBytes&) = delete;
     FileBytes& operator=(const FileBytes&) = delete;
 
     const uint8_t* data() const { return data_; }
+    uint8_t* mutable_data() { return mapped_ ? nullptr : const_cast<uint8_t*>(data_); }
     size_t size() const { return size_; }
     bool mapped() const { return mapped_; }
 
@@ -24,6 +28,7 @@ private:
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
     bool mapped_ = false;
+    bool owned_ = false;  // made by FileBytes(size): a decrypted file, wiped when freed
 };
 
 // Writes a file so that a crash leaves either the old file or the complete new one:

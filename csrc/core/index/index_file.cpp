@@ -7,6 +7,9 @@
 //   body:   i64 ids[rows] | f32 scales[blocks*16] | i8 codes[blocks*16*stride] (blocked)
 //           | u32 fp32_rows[n_fp32] (ascending) | f32 fp32[n_fp32*dim]
 //
+// In an encrypted store the same bytes are sealed (common/sealed_file.h, kind kSealedKind)
+// and read back whole into memory.
+//
 // Row sums are not stored: they are recomputed on load, in the same pass that checks every
 // code is in [-127, 127] (a -128 would break the sign trick of the AVX2 kernel).
 #include <cmath>
@@ -15,6 +18,7 @@
 
 #include "common/crc32c.h"
 #include "common/errors.h"
+#include "common/sealed_file.h"
 #include "index/int8_index.h"
 
 namespace lm {
@@ -23,6 +27,7 @@ namespace {
 constexpr char kMagic[8] = {'L', 'M', 'I', 'N', 'T', '8', 'I', 'X'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderBytes = 128;
+constexpr uint32_t kSealedKind = 1;  // sealed_file kind of an index snapshot
 
 size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 
@@ -59,13 +64,24 @@ T get(const uint8_t* h, size_t off) {
 
 }  // namespace
 
-void Int8Index::save(const std::string& path) {
+void Int8Index::save(const std::string& path, const AeadKey* key) {
     std::unique_lock lk(mu_);
     compact_locked();
-    write_file(path);
+    write_file(path, key);
 }
 
-void Int8Index::write_file(const std::string& path) const {
+void Int8Index::write_file(const std::string& path, const AeadKey* key) const {
+    if (key != nullptr) {
+        SealedFileWriter out(path, *key, kSealedKind);
+        write_to(out);
+    } else {
+        AtomicFileWriter out(path);
+        write_to(out);
+    }
+}
+
+template <class Out>
+void Int8Index::write_to(Out& out) const {
     const size_t n_fp32 = fp32_.size() / dim_;
     const Layout l = layout_for(rows_, dim_, stride_, n_fp32);
     const size_t padded = blocks_for_rows(rows_);
@@ -110,7 +126,6 @@ void Int8Index::write_file(const std::string& path) const {
     put<uint32_t>(h, 56, crc);
     put<uint32_t>(h, 124, crc32c(h, 124));
 
-    AtomicFileWriter out(path);
     out.write(h, kHeaderBytes);
     for (const Piece& p : pieces) {
         out.pad_to(p.offset);
@@ -119,8 +134,17 @@ void Int8Index::write_file(const std::string& path) const {
     out.commit();
 }
 
-std::unique_ptr<Int8Index> Int8Index::load(const std::string& path, bool use_mmap, bool verify) {
-    auto file = std::make_shared<FileBytes>(path, use_mmap);
+std::unique_ptr<Int8Index> Int8Index::load(const std::string& path, bool use_mmap, bool verify,
+                                           const AeadKey* key) {
+    auto file = std::make_shared<FileBytes>(path, use_mmap && key == nullptr);
+    if (is_sealed_file(file->data(), file->size())) {
+        if (key == nullptr) throw KeyMismatch(path + " is encrypted: open the store with its key");
+        file = read_sealed_file(path, file->data(), file->size(), *key, kSealedKind);
+    } else if (key != nullptr) {
+        // Not an encryption mismatch of the store (its other files opened with this key):
+        // a plain snapshot here is damage, rebuilt from the arena like any other.
+        corrupt(path, "is not encrypted, in an encrypted store");
+    }
     const uint8_t* h = file->data();
     const size_t size = file->size();
     if (size < kHeaderBytes)

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/aead.h"
 #include "common/aligned.h"
 #include "common/mapped_file.h"
 #include "index/kernels.h"
@@ -69,12 +70,17 @@ public:
     void get_codes(const int64_t* ids, size_t n, int8_t* codes, float* scales) const;
 
     // Writes the live rows to `path` atomically (compacting first).
-    void save(const std::string& path);
-    static std::unique_ptr<Int8Index> load(const std::string& path, bool use_mmap, bool verify);
+    // With a key, the file is sealed (common/sealed_file.h) and load() decrypts it whole into
+    // memory; without one it is the plain format, mapped in place.
+    void save(const std::string& path, const AeadKey* key = nullptr);
+    static std::unique_ptr<Int8Index> load(const std::string& path, bool use_mmap, bool verify,
+                                           const AeadKey* key = nullptr);
 
 private:
     size_t compact_locked();
-    void write_file(const std::string& path) const;
+    void write_file(const std::string& path, const AeadKey* key) const;
+    template <class Out>
+    void write_to(Out& out) const;
     uint32_t row_of(int64_t id) const;  // throws UnknownId
     bool live(size_t row) const { return (live_[row / 64] >> (row % 64)) & 1; }
     void resize_rows(size_t rows);                // grows or shrinks every column to hold `rows`

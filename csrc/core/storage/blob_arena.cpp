@@ -16,12 +16,15 @@ namespace lm {
 namespace {
 
 constexpr char kMagic[8] = {'L', 'M', 'A', 'R', 'E', 'N', 'A', '1'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;           // plain
+constexpr uint32_t kVersionEncrypted = 2;  // payloads sealed; key id at byte 12
+constexpr size_t kBlobAdBytes = 24;
 
-void encode_header(uint8_t* h, uint64_t generation) {
+void encode_header(uint8_t* h, uint64_t generation, uint32_t key_id) {
     std::memset(h, 0, kArenaHeader);
     std::memcpy(h, kMagic, 8);
-    store_le<uint32_t>(h + 8, kVersion);
+    store_le<uint32_t>(h + 8, key_id ? kVersionEncrypted : kVersion);
+    store_le<uint32_t>(h + 12, key_id);
     store_le<uint64_t>(h + 16, generation);
     store_le<uint32_t>(h + 60, crc32c(h, 60));
 }
@@ -38,6 +41,15 @@ void encode_blob_header(uint8_t* h, int64_t key, uint64_t lsn, uint32_t flags, u
     store_le<uint32_t>(h + 28, ~n);
 }
 
+// What binds a sealed payload to its blob: a blob moved, or its key or flags changed (a PUT
+// turned into a tombstone), fails authentication.
+void blob_ad(uint8_t ad[kBlobAdBytes], int64_t key, uint64_t lsn, uint32_t flags) {
+    std::memcpy(ad, "ABLB", 4);
+    store_le<uint32_t>(ad + 4, flags);
+    store_le<uint64_t>(ad + 8, lsn);
+    store_le<int64_t>(ad + 16, key);
+}
+
 }  // namespace
 
 Mapping::Mapping(int fd, size_t size, const std::string& path) : size_(size) {
@@ -51,16 +63,16 @@ Mapping::~Mapping() {
     if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-void BlobArena::create(const std::string& path, uint64_t generation) {
+void BlobArena::create(const std::string& path, uint64_t generation, const SharedKey& key) {
     AtomicFileWriter out(path);
     uint8_t h[kArenaHeader];
-    encode_header(h, generation);
+    encode_header(h, generation, key_id_of(key));
     out.write(h, sizeof h);
     out.commit();
 }
 
-BlobArena::BlobArena(std::string path, uint64_t generation)
-    : path_(std::move(path)), generation_(generation) {
+BlobArena::BlobArena(std::string path, uint64_t generation, SharedKey key)
+    : path_(std::move(path)), generation_(generation), key_(std::move(key)) {
     fd_ = open_file(path_, O_RDWR);
     uint8_t h[kArenaHeader];
     const size_t got = pread_some(fd_.get(), h, sizeof h, 0, path_);
@@ -71,13 +83,21 @@ BlobArena::BlobArena(std::string path, uint64_t generation)
         problem = "not a localmem blob arena (bad magic)";
     else if (load_le<uint32_t>(h + 60) != crc32c(h, 60))
         problem = "header checksum mismatch";
-    else if (load_le<uint32_t>(h + 8) != kVersion)
+    else if (load_le<uint32_t>(h + 8) != kVersion && load_le<uint32_t>(h + 8) != kVersionEncrypted)
         problem = "format version " + std::to_string(load_le<uint32_t>(h + 8)) +
                   " is not supported by this localmem";
+    else if ((load_le<uint32_t>(h + 8) == kVersion) != (load_le<uint32_t>(h + 12) == 0))
+        problem = "header fields are inconsistent";
     else if (load_le<uint64_t>(h + 16) != generation)
         problem = "it holds generation " + std::to_string(load_le<uint64_t>(h + 16)) +
                   ", the manifest expects " + std::to_string(generation);
     if (!problem.empty()) throw CorruptFile("blob arena " + path_ + ": " + problem);
+    const uint32_t found = load_le<uint32_t>(h + 12);
+    if (found != key_id_of(key_))
+        throw KeyMismatch("blob arena " + path_ +
+                          (found == 0        ? " is not encrypted, but this store is"
+                           : key_ == nullptr ? " is encrypted: open the store with its key"
+                                             : " is encrypted with another key than this store's"));
 }
 
 BlobScan BlobArena::refresh(uint64_t max_lsn) {
@@ -162,12 +182,13 @@ uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void
 void BlobArena::append_batch(const int64_t* keys, const uint64_t* lsns, const uint32_t* flags,
                              const void* const* data, const size_t* sizes, size_t count,
                              uint64_t* offsets) {
+    const size_t extra = key_ ? kAeadOverhead : 0;
     size_t total = 0;
     for (size_t i = 0; i < count; ++i) {
-        if (sizes[i] > kArenaMaxBlob)
+        if (sizes[i] > kArenaMaxBlob - extra)
             throw InvalidArgument("a blob holds at most 1 GiB, got " + std::to_string(sizes[i]) +
                                   " bytes");
-        total += kBlobHeader + pad8(sizes[i]);
+        total += kBlobHeader + pad8(sizes[i] + extra);
     }
     std::lock_guard lk(mu_);
     uint64_t prev = last_lsn_;
@@ -183,10 +204,17 @@ void BlobArena::append_batch(const int64_t* keys, const uint64_t* lsns, const ui
     std::vector<uint8_t> buf(total, 0);
     size_t at = 0;
     for (size_t i = 0; i < count; ++i) {
-        const uint32_t n = static_cast<uint32_t>(sizes[i]);
+        const uint32_t n = static_cast<uint32_t>(sizes[i] + extra);
         uint8_t* blob = buf.data() + at;
         encode_blob_header(blob, keys[i], lsns[i], flags[i], n);
-        if (n) std::memcpy(blob + kBlobHeader, data[i], n);
+        if (key_) {
+            uint8_t ad[kBlobAdBytes];
+            blob_ad(ad, keys[i], lsns[i], flags[i]);
+            key_->seal(static_cast<const uint8_t*>(data[i]), sizes[i], ad, sizeof ad,
+                       blob + kBlobHeader);
+        } else if (n) {
+            std::memcpy(blob + kBlobHeader, data[i], n);
+        }
         store_le<uint32_t>(blob, blob_crc(blob, n));
         offsets[i] = end_ + at + kBlobHeader;
         at += kBlobHeader + pad8(n);
@@ -226,6 +254,19 @@ std::pair<std::shared_ptr<Mapping>, const uint8_t*> BlobArena::view(uint64_t off
     return {m, h + kBlobHeader};
 }
 
+std::vector<uint8_t> BlobArena::open(uint64_t offset, uint32_t len) {
+    auto [m, p] = view(offset, len, key_ == nullptr);
+    if (!key_) return std::vector<uint8_t>(p, p + len);
+    const uint8_t* h = p - kBlobHeader;
+    std::vector<uint8_t> out(len >= kAeadOverhead ? len - kAeadOverhead : 0);
+    uint8_t ad[kBlobAdBytes];
+    blob_ad(ad, load_le<int64_t>(h + 16), load_le<uint64_t>(h + 8), load_le<uint32_t>(h + 24));
+    if (!key_->open(p, len, ad, sizeof ad, out.data()))
+        throw CorruptFile("blob arena " + path_ + ": the blob at " + std::to_string(offset) +
+                          " failed authentication (damaged or tampered with on disk)");
+    return out;
+}
+
 bool BlobArena::is_current() const {
     std::lock_guard lk(mu_);
     return file_size(fd_.get(), path_) == end_;
@@ -246,7 +287,7 @@ std::vector<uint64_t> BlobArena::copy_to(const std::string& path, uint64_t gener
     }
     AtomicFileWriter out(path);
     uint8_t h[kArenaHeader];
-    encode_header(h, generation);
+    encode_header(h, generation, key_id_of(key_));
     out.write(h, sizeof h);
     std::vector<uint64_t> placed(n);
     uint64_t prev = 0;

@@ -9,6 +9,9 @@
 //                     payload | zero pad to 8
 //   crc = crc32c over bytes 4..32 of the blob header and the payload. Payloads start
 //   8-aligned, so an fp32 vector inside one can be viewed in place.
+//   Encrypted (header version 2, the key id at byte 12): each payload is sealed
+//   (common/aead.h) with its LSN, key and flags as associated data, and `len` is the sealed
+//   length; open() authenticates and decrypts one. Compaction copies sealed blobs as they are.
 //   Blobs appear in strictly increasing LSN order (the LSN of the log record they mirror);
 //   `key` and `flags` are the caller's (the store: memory id, tombstone bit).
 //
@@ -25,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "common/aead.h"
 #include "common/file_util.h"
 
 namespace lm {
@@ -71,11 +75,13 @@ struct ArenaRepair {
 class BlobArena {
 public:
     // Creates an empty arena file for `generation` (atomically; replaces a leftover).
-    static void create(const std::string& path, uint64_t generation);
+    // Encrypted with `key` if given.
+    static void create(const std::string& path, uint64_t generation, const SharedKey& key = {});
 
     // Opens an existing arena. Throws CorruptFile if the header is not an arena of
-    // `generation`. Nothing is scanned yet: call refresh() or recover().
-    BlobArena(std::string path, uint64_t generation);
+    // `generation`, KeyMismatch if it is not encrypted with `key` (or is, without one).
+    // Nothing is scanned yet: call refresh() or recover().
+    BlobArena(std::string path, uint64_t generation, SharedKey key = {});
     BlobArena(const BlobArena&) = delete;
     BlobArena& operator=(const BlobArena&) = delete;
 
@@ -101,6 +107,11 @@ public:
     std::pair<std::shared_ptr<Mapping>, const uint8_t*> view(uint64_t offset, uint32_t len,
                                                              bool verify = false);
 
+    // The plaintext of a blob (of an encrypted arena: authenticated and decrypted; else
+    // checksum-verified and copied). CorruptFile, naming the file and offset, if neither holds.
+    std::vector<uint8_t> open(uint64_t offset, uint32_t len);
+    bool encrypted() const { return key_ != nullptr; }
+
     void sync();
     // True if the file is exactly as this object last saw it (no other writer, no torn tail).
     bool is_current() const;
@@ -121,6 +132,7 @@ private:
 
     std::string path_;
     uint64_t generation_;
+    SharedKey key_;
     UniqueFd fd_;
     mutable std::mutex mu_;
     uint64_t end_ = kArenaHeader;

@@ -89,7 +89,7 @@ void Wal::create_segment(uint64_t first_lsn) {
     {
         UniqueFd fd = open_file(tmp, O_RDWR | O_CREAT | O_TRUNC);
         uint8_t h[kWalSegmentHeader];
-        encode_segment_header(h, first_lsn);
+        encode_segment_header(h, first_lsn, key_id_of(opt_.key));
         pwrite_all(fd.get(), h, sizeof h, 0, tmp);
         // The first preallocation step, made durable with the header: the segment's first
         // fdatasyncs have no size change to journal.
@@ -228,7 +228,7 @@ uint64_t Wal::append_batch(const uint32_t* types, const void* const* data, const
     for (size_t i = 0; i < count; ++i) {
         if (types[i] == kSealType)
             throw InvalidArgument("record type 0xFFFFFFFF is reserved for segment seals");
-        if (sizes[i] > kWalMaxRecord)
+        if (sizes[i] > kWalMaxRecord - (opt_.key ? kAeadOverhead : 0))
             throw InvalidArgument("a log record holds at most " + std::to_string(kWalMaxRecord) +
                                   " bytes, got " + std::to_string(sizes[i]) +
                                   "; store large blobs in pieces");
@@ -250,7 +250,7 @@ uint64_t Wal::append_batch(const uint32_t* types, const void* const* data, const
     uint64_t buf_first = next_lsn_;
     try {
         for (size_t i = 0; i < count; ++i) {
-            const size_t rec = kWalRecordHeader + pad8(sizes[i]);
+            const size_t rec = kWalRecordHeader + pad8(sizes[i] + (opt_.key ? kAeadOverhead : 0));
             if (end_ + buf.size() + rec + kWalRecordHeader > opt_.segment_bytes &&
                 end_ + buf.size() > kWalSegmentHeader) {
                 if (!buf.empty()) write_locked(buf.data(), buf.size());
@@ -258,7 +258,7 @@ uint64_t Wal::append_batch(const uint32_t* types, const void* const* data, const
                 buf_first = next_lsn_;
                 rotate_locked();
             }
-            encode_record(buf, next_lsn_, types[i], data[i], sizes[i]);
+            encode_record(buf, next_lsn_, types[i], data[i], sizes[i], opt_.key.get());
             ++next_lsn_;
         }
         if (!buf.empty()) write_locked(buf.data(), buf.size());
@@ -437,8 +437,21 @@ std::vector<WalRecord> Wal::read(uint64_t after_lsn, size_t max_records, size_t 
                 cursor_offset_ = rec_offset;
                 return out;
             }
-            out.push_back(WalRecord{meta.lsn, meta.type,
-                                    std::string(reinterpret_cast<const char*>(payload), len)});
+            if (opt_.key) {
+                std::string plain(len >= kAeadOverhead ? len - kAeadOverhead : 0, '\0');
+                uint8_t ad[kRecordAdBytes];
+                record_ad(ad, meta.lsn, meta.type);
+                if (!opt_.key->open(payload, len, ad, sizeof ad,
+                                    reinterpret_cast<uint8_t*>(plain.data())))
+                    throw CorruptFile("log segment " + seg.path + ": record " +
+                                      std::to_string(meta.lsn) +
+                                      " failed authentication (its checksum holds: it was "
+                                      "tampered with, or sealed with another key)");
+                out.push_back(WalRecord{meta.lsn, meta.type, std::move(plain)});
+            } else {
+                out.push_back(WalRecord{meta.lsn, meta.type,
+                                        std::string(reinterpret_cast<const char*>(payload), len)});
+            }
             bytes += len;
             want = meta.lsn + 1;
             cursor_path_ = seg.path;

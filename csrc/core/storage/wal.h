@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/aead.h"
+
 namespace lm {
 
 enum class SyncMode { Always, Batch, Off };
@@ -39,7 +41,7 @@ enum class SyncMode { Always, Batch, Off };
 constexpr uint32_t kSealType = 0xFFFFFFFFu;
 constexpr size_t kWalSegmentHeader = 32;
 constexpr size_t kWalRecordHeader = 24;
-constexpr size_t kWalMaxRecord = size_t{64} << 20;  // payload bytes
+constexpr size_t kWalMaxRecord = size_t{64} << 20;  // payload bytes (sealed, if encrypted)
 
 struct WalOptions {
     SyncMode sync = SyncMode::Batch;
@@ -50,6 +52,9 @@ struct WalOptions {
     // fdatasync then has no file size to journal (~141 -> ~87 us here, half the CPU). The
     // log ends at the first all-zero record header. 0: grow the file record by record.
     uint64_t prealloc_bytes = uint64_t{1} << 20;
+    // An encrypted store's key: every record payload is sealed with it (wal_format.h). A log
+    // whose segments were written otherwise (plain, another key) throws KeyMismatch on open.
+    SharedKey key;
 };
 
 struct WalRecord {

@@ -5,12 +5,15 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/errors.h"
+
 namespace lm {
 namespace wal_format {
 namespace {
 
 constexpr char kMagic[8] = {'L', 'M', 'W', 'A', 'L', 'S', 'G', '1'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;           // plain
+constexpr uint32_t kVersionEncrypted = 2;  // payloads sealed; key id at byte 12
 
 }  // namespace
 
@@ -38,27 +41,45 @@ bool parse_segment_name(const std::string& name, uint64_t* lsn) {
     return true;
 }
 
-void encode_segment_header(uint8_t* h, uint64_t first_lsn) {
+void encode_segment_header(uint8_t* h, uint64_t first_lsn, uint32_t key_id) {
     std::memset(h, 0, kWalSegmentHeader);
     std::memcpy(h, kMagic, 8);
-    store_le<uint32_t>(h + 8, kVersion);
+    store_le<uint32_t>(h + 8, key_id ? kVersionEncrypted : kVersion);
+    store_le<uint32_t>(h + 12, key_id);
     store_le<uint64_t>(h + 16, first_lsn);
     store_le<uint32_t>(h + 28, crc32c(h, 28));
 }
 
-std::string check_segment_header(const uint8_t* h, size_t n, uint64_t first_lsn) {
+std::string check_segment_header(const uint8_t* h, size_t n, uint64_t first_lsn, uint32_t key_id) {
     if (n < kWalSegmentHeader) return "segment header is truncated";
     if (std::memcmp(h, kMagic, 8) != 0) return "not a localmem log segment (bad magic)";
     if (load_le<uint32_t>(h + 28) != crc32c(h, 28)) return "segment header checksum mismatch";
-    if (load_le<uint32_t>(h + 8) != kVersion)
-        return "segment format version " + std::to_string(load_le<uint32_t>(h + 8)) +
+    const uint32_t version = load_le<uint32_t>(h + 8), found = load_le<uint32_t>(h + 12);
+    if (version != kVersion && version != kVersionEncrypted)
+        return "segment format version " + std::to_string(version) +
                " is not supported by this localmem";
+    if ((version == kVersion) != (found == 0)) return "segment header fields are inconsistent";
     if (load_le<uint64_t>(h + 16) != first_lsn) return "segment header LSN does not match its name";
+    if (found != key_id)
+        throw KeyMismatch(found == 0    ? "log segment " + segment_name(first_lsn) +
+                                              " is not encrypted, but this store is"
+                          : key_id == 0 ? "log segment " + segment_name(first_lsn) +
+                                              " is encrypted: open the store with its key"
+                                        : "log segment " + segment_name(first_lsn) +
+                                              " is encrypted with another key than this store's");
     return {};
 }
 
+void record_ad(uint8_t ad[kRecordAdBytes], uint64_t lsn, uint32_t type) {
+    std::memcpy(ad, "WREC", 4);
+    store_le<uint32_t>(ad + 4, type);
+    store_le<uint64_t>(ad + 8, lsn);
+}
+
 void encode_record(std::vector<uint8_t>& out, uint64_t lsn, uint32_t type, const void* data,
-                   size_t n) {
+                   size_t n, const AeadKey* key) {
+    const size_t plain = n;
+    if (key != nullptr) n += kAeadOverhead;
     const size_t at = out.size();
     out.resize(at + kWalRecordHeader + pad8(n), 0);
     uint8_t* r = out.data() + at;
@@ -66,7 +87,13 @@ void encode_record(std::vector<uint8_t>& out, uint64_t lsn, uint32_t type, const
     store_le<uint64_t>(r + 8, lsn);
     store_le<uint32_t>(r + 16, type);
     store_le<uint32_t>(r + 20, ~static_cast<uint32_t>(n));
-    if (n) std::memcpy(r + kWalRecordHeader, data, n);
+    if (key != nullptr) {
+        uint8_t ad[kRecordAdBytes];
+        record_ad(ad, lsn, type);
+        key->seal(static_cast<const uint8_t*>(data), plain, ad, sizeof ad, r + kWalRecordHeader);
+    } else if (n) {
+        std::memcpy(r + kWalRecordHeader, data, n);
+    }
     store_le<uint32_t>(r, crc32c(r + kWalRecordHeader, n, crc32c(r + 4, kWalRecordHeader - 4)));
 }
 

@@ -3,6 +3,9 @@
 // header, then records of [crc32c | len | lsn | type | ~len] + payload padded to 8 bytes.
 // A record is valid only if its checksum, its length's complement and its LSN (the next in
 // sequence) all hold: a torn or damaged tail is told apart from the log's end.
+// In an encrypted log (segment header version 2, the key id at byte 12) each payload is
+// sealed (common/aead.h) with its LSN and type as associated data; the checksum covers the
+// sealed bytes, so a torn tail is found without the key, exactly as in a plain log.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/aead.h"
 #include "common/crc32c.h"
 #include "common/file_util.h"
 #include "common/le_bytes.h"
@@ -27,12 +31,17 @@ namespace wal_format {
 
 std::string segment_name(uint64_t first_lsn);
 bool parse_segment_name(const std::string& name, uint64_t* lsn);
-void encode_segment_header(uint8_t* h, uint64_t first_lsn);
-// Empty string if the header is valid for a segment named after `first_lsn`.
-std::string check_segment_header(const uint8_t* h, size_t n, uint64_t first_lsn);
-// Appends one encoded record (header, payload, zero padding) to `out`.
+void encode_segment_header(uint8_t* h, uint64_t first_lsn, uint32_t key_id);
+// Empty string if the header is valid for a segment named after `first_lsn`; a valid header
+// of a segment encrypted otherwise than `key_id` says (0: plain) throws KeyMismatch: that is
+// not damage, and nothing may be dropped for it.
+std::string check_segment_header(const uint8_t* h, size_t n, uint64_t first_lsn, uint32_t key_id);
+// Appends one encoded record (header, payload sealed with `key` if given, zero padding).
 void encode_record(std::vector<uint8_t>& out, uint64_t lsn, uint32_t type, const void* data,
-                   size_t n);
+                   size_t n, const AeadKey* key = nullptr);
+// A sealed record's associated data: what binds its payload to its place in the log.
+constexpr size_t kRecordAdBytes = 16;
+void record_ad(uint8_t ad[kRecordAdBytes], uint64_t lsn, uint32_t type);
 // Whether [from, to) of a file is all zero bytes.
 bool all_zero(int fd, const std::string& path, uint64_t from, uint64_t to);
 // One past the last non-zero byte of [from, to) (from if all zero), read backwards in chunks.

@@ -71,7 +71,7 @@ bool Wal::open_next_segment(uint64_t first_lsn, WalDamage* damage) {
     auto fd = std::make_shared<Fd>(Fd{UniqueFd(raw), path});
     uint8_t h[kWalSegmentHeader];
     const size_t got = pread_some(raw, h, sizeof h, 0, path);
-    const std::string problem = check_segment_header(h, got, first_lsn);
+    const std::string problem = check_segment_header(h, got, first_lsn, key_id_of(opt_.key));
     if (!problem.empty()) {
         if (damage) {
             damage->later_segments.push_back(path);
