@@ -11,6 +11,11 @@ Export format, one JSON object a line (UTF-8):
 Vectors are not exported (they belong to an embedding model; the import embeds again with
 the store's own). Importing an export into an empty store gives back the same memories —
 ids, text, times, tags and lifecycle state.
+
+An encrypted export (``export_encrypted``) is the same JSONL sealed in chunks with a key
+derived from a passphrase (the format: ``localmem.store.sealedstream``). It is encrypted as it
+is written, and read in memory: no byte of it is ever on disk in clear. Its import
+authenticates the whole file before it parses a line, then checks it as a plain export's.
 """
 
 from __future__ import annotations
@@ -23,20 +28,30 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeAlias
 
-from localmem import Memory, Progress
-from localmem.errors import CorruptFileError, InvalidArgumentError
+from localmem import Memory, Progress, SealedWriter, is_sealed, open_sealed
+from localmem.errors import CorruptFileError, EncryptionKeyError, InvalidArgumentError
 
 log = logging.getLogger("localmem.portable")
 
 FORMAT, VERSION = "localmem-export", 1
 
+# A passphrase, or a function that asks for it (called only for an encrypted file, once its
+# header has been checked).
+Passphrase: TypeAlias = str | Callable[[], str]
 
-def export_jsonl(mem: Memory, out: IO[str]) -> int:
+
+class TextSink(Protocol):
+    """Where ``export_jsonl`` writes: a text file, or the encrypting writer's adapter."""
+
+    def write(self, s: str, /) -> object: ...
+
+
+def export_jsonl(mem: Memory, out: TextSink) -> int:
     """Writes every memory the store holds (forgotten ones too, until their purge)."""
     h = hashlib.sha256()
 
@@ -57,6 +72,29 @@ def export_jsonl(mem: Memory, out: IO[str]) -> int:
         n += 1
     out.write(json.dumps({"sha256": h.hexdigest()}) + "\n")
     return n
+
+
+class _Encoded:
+    """The text ``export_jsonl`` writes, as UTF-8 bytes into the encrypting writer."""
+
+    def __init__(self, out: SealedWriter) -> None:
+        self.out = out
+
+    def write(self, s: str, /) -> int:
+        return self.out.write(s.encode("utf-8"))
+
+
+def export_encrypted(
+    mem: Memory, out: IO[bytes], passphrase: str, *, params: dict[str, int] | None = None,
+    chunk_size: int | None = None,
+) -> int:  # fmt: skip
+    """``export_jsonl`` encrypted with ``passphrase`` into the binary stream ``out``, chunk by
+    chunk as it is written (nothing in clear reaches ``out``). ``params``: Argon2id's (default
+    ``keyfile.ARGON2``; tests pass cheap ones). An export that fails half-way is left without
+    its last chunk, so its import refuses it as cut short."""
+    extra = {} if chunk_size is None else {"chunk_size": chunk_size}
+    with SealedWriter(out, passphrase, params=params, **extra) as w:
+        return export_jsonl(mem, _Encoded(w))
 
 
 def read_jsonl(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -257,13 +295,36 @@ def decode(data: bytes, name: str) -> str:
     return text
 
 
+def import_encrypted(
+    mem: Memory, data: bytes, name: str, passphrase: Passphrase | None,
+    progress: Progress | None = None,
+) -> int:  # fmt: skip
+    """Imports the encrypted export ``data``. Every chunk is authenticated before anything is
+    imported (a file damaged at its end imports nothing, not its first part); what it holds
+    is then checked as a plain export is. EncryptionKeyError for a wrong (or no)
+    passphrase; CorruptFileError, naming ``name`` and the chunk, for a damaged or cut file."""
+
+    def secret() -> str:
+        if passphrase is None:
+            raise EncryptionKeyError(f"{name} is an encrypted export: its passphrase is needed")
+        return passphrase() if callable(passphrase) else passphrase
+
+    text = decode(open_sealed(data, secret, name=name), name)
+    if not text.startswith('{"format":"' + FORMAT):
+        raise InvalidArgumentError(f"{name} is encrypted, but what it holds is not an export")
+    return import_jsonl(mem, io.StringIO(text, newline=None), progress)
+
+
 def import_data(
     mem: Memory, data: bytes, name: str, when: float | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, *, passphrase: Passphrase | None = None,
 ) -> tuple[str, int]:  # fmt: skip
-    """Imports ``data`` by what it holds: a localmem export, a ChatGPT export, or notes
-    (tagged ``name``, dated ``when``). It is untrusted: anything it holds is checked as
-    ``remember`` checks its input, and a file that is none of these is refused."""
+    """Imports ``data`` by what it holds: a localmem export (encrypted with ``passphrase``,
+    or not), a ChatGPT export, or notes (tagged ``name``, dated ``when``). It is untrusted:
+    anything it holds is checked as ``remember`` checks its input, and a file that is none of
+    these is refused."""
+    if is_sealed(data):  # before decode: it is binary
+        return "encrypted localmem export", import_encrypted(mem, data, name, passphrase, progress)
     text = decode(data, name)
     head = text[:4096]
     if head.lstrip().startswith('{"format":"' + FORMAT) or f'"format": "{FORMAT}"' in head[:200]:
@@ -289,8 +350,12 @@ def import_data(
     return "notes", import_notes(mem, text, name, time.time() if when is None else when, progress)
 
 
-def import_file(mem: Memory, path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """Imports the file at ``path`` (``import_data``; notes dated by its modification)."""
+def import_file(
+    mem: Memory, path: Path, progress: Progress | None = None, *,
+    passphrase: Passphrase | None = None,
+) -> tuple[str, int]:  # fmt: skip
+    """Imports the file at ``path`` (``import_data``; notes dated by its modification; an
+    encrypted export opened with ``passphrase``)."""
     try:
         data = path.read_bytes()
         when = path.stat().st_mtime
@@ -300,4 +365,8 @@ def import_file(mem: Memory, path: Path, progress: Progress | None = None) -> tu
         raise InvalidArgumentError(f"{path} does not exist") from None
     except OSError as e:
         raise InvalidArgumentError(f"cannot read {path}: {e.strerror or e}") from None
+    if is_sealed(data):  # its errors name the file, not a tag
+        return "encrypted localmem export", import_encrypted(
+            mem, data, str(path), passphrase, progress
+        )
     return import_data(mem, data, path.stem, when, progress)
