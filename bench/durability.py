@@ -7,6 +7,7 @@ threads sharing one object; SQLite in WAL mode, ``synchronous=FULL``/``NORMAL``,
 transaction per row, one connection per thread; bulk ingest (``put_many`` chunks under
 ``batch`` and ``off``, SQLite one transaction per chunk); two processes writing one store,
 after which every acknowledged id must be present with its text and no process saw an error.
+The store also runs encrypted at rest (every record sealed, issue 25) beside the plain one.
 Timed cases repeat interleaved (repeat outer, case inner) so disk noise falls on every case
 alike; figures are medians over repeats.
 
@@ -119,6 +120,20 @@ class LocalmemStore(Target):
 
     def close(self) -> None:
         self.store.close()
+
+
+class LocalmemStoreEncrypted(LocalmemStore):
+    """The same store encrypted at rest (issue 25): each record and blob sealed."""
+
+    def setup(self) -> None:
+        from localmem.store import keyfile
+        from localmem.store.crypt import StoreKey
+
+        path = self.d / "store"
+        path.mkdir(mode=0o700)
+        fast = {"time_cost": 1, "memory_kib": 8, "parallelism": 1}  # setup is not timed
+        dek = keyfile.create(path, "bench", passphrase="bench", params=fast)
+        self.store = Store.open(path, sync=self.sync, key=StoreKey(dek))  # type: ignore[arg-type]
 
 
 def sqlite_connect(path: Path, sync: str) -> sqlite3.Connection:
@@ -234,9 +249,11 @@ def median_rows(runs: list[Row]) -> Row:
 def cases(threads: list[int]) -> list[Case]:
     out = [Case("raw fdatasync", 1, RawFile, ""), Case("wal always", 1, LocalmemWal, "always")]
     out.append(Case("store always", 1, LocalmemStore, "always"))
+    out.append(Case("encrypted always", 1, LocalmemStoreEncrypted, "always"))
     for t in threads:
         out += [Case("wal batch", t, LocalmemWal, "batch")]
         out += [Case("store batch", t, LocalmemStore, "batch")]
+        out += [Case("encrypted batch", t, LocalmemStoreEncrypted, "batch")]
     out += [Case("store always", t, LocalmemStore, "always") for t in threads[1:]]
     for sync in ("full", "normal"):
         out += [Case(f"sqlite wal {sync}", t, Sqlite, sync) for t in threads]
@@ -481,8 +498,12 @@ def main() -> int:
     group = by[("store batch", top)].ops_s / by[("sqlite wal full", top)].ops_s
     raw_ratio = by[("raw fdatasync", 1)].ops_s / by[("store always", 1)].ops_s
     errors, writes, lost = sum(mp.errors), min(mp.writes), mp.missing + mp.wrong_text
+    enc = {t: by[("encrypted batch", t)].ops_s / by[("store batch", t)].ops_s for t in threads}
+    print("\nencrypted / plain group commit: " + ", ".join(
+        f"{t}t {v:.2f}x" for t, v in enc.items()))  # fmt: skip
     figures = [
         (f"batch {top}t / sqlite FULL {top}t", group, ">= 5.0", group >= 5.0),
+        (f"encrypted / plain batch {top}t", enc[top], ">= 0.85", enc[top] >= 0.85),
         ("raw fdatasync / always 1t", raw_ratio, "<= 1.2", raw_ratio <= 1.2),
         ("2 procs: missing/wrong acked", lost, "== 0", lost == 0),
         ("2 procs: errors", errors, "== 0", errors == 0),

@@ -20,6 +20,11 @@
 5. Ingest with real embeddings: ``--ingest`` (3,000) LoCoMo turns (``speaker: text``,
    cycled) — ``OnnxEmbedder().embed(texts)`` alone against ``Memory.remember_many`` into a
    fresh store (``sync="batch"``), each with a warmed-up embedder, interleaved, median of 2.
+6. Encryption at rest, in the same run: the same 100k store built encrypted (passphrase,
+   Argon2id at its defaults: the cold open pays it), recall timed in fresh processes
+   alternating with the plain store's (plain, encrypted, plain, encrypted: a drift in load
+   hits both), its cold open, and ``remember_many`` into a fresh encrypted store interleaved
+   with the plain one. ``--no-encrypted`` skips it.
 
     python bench/e2e.py --check          # the issue's must-show (~2-4 minutes)
     python bench/e2e.py --size 20000 --ingest 500 --json out.json
@@ -56,7 +61,15 @@ DATA = ROOT.parent / "shared" / "data" / "locomo-dev.json"
 DIM = 384
 K = 10
 DEFAULTS = {"size": 100_000, "ingest": 3000, "pool": 3000, "queries": 300, "repeats": 5}
-TARGETS = {"recall_p95_ms": 25.0, "open_s": 1.0, "ingest_ratio": 0.9}
+TARGETS = {
+    "recall_p95_ms": 25.0,
+    "open_s": 1.0,
+    "ingest_ratio": 0.9,
+    "enc_recall_p95_ratio": 1.15,
+    "enc_remember_ratio": 0.9,
+    "enc_open_s": 1.0,
+}
+PASSPHRASE = "correct horse battery staple"  # the encrypted store's, for this bench only
 
 
 def log(msg: str) -> None:
@@ -457,7 +470,9 @@ def noisy_copies(base: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 # ------------------------------------------------------------------ phases
 
 
-def build(path: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build(
+    path: Path, args: argparse.Namespace, passphrase: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from localmem import Memory
     from localmem.embed import OnnxEmbedder
 
@@ -515,7 +530,7 @@ def build(path: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], d
                 f"last batch {(done - prev) / batches[-1][1]:,.0f}/s)"
             )
 
-    with Memory.open(path, embedder=emb, sync="off") as mem:
+    with Memory.open(path, embedder=emb, sync="off", key=passphrase) as mem:
         mem.remember_many(items, progress=progress, batch=args.build_batch)
         res["remember_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -636,7 +651,17 @@ mem.close()
 """
 
 
-def cold_open(path: Path, query: str, now: float, repeats: int) -> dict[str, Any]:
+def _env(passphrase: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LOCALMEM_PASSPHRASE", None)
+    if passphrase is not None:  # what a script or a session with no keyring would set
+        env["LOCALMEM_PASSPHRASE"] = passphrase
+    return env
+
+
+def cold_open(
+    path: Path, query: str, now: float, repeats: int, passphrase: str | None = None
+) -> dict[str, Any]:
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -645,6 +670,7 @@ def cold_open(path: Path, query: str, now: float, repeats: int) -> dict[str, Any
             capture_output=True,
             text=True,
             check=True,
+            env=_env(passphrase),
         )
         r = json.loads(p.stdout.strip().splitlines()[-1])
         r["process_s"] = time.perf_counter() - t0
@@ -684,9 +710,12 @@ def locomo_items(n: int, data: Path) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def ingest(root: Path, n: int, data: Path, repeats: int = 2) -> dict[str, Any]:
+def ingest(
+    root: Path, n: int, data: Path, repeats: int = 2, encrypted: bool = True
+) -> dict[str, Any]:
     """The model's own throughput against remember_many (fresh store, sync="batch"), each
-    with its own embedder warmed up on the same texts; interleaved, median of ``repeats``."""
+    with its own embedder warmed up on the same texts; interleaved, median of ``repeats``.
+    With ``encrypted``, remember_many into a fresh encrypted store too, in the same rounds."""
     from localmem import Memory
     from localmem.embed import OnnxEmbedder
 
@@ -697,34 +726,36 @@ def ingest(root: Path, n: int, data: Path, repeats: int = 2) -> dict[str, Any]:
     log(f"ingest: warming up two embedders on {n:,} LoCoMo turns")
     e_model.embed(texts)
     e_mem.embed(texts)
-    t_model, t_mem = [], []
+    t_model: list[float] = []
+    t_mem: list[float] = []
+    t_enc: list[float] = []
 
     def model() -> None:
         t0 = time.perf_counter()
         e_model.embed(texts)
         t_model.append(time.perf_counter() - t0)
 
-    def memory(r: int) -> None:
+    def memory(r: int, passphrase: str | None = None) -> None:
         path = root / f"ingest-{r}"
         if path.exists():
             shutil.rmtree(path)
-        with Memory.open(path, embedder=e_mem) as mem:
+        with Memory.open(path, embedder=e_mem, key=passphrase) as mem:
             t0 = time.perf_counter()
             mem.remember_many(items)
-            t_mem.append(time.perf_counter() - t0)
+            (t_mem if passphrase is None else t_enc).append(time.perf_counter() - t0)
             assert len(mem) == n
         shutil.rmtree(path)
 
-    for r in range(repeats):  # A B, B A, ...: a drift in machine load hits both alike
-        if r % 2 == 0:
-            model()
-            memory(r)
-        else:
-            memory(r)
-            model()
+    names = ["model", "plain", *(["encrypted"] if encrypted else [])]
+    for r in range(repeats):  # A B C, C B A, ...: a drift in machine load hits all alike
+        for name in names if r % 2 == 0 else names[::-1]:
+            if name == "model":
+                model()
+            else:
+                memory(r, PASSPHRASE if name == "encrypted" else None)
         log(
             f"  repeat {r + 1}: embed {n / t_model[-1]:,.0f}/s, remember_many "
-            f"{n / t_mem[-1]:,.0f}/s"
+            f"{n / t_mem[-1]:,.0f}/s" + (f", encrypted {n / t_enc[-1]:,.0f}/s" if encrypted else "")
         )
     model_s, mem_s = statistics.median(t_model), statistics.median(t_mem)
     return {
@@ -737,10 +768,35 @@ def ingest(root: Path, n: int, data: Path, repeats: int = 2) -> dict[str, Any]:
         "ratio": model_s / mem_s,
         "embed_runs_s": t_model,
         "remember_many_runs_s": t_mem,
+        **(
+            {
+                "encrypted_remember_many_s": statistics.median(t_enc),
+                "encrypted_remember_many_per_s": n / statistics.median(t_enc),
+                "encrypted_ratio": mem_s / statistics.median(t_enc),
+                "encrypted_runs_s": t_enc,
+            }
+            if encrypted
+            else {}
+        ),
     }
 
 
 # ------------------------------------------------------------------ main
+
+
+def query_process(
+    store: Path, qfile: Path, repeats: int, passphrase: str | None = None
+) -> dict[str, Any]:
+    """query_worker in a fresh process (LOCALMEM_PASSPHRASE for an encrypted store)."""
+    p = subprocess.run(
+        [sys.executable, __file__, "--_query-worker", str(store), str(qfile),
+         "--repeats", str(repeats)],
+        capture_output=True, text=True, env=_env(passphrase),
+    )  # fmt: skip
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise RuntimeError("the query process failed")
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -767,32 +823,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         qfile.write_text(json.dumps({"now": now, "queries": queries}))
         res["disk"] = disk_usage(store)
 
+        enc_store = work / "store-encrypted"
+        if args.encrypted:
+            log("the same store, encrypted")
+            _, res["enc_build"] = build(enc_store, args, PASSPHRASE)
         log(f"recall: {len(queries)} queries x {args.repeats} in a fresh process")
-        p = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--_query-worker",
-                str(store),
-                str(qfile),
-                "--repeats",
-                str(args.repeats),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if p.returncode != 0:
-            sys.stderr.write(p.stderr)
-            raise RuntimeError("the query process failed")
-        res["recall"] = json.loads(p.stdout.strip().splitlines()[-1])
+        res["recall"] = query_process(store, qfile, args.repeats)
         log(f"  p50 {res['recall']['p50_ms']:.1f} ms, p95 {res['recall']['p95_ms']:.1f} ms")
+        if args.encrypted:  # plain, encrypted, plain, encrypted
+            runs = {"plain": [res["recall"]], "encrypted": []}
+            for name in ("encrypted", "plain", "encrypted"):
+                r = query_process(
+                    enc_store if name == "encrypted" else store,
+                    qfile,
+                    args.repeats,
+                    PASSPHRASE if name == "encrypted" else None,
+                )
+                runs[name].append(r)
+                log(f"  {name}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms")
+            res["enc_recall_runs"] = runs
+            res["enc_recall"] = {
+                name: {"p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                       "p95_ms": statistics.median(r["p95_ms"] for r in rs)}
+                for name, rs in runs.items()
+            }  # fmt: skip
 
         log("cold open: 3 fresh processes")
         res["cold"] = cold_open(store, queries[0]["q"], now, 3)
         res["disk"] = disk_usage(store)  # after the reopens (the catalog may have moved)
+        if args.encrypted:
+            log("cold open of the encrypted store (LOCALMEM_PASSPHRASE): 3 fresh processes")
+            res["enc_cold"] = cold_open(enc_store, queries[0]["q"], now, 3, PASSPHRASE)
+            res["enc_disk"] = disk_usage(enc_store)
         if not args.keep:
             shutil.rmtree(store)
-        res["ingest"] = ingest(work, args.ingest, Path(args.data))
+            shutil.rmtree(enc_store, ignore_errors=True)
+        res["ingest"] = ingest(work, args.ingest, Path(args.data), encrypted=args.encrypted)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -899,6 +965,32 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
         ("store on disk MB", d["total"] / mb, "", None),
         ("remember_many / embed throughput", g["ratio"], ">=", TARGETS["ingest_ratio"]),
     ]
+    if "enc_recall" in res:
+        er, ec, eb = res["enc_recall"], res["enc_cold"], res["enc_build"]
+        print(
+            f"\nencryption at rest, same run: recall in fresh processes, plain / encrypted "
+            f"alternating, {len(res['enc_recall_runs']['plain'])} each (medians)"
+        )
+        for name in ("plain", "encrypted"):
+            print(f"  {name:<10} p50 {er[name]['p50_ms']:.1f} ms, p95 {er[name]['p95_ms']:.1f} ms")
+        print(
+            f"  encrypted cold: Memory.open {ec['open_s']:.3f} s (with Argon2id), first recall "
+            f"{ec['first_recall_s']:.3f} s; build remember_many {eb['remember_s']:.1f} s vs "
+            f"{b['remember_s']:.1f} s plain; disk {res['enc_disk']['total'] / mb:.1f} MB vs "
+            f"{d['total'] / mb:.1f} MB"
+        )
+        print(
+            f"  remember_many (real embeddings, sync=batch): plain "
+            f"{g['remember_many_per_s']:,.0f}/s, encrypted "
+            f"{g['encrypted_remember_many_per_s']:,.0f}/s"
+        )
+        figures += [
+            ("encrypted / plain recall p95", er["encrypted"]["p95_ms"] / er["plain"]["p95_ms"],
+             "<=", TARGETS["enc_recall_p95_ratio"]),
+            ("encrypted / plain remember_many", g["encrypted_ratio"], ">=",
+             TARGETS["enc_remember_ratio"]),
+            ("encrypted cold Memory.open s", ec["open_s"], "<=", TARGETS["enc_open_s"]),
+        ]  # fmt: skip
     return print_checks(figures, 42)
 
 
@@ -920,6 +1012,8 @@ def main() -> int:
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--dir", default="/work/.benchtmp", help="where temp stores go")
     p.add_argument("--keep", action="store_true", help="keep the store (path on stderr)")
+    p.add_argument("--no-encrypted", dest="encrypted", action="store_false",
+                   help="skip the encrypted store (issue 25's comparison)")  # fmt: skip
     p.add_argument("--json", help="write every figure as JSON")
     p.add_argument("--_query-worker", nargs=2, metavar=("STORE", "QUERIES"), help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -10,13 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from localmem import errors
+    from localmem import errors, keys
     from localmem.assistant import Assistant, Turn
     from localmem.items import Hit, MemoryItem, Progress
     from localmem.memory import Memory
     from localmem.store import Item, Store
     from localmem.store.index import Int8Index, quantize
     from localmem.store.native import build_info
+    from localmem.store.sealedstream import SealedWriter, is_sealed, open_sealed
 
     __version__: str
 
@@ -33,6 +34,10 @@ _EXPORTS = {
     "Int8Index": "localmem.store.index",
     "quantize": "localmem.store.index",
     "build_info": "localmem.store.native",
+    # encrypted exports (issue 25): written and read by localmem.portable
+    "SealedWriter": "localmem.store.sealedstream",
+    "is_sealed": "localmem.store.sealedstream",
+    "open_sealed": "localmem.store.sealedstream",
 }
 
 
@@ -41,8 +46,8 @@ def __getattr__(name: str) -> Any:
         from localmem.store.native import version
 
         value: Any = version()
-    elif name == "errors":
-        value = importlib.import_module("localmem.errors")
+    elif name in ("errors", "keys"):
+        value = importlib.import_module(f"localmem.{name}")
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:
@@ -52,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, "__version__", "errors"])
+    return sorted([*globals(), *_EXPORTS, "__version__", "errors", "keys"])
 
 
 __all__ = [
@@ -63,10 +68,14 @@ __all__ = [
     "Memory",
     "MemoryItem",
     "Progress",
+    "SealedWriter",
     "Store",
     "Turn",
     "__version__",
     "build_info",
     "errors",
+    "is_sealed",
+    "keys",
+    "open_sealed",
     "quantize",
 ]

@@ -95,19 +95,27 @@ def _disk_dir() -> str | None:
 
 def store_summary(path: Path) -> str:
     """One line about the user's store, opened without creating it."""
-    from localmem.store import Store
+    from localmem import keys
+    from localmem.store import Store, unlock
 
     if not (path / "MANIFEST").exists():
         return "(not created yet)"
     try:
-        with Store.open(path, create=False, lock_timeout=5) as s:
+        info = keys.encryption(path)
+        enc = "plain files (not encrypted)"
+        if info is not None:
+            held = " and ".join({"argon2id": "a passphrase", "keyring": "the OS keyring"}[k]
+                                for k in info["held_by"])  # fmt: skip
+            enc = f"encrypted ({info['cipher']}, key held by {held})"
+        with Store.open(path, create=False, lock_timeout=5,
+                        key=unlock.store_key(path, None, create=False)) as s:  # fmt: skip
             st = s.stats()
     except Exception as e:  # doctor reports, it does not stop
         return f"CANNOT OPEN: {type(e).__name__}: {e}"
     repairs = f"; repaired on open: {st['repairs']}" if st["repairs"] else ""
     return (
         f"{st['items']:,} items, LSN {st['last_lsn']:,}, log {st['wal']['bytes'] / 1e6:.1f} MB, "
-        f"arena {st['arena_bytes'] / 1e6:.1f} MB{repairs}"
+        f"arena {st['arena_bytes'] / 1e6:.1f} MB; {enc}{repairs}"
     )
 
 

@@ -27,7 +27,7 @@ from localmem.lifecycle.upkeep import Upkeep
 from localmem.memstore import MemoryStore, heals
 from localmem.paths import default_store_path
 from localmem.recall.retrieval import Retriever
-from localmem.store import Store
+from localmem.store import Store, unlock
 from localmem.text import validate as v
 
 if TYPE_CHECKING:
@@ -67,8 +67,15 @@ class Memory:
         progress: Progress | None = None,
         forgetting: bool = True,
         clock: Callable[[], float] = time.time,
+        key: str | None = None,
     ) -> Memory:
         """Opens (creating it if needed) the store at ``path``.
+
+        ``key``: the passphrase of an encrypted store. Without one, an encrypted store opens
+        with the key the OS keyring holds for it (``localmem key unlock``), else with
+        ``$LOCALMEM_PASSPHRASE``, or raises EncryptionKeyError saying how to unlock it. A
+        new store opened with a passphrase is created encrypted: every byte of its memories
+        and vectors is sealed on disk.
 
         ``model``: a registry name or the path of an ONNX sentence-embedding model
         (default: the embedded all-MiniLM-L6-v2); or pass a ready ``embedder``. A store
@@ -82,10 +89,11 @@ class Memory:
         """
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
-        emb: Embedder = embedder if embedder is not None else OnnxEmbedder(model)
         p = Path(path).expanduser() if path is not None else default_store_path()
+        store_key = unlock.store_key(p, key)  # before the model loads: a locked store fails fast
+        emb: Embedder = embedder if embedder is not None else OnnxEmbedder(model)
         records = MemoryStore.open(
-            p, emb, sync=sync, reembed=reembed, progress=progress, clock=clock
+            p, emb, sync=sync, reembed=reembed, progress=progress, clock=clock, key=store_key
         )
         mem = cls(records, forgetting=forgetting)
         if forgetting:

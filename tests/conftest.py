@@ -14,8 +14,18 @@ def _isolated_store(tmp_path, monkeypatch):
     """No test touches the user's real store or cache."""
     monkeypatch.setenv("LOCALMEM_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("LOCALMEM_CACHE", str(tmp_path / "cache"))
-    for var in ("LOCALMEM_LLM", "LOCALMEM_EMBEDDING"):  # the user's own choices
+    for var in (
+        "LOCALMEM_LLM",
+        "LOCALMEM_EMBEDDING",
+        "LOCALMEM_PASSPHRASE",
+        "LOCALMEM_NEW_PASSPHRASE",
+        "LOCALMEM_EXPORT_PASSPHRASE",
+    ):  # the user's own
         monkeypatch.delenv(var, raising=False)
+    # The OS keyring, as a real keyring backend (keyrings.alt's file) under tmp_path: no test
+    # reads or writes the user's own keyring, and child processes inherit the same one.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -30,7 +40,7 @@ def pytest_terminal_summary(terminalreporter):
 # Tests that fork the test process run first: a fork copies only the calling thread, and
 # after the LLM, ONNX or Textual tests the process holds their worker threads (OpenMP,
 # onnxruntime), whose locks a child can inherit held. localmem itself never forks.
-_FORKING = ("test_crash.py", "test_store.py")
+_FORKING = ("test_crash.py", "test_store.py", "test_aead.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("storage", ("localmem.store", "localmem.catalog", "localmem.embed", "localmem.llm")),
     ("records", ("localmem.memstore", "localmem.items")),
     ("policies", ("localmem.recall", "localmem.lifecycle")),
-    ("api", ("localmem", "localmem.memory", "localmem.assistant")),
+    ("api", ("localmem", "localmem.memory", "localmem.assistant", "localmem.keys")),
     (
         "faces",
         (
@@ -43,8 +43,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 # What the faces may import besides each other: the package's public names.
-PUBLIC = ("localmem", "localmem.errors", "localmem.llm", "localmem.paths", "localmem.files",
-          "localmem.machine")  # fmt: skip
+PUBLIC = ("localmem", "localmem.errors", "localmem.keys", "localmem.llm", "localmem.paths",
+          "localmem.files", "localmem.machine")  # fmt: skip
 FACES = ("localmem.cli", "localmem.mcp", "localmem.tui", "localmem.portable")
 NATIVE_USERS = ("localmem.store", "localmem.llm")
 

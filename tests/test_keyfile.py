@@ -1,6 +1,7 @@
-"""An encrypted store's KEY file (issue 25, in progress): the data key wrapped with an
-Argon2id-derived key; the right passphrase opens it, a wrong one or any changed byte does
-not, and a new passphrase re-wraps the same data key."""
+"""An encrypted store's KEY file: the data key wrapped with an Argon2id-derived key and/or
+a key the OS keyring holds (keyrings.alt's file backend here, see conftest); the right
+passphrase opens it, a wrong one or any changed byte does not, and a new passphrase
+re-wraps the same data key."""
 
 from __future__ import annotations
 
@@ -17,19 +18,22 @@ FAST = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}  # the tests' own; s
 
 
 def test_the_passphrase_opens_the_data_key_and_the_file_is_private(tmp_path):
-    dek = keyfile.create(tmp_path, "store-1", "correct horse", params=FAST)
+    dek = keyfile.create(tmp_path, "store-1", passphrase="correct horse", params=FAST)
     assert len(dek) == 32 and keyfile.unlock(tmp_path, "correct horse") == dek
     f = tmp_path / keyfile.KEY_FILE
     assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
     assert dek.hex() not in f.read_text() and b"correct horse" not in f.read_bytes()
     doc = json.loads(f.read_text())
-    assert doc["argon2id"]["memory_kib"] == 64 and len(bytes.fromhex(doc["argon2id"]["salt"])) == 16
+    (wrap,) = doc["wraps"]
+    assert wrap["argon2id"]["memory_kib"] == 64
+    assert len(bytes.fromhex(wrap["argon2id"]["salt"])) == 16
+    assert doc["key_id"] == keyfile.key_id(dek)
     with pytest.raises(errors.InvalidArgumentError, match="already has a key"):
-        keyfile.create(tmp_path, "store-1", "another", params=FAST)
+        keyfile.create(tmp_path, "store-1", passphrase="another", params=FAST)
 
 
 def test_a_wrong_passphrase_or_no_key_file_is_a_clear_error(tmp_path):
-    keyfile.create(tmp_path, "s", "right", params=FAST)
+    keyfile.create(tmp_path, "s", passphrase="right", params=FAST)
     with pytest.raises(errors.EncryptionKeyError, match="wrong one"):
         keyfile.unlock(tmp_path, "wrong")
     with pytest.raises(errors.InvalidArgumentError, match="non-empty"):
@@ -39,20 +43,38 @@ def test_a_wrong_passphrase_or_no_key_file_is_a_clear_error(tmp_path):
 
 
 def test_rewrap_keeps_the_data_key_and_retires_the_old_passphrase(tmp_path):
-    dek = keyfile.create(tmp_path, "s", "old", params=FAST)
-    salt = json.loads((tmp_path / "KEY").read_text())["argon2id"]["salt"]
-    keyfile.rewrap(tmp_path, "old", "new")
+    dek = keyfile.create(tmp_path, "s", passphrase="old", params=FAST)
+    salt = json.loads((tmp_path / "KEY").read_text())["wraps"][0]["argon2id"]["salt"]
+    keyfile.rewrap(tmp_path, keyfile.unlock(tmp_path, "old"), passphrase="new", params=FAST)
     assert keyfile.unlock(tmp_path, "new") == dek
-    assert json.loads((tmp_path / "KEY").read_text())["argon2id"]["salt"] != salt
+    assert json.loads((tmp_path / "KEY").read_text())["wraps"][0]["argon2id"]["salt"] != salt
     with pytest.raises(errors.EncryptionKeyError):
         keyfile.unlock(tmp_path, "old")
-    with pytest.raises(errors.EncryptionKeyError):
-        keyfile.rewrap(tmp_path, "old", "newer")
+    with pytest.raises(errors.EncryptionKeyError, match="not the data key"):
+        keyfile.rewrap(tmp_path, bytes(32), passphrase="newer", params=FAST)
     assert keyfile.unlock(tmp_path, "new") == dek
+
+
+def test_the_keyring_holds_a_key_of_its_own_and_can_be_dropped(tmp_path):
+    dek = keyfile.create(tmp_path, "s", passphrase="pw", use_keyring=True, params=FAST)
+    assert keyfile.unlock(tmp_path) == dek  # no passphrase: the keyring's wrap
+    assert keyfile.describe(tmp_path)["held_by"] == ["argon2id", "keyring"]
+    keyfile.drop_keyring(tmp_path)
+    with pytest.raises(errors.EncryptionKeyError, match="keyring does not hold"):
+        keyfile.unlock(tmp_path)
+    assert keyfile.unlock(tmp_path, "pw") == dek
+    keyfile.add_keyring(tmp_path, dek)
+    assert keyfile.unlock(tmp_path) == dek
+    keyfile.rewrap(tmp_path, dek, use_keyring=True)  # keyring only: the passphrase goes
+    with pytest.raises(errors.EncryptionKeyError, match="no passphrase"):
+        keyfile.unlock(tmp_path, "pw")
+    with pytest.raises(errors.InvalidArgumentError, match="only key"):
+        keyfile.drop_keyring(tmp_path)
+    assert keyfile.unlock(tmp_path) == dek
 
 
 def test_every_changed_byte_of_the_key_file_is_refused_never_a_wrong_key(tmp_path):
-    dek = keyfile.create(tmp_path, "s", "pw", params=FAST)
+    dek = keyfile.create(tmp_path, "s", passphrase="pw", params=FAST)
     good = (tmp_path / "KEY").read_bytes()
     outcomes = {"wrong key": 0, "corrupt": 0, "same": 0}
     for i in range(len(good)):

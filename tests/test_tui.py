@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
+from localmem.tui import ChatApp
+from localmem.tui.screens import ModelPicker
+from localmem.tui.widgets import ChatMessage, Inspector, StatusBar
 from textual.widgets import OptionList, Static
 
 from localmem import Memory
 from localmem.testing import EchoEngine, HashEmbedder
-from localmem.tui import ChatApp
-from localmem.tui.screens import ModelPicker
-from localmem.tui.widgets import ChatMessage, Inspector, StatusBar
 
 
 @pytest.fixture
@@ -318,3 +318,26 @@ def test_conversations_that_ended_are_summarized_when_the_app_starts(mem):
             assert s.key == "summary:old" and len(s.sources) == 4
 
     asyncio.run(go())
+
+
+def test_the_status_bar_says_whether_the_store_is_encrypted(tmp_path):
+    """An encrypted store the chat opens with its passphrase (as `localmem chat` passes it
+    after asking) and a plain one: the status bar says which, and what holds the key."""
+    from localmem.store import keyfile
+
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    keyfile.create(enc, "s", passphrase="pw",
+                   params={"time_cost": 1, "memory_kib": 8, "parallelism": 1})  # fmt: skip
+    with Memory.open(enc, key="pw") as m:  # the real embedder: the app opens it itself
+        m.remember("a secret")
+    for path, passphrase, want in ((enc, "pw", "encrypted (passphrase)"),
+                                   (tmp_path / "plain", None, "not encrypted")):  # fmt: skip
+
+        async def go(path=path, passphrase=passphrase, want=want):
+            app = ChatApp(store=path, passphrase=passphrase, engine=EchoEngine())
+            async with app.run_test(size=(120, 30)) as pilot:
+                await wait_for(pilot, lambda: want in str(app.status.render()))
+            app.close()
+
+        asyncio.run(go())

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Input
 from localmem.errors import LocalmemError
 
 from .screens import HelpScreen, ModelPicker
-from .widgets import ChatMessage, Inspector, PromptBox, StatusBar, why_text
+from .widgets import ChatMessage, Inspector, PromptBox, StatusBar, encryption_label, why_text
 
 if TYPE_CHECKING:
     from localmem import Assistant, Memory, Turn
@@ -66,8 +66,10 @@ class ChatApp(App[None]):
         engine_name: str | None = None,
         engine_options: dict[str, Any] | None = None,
         max_tokens: int = 256,
+        passphrase: str | None = None,
     ) -> None:
         super().__init__()
+        self._passphrase = passphrase  # of an encrypted store the keyring does not unlock
         self._engine_name = engine_name  # "llama" / "flash" / None: $LOCALMEM_ENGINE
         self._engine_options = engine_options or {}
         self._memory, self._engine = memory, engine
@@ -118,7 +120,8 @@ class ChatApp(App[None]):
             if self._memory is None:
                 from localmem import Memory
 
-                self._memory = Memory.open(self._store)
+                self._memory = Memory.open(self._store, key=self._passphrase)
+                self._passphrase = None
             if self._engine is None:
                 from localmem.llm import open_engine
 
@@ -442,7 +445,7 @@ class ChatApp(App[None]):
         n, size = st["memories"], st["bytes"]
         self.call_from_thread(
             self.status.set,
-            store=f"{n:,} memories, {size / 1e6:.1f} MB",
+            store=f"{n:,} memories, {size / 1e6:.1f} MB, {encryption_label(st['encryption'])}",
             rss=f"RSS {rss_bytes() / 2**20:.0f} MiB",
         )
 

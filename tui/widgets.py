@@ -131,6 +131,14 @@ def why_text(why: dict[str, float]) -> str:
     return " ".join(f"{k[:3]} {v:.2f}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
 
 
+def encryption_label(info: dict[str, Any] | None) -> str:
+    """The status bar's word on encryption at rest: ``encrypted (keyring)``."""
+    if info is None:
+        return "not encrypted"
+    held = {"argon2id": "passphrase", "keyring": "keyring"}
+    return "encrypted (" + " + ".join(held.get(k, k) for k in info["held_by"]) + ")"
+
+
 class StatusBar(Static):
     """Model, the last reply's speed, memories and store size, RSS."""
 

@@ -145,9 +145,11 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
     @server.tool()
     def memory_stats(ctx: Context) -> dict[str, Any]:
         """What the store holds: memories by kind and by tier, the embedding model, where
-        it lives on disk."""
+        it lives on disk, and whether it is encrypted at rest (null if not; else the cipher
+        and what holds the key: a passphrase, the OS keyring)."""
         st = call(memory(ctx).stats)
-        return {k: st[k] for k in ("path", "memories", "by_kind", "by_tier", "model")}
+        keys = ("path", "memories", "by_kind", "by_tier", "model", "encryption")
+        return {k: st[k] for k in keys}
 
     return server
 

@@ -33,8 +33,9 @@ from localmem.errors import (
 )
 from localmem.items import MemoryItem, Progress
 from localmem.memstore import forms, reconcile
-from localmem.store import Store
+from localmem.store import Store, keyfile
 from localmem.store import records as rec
+from localmem.store.crypt import StoreKey
 from localmem.text.validate import check_item_dict, check_record, to_timestamp
 
 log = logging.getLogger("localmem")
@@ -75,8 +76,11 @@ class MemoryStore:
         embedder: Embedder,
         *,
         clock: Callable[[], float] = time.time,
+        catalog_key: bytes | None = None,
     ) -> None:
         self.store, self._catalog, self.embedder = store, catalog, embedder
+        # An encrypted store's catalog key, for every catalog made anew (a heal, a repair).
+        self.catalog_key = catalog_key
         self.clock = clock
         self._ids = threading.Lock()
         self._heal_lock = threading.Lock()
@@ -96,17 +100,29 @@ class MemoryStore:
         reembed: bool = False,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.time,
+        key: StoreKey | None = None,
     ) -> MemoryStore:
         """Opens (creating it if needed) the store at ``path`` and its catalog, brought up to
         the log (rebuilt if it cannot be), and checks the store's embedding model against
-        ``embedder``'s (ModelMismatchError unless ``reembed``)."""
-        store = Store.open(path, dim=embedder.dim, metric="cos", sync=sync)  # type: ignore[arg-type]
+        ``embedder``'s (ModelMismatchError unless ``reembed``). ``key``: an encrypted
+        store's key (``store.unlock``); the store checks it against its key file, so a
+        catalog that does not open under its subkey is damage, and rebuilt."""
+        store = Store.open(
+            path,
+            dim=embedder.dim,
+            metric="cos",
+            sync=sync,  # type: ignore[arg-type]
+            key=key,
+        )
+        catalog_key = None if key is None else key.catalog_key
         try:
-            catalog = reconcile.open_catalog(path / "catalog.sqlite")
+            catalog = reconcile.open_catalog(
+                path / "catalog.sqlite", catalog_key, key_verified=catalog_key is not None
+            )
         except BaseException:
             store.close()
             raise
-        records = cls(store, catalog, embedder, clock=clock)
+        records = cls(store, catalog, embedder, clock=clock, catalog_key=catalog_key)
         try:
             try:
                 records.reconcile()
@@ -189,7 +205,7 @@ class MemoryStore:
         with self._heal_lock:
             path = self._catalog.path
             self._catalog.close()
-            self._catalog = reconcile.fresh_catalog(path)
+            self._catalog = reconcile.fresh_catalog(path, self.catalog_key)
             self._catalog.source = reconcile.item_source(self.store)
             return self.rebuild_catalog(progress=progress)
 
@@ -296,6 +312,8 @@ class MemoryStore:
             "model": self.model_id,
             "bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
             "store": self.store.stats(),
+            # None, or the cipher and what holds the key (a passphrase, the OS keyring)
+            "encryption": keyfile.describe(self.path),
             # Intact records this version cannot decode, left out (Catalog.note_unreadable).
             "unreadable": self.catalog.unreadable(),
         }

@@ -30,23 +30,27 @@ DAMAGE = (CatalogDamageError, *SQLITE_DAMAGE, UnicodeDecodeError, OverflowError)
 Progress = Callable[[int, int | None], object]
 
 
-def open_catalog(path: Path) -> Catalog:
+def open_catalog(path: Path, key: bytes | None = None, *, key_verified: bool = False) -> Catalog:
     """Opens the catalog; a damaged one is moved aside (kept for a post-mortem) and a new
-    one made, for the caller to rebuild from the store, which holds everything it held."""
+    one made, for the caller to rebuild from the store, which holds everything it held.
+    ``key``: an encrypted store's catalog key, kept by the new one too. A key that does not
+    fit the file (``Catalog``) is EncryptionKeyError and moves nothing; ``key_verified``
+    (the store authenticated the key) makes a first page that fails under it damage."""
     try:
-        return Catalog(path)
+        return Catalog(path, key=key, key_verified=key_verified)
     except CorruptFileError as e:
         log.warning("%s was damaged (%s); moved aside and rebuilt from the store", path, e)
-        return fresh_catalog(path)
+        return fresh_catalog(path, key)
 
 
-def fresh_catalog(path: Path) -> Catalog:
-    """Moves the catalog's files aside (``.corrupt-<time>``) and opens an empty one."""
+def fresh_catalog(path: Path, key: bytes | None = None) -> Catalog:
+    """Moves the catalog's files aside (``.corrupt-<time>``) and opens an empty one,
+    encrypted with ``key`` if one is given."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for f in path.parent.glob(path.name + "*"):
         if ".corrupt-" not in f.name:
             f.rename(f.with_name(f"{f.name}.corrupt-{stamp}"))
-    return Catalog(path)
+    return Catalog(path, key=key)
 
 
 def item_source(store: Store) -> Callable[[int], tuple[int, bytes] | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -176,22 +176,29 @@ class Int8Index:
         """The stored INT8 codes ``(n, dim)`` and scales ``(n,)`` of these ids."""
         return self._index.get_codes(_as_ids(ids))
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, key: Any = None) -> None:
         """Write the index to ``path`` atomically (a crash leaves the old file or the new
-        one, never a mix). Removed rows are compacted away first."""
-        self._index.save(os.fspath(path))
+        one, never a mix). Removed rows are compacted away first. ``key`` (an
+        ``_core.AeadKey``): the file is sealed with it, chunk by chunk."""
+        self._index.save(os.fspath(path), key)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mmap: bool = True,
+        verify: bool = True,
+        key: Any = None,
     ) -> Int8Index:
         """Open an index written by :meth:`save`.
 
         With ``mmap=True`` the codes are read in place from the page cache until the first
         change. ``verify`` checks the file's checksum (reading it whole); a damaged or
-        truncated file raises :class:`~localmem.errors.CorruptFileError` either way.
+        truncated file raises :class:`~localmem.errors.CorruptFileError` either way. A file
+        sealed with ``key`` is authenticated and decrypted into memory (never mapped).
         """
-        return cls._wrap(_Int8Index.load(os.fspath(path), mmap, verify))
+        return cls._wrap(_Int8Index.load(os.fspath(path), mmap, verify, key))
 
 
 def quantize(

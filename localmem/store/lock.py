@@ -8,6 +8,8 @@ kill -9: a crashed writer never leaves the store locked.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from localmem import _core
@@ -45,3 +47,35 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class Presence:
+    """A shared ``flock`` on ``<store>/USERS`` for as long as a Store is open, so that work
+    that replaces the whole store (``localmem encrypt``) can take it exclusively and know
+    that no other process holds the store's files open (their writes would land in files
+    that are about to go)."""
+
+    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            if exclusive:
+                raise StoreLockedError(
+                    f"the store at {path.parent} is open in another process (the chat, an "
+                    "MCP server, a script?): close it, then try again"
+                ) from None
+            raise StoreLockedError(
+                f"the store at {path.parent} is being converted (localmem encrypt): try "
+                "again when that is done"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # drops the lock
+            self._fd = None

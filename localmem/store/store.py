@@ -37,6 +37,8 @@ from localmem.errors import (
 from localmem.files import fsync_dir
 from localmem.paths import default_store_path
 from localmem.store import records as rec
+from localmem.store import swap
+from localmem.store.crypt import StoreKey, check_key
 from localmem.store.index import Int8Index
 from localmem.store.lock import StoreLock
 from localmem.store.manifest import Manifest
@@ -78,6 +80,9 @@ class Store(StoreViews):
         self._retainers: list[Callable[[], int]] = []
         self.recovery: list[dict[str, Any]] = []  # repairs this process made, newest last
         self._closed = False
+        self._key = options["key"]
+        # Held while open, so `localmem encrypt` can tell that nobody else has the store.
+        self._presence = swap.enter(path) if options["presence"] else None
         self._lock = StoreLock(path / "LOCK", timeout=options["lock_timeout"])
         self._writer = _core.StoreWriter(self._lock.native)
         self._pid = os.getpid()
@@ -99,8 +104,13 @@ class Store(StoreViews):
         # once, and each queueing for its own checkpoint stalled all of them (16 threads:
         # 16 checkpoints back to back).
         self._auto_checkpoint = threading.Lock()
-        with self._lock:
-            self._load_locked()
+        try:
+            with self._lock:
+                self._load_locked()
+        except BaseException:
+            if self._presence is not None:
+                self._presence.close()
+            raise
 
     # ------------------------------------------------------------------ opening
 
@@ -117,6 +127,8 @@ class Store(StoreViews):
         checkpoint_bytes: int = 64 << 20,
         segment_bytes: int = 64 << 20,
         group_commit_us: int = 0,
+        key: StoreKey | None = None,
+        presence: bool = True,
     ) -> Store:
         """Opens (or creates) the store at ``path`` (default: ``$LOCALMEM_STORE`` or the
         user data directory).
@@ -127,6 +139,10 @@ class Store(StoreViews):
         concurrent writes share one fdatasync), ``"always"`` (one fdatasync per write) or
         ``"off"`` (no fsync: bulk import and tests only; survives kill -9, not power loss).
         A checkpoint runs by itself whenever the log grows by ``checkpoint_bytes``.
+        ``key``: the data key of an encrypted store (one with a ``KEY`` file; see
+        keyfile.py, which also makes one); every file is then sealed with it.
+        ``presence=False`` is for ``localmem encrypt`` alone, which holds the store's
+        presence lock exclusively itself (see lock.Presence).
         """
         if sync not in ("always", "batch", "off"):
             raise InvalidArgumentError(f"sync must be 'always', 'batch' or 'off', got {sync!r}")
@@ -138,26 +154,21 @@ class Store(StoreViews):
             raise InvalidArgumentError("checkpoint_bytes must be at least 64 KiB")
         p = Path(path).expanduser() if path is not None else default_store_path()
         if not p.exists():
+            swap.recover(p)  # a switch interrupted between its two renames
+        if not p.exists():
             if not create:
                 raise FileNotFoundError(f"no store at {p} (pass create=True to make one)")
             p.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fsync_dir(
-                p.parent, required=False
-            )  # the new store's directory entry survives a power cut
+            fsync_dir(p.parent, required=False)  # its directory entry survives a power cut
         elif not p.is_dir():
             raise InvalidArgumentError(f"{p} exists and is not a directory")
+        check_key(p, key)
         return cls(
-            p,
-            _token=_OPEN_TOKEN,
-            dim=dim,
-            metric=metric,
-            sync=sync,
-            create=create,
-            lock_timeout=lock_timeout,
-            checkpoint_bytes=checkpoint_bytes,
-            segment_bytes=segment_bytes,
-            group_commit_us=group_commit_us,
-        )
+            p, _token=_OPEN_TOKEN, dim=dim, metric=metric, sync=sync, create=create,
+            lock_timeout=lock_timeout, checkpoint_bytes=checkpoint_bytes,
+            segment_bytes=segment_bytes, group_commit_us=group_commit_us, key=key,
+            presence=presence,
+        )  # fmt: skip
 
     def refresh(self) -> None:
         """Applies what other processes committed since this process last looked. Every
@@ -547,6 +558,8 @@ class Store(StoreViews):
             if self._closed:
                 return
             self._closed = True
+            if self._presence is not None:
+                self._presence.close()
             self._writer.detach()
             self._wal = None
             self._index = None

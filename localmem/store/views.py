@@ -25,7 +25,9 @@ from localmem.errors import (
     StorageError,
     StorageFullError,
 )
+from localmem.store import keyfile
 from localmem.store import records as rec
+from localmem.store.crypt import StoreKey
 from localmem.store.faults import crash_point
 from localmem.store.index import Int8Index
 from localmem.store.lock import StoreLock
@@ -69,6 +71,11 @@ class StoreViews:
     _applied: int
     _log_bytes: int
     _retainers: list[Callable[[], int]]
+    _key: StoreKey | None
+
+    @property
+    def _native_key(self) -> Any:
+        return None if self._key is None else self._key.native
 
     def _append_locked(self, records: Sequence[tuple[int, bytes]]) -> int:
         raise NotImplementedError  # Store's
@@ -88,10 +95,11 @@ class StoreViews:
             checkpoint_lsn=0,
             index_file=None,
             arena_end=64,
-            store_id=os.urandom(8).hex(),
+            # An encrypted store's id is its key file's (the keyring entry is named after it).
+            store_id=(keyfile.read(self.path)["store_id"] if self._key else os.urandom(8).hex()),
         )
-        _core.BlobArena.create(str(self.path / m.arena_file()), m.generation)
-        write_manifest(self.path / "MANIFEST", m)
+        _core.BlobArena.create(str(self.path / m.arena_file()), m.generation, self._native_key)
+        write_manifest(self.path / "MANIFEST", m, self._key)
         return m
 
     def _load_locked(self) -> None:
@@ -99,7 +107,7 @@ class StoreViews:
         Caller holds the store lock."""
         mpath = self.path / "MANIFEST"
         try:
-            m = read_manifest(mpath)
+            m = read_manifest(mpath, self._key)
         except FileNotFoundError:
             if not self._opt["create"]:
                 raise FileNotFoundError(f"no store at {self.path}") from None
@@ -112,8 +120,8 @@ class StoreViews:
                     f"open it without {name}= or with the store's value"
                 )
         if m.format < FORMAT:  # raised before this version writes anything (manifest.FORMAT)
-            write_manifest(mpath, m)
-            m = read_manifest(mpath)
+            write_manifest(mpath, m, self._key)
+            m = read_manifest(mpath, self._key)
         self._manifest, self._manifest_sig = m, signature(mpath)
         # Always a fresh scan of the log directory: an older Wal object may have followed a
         # chain of segments that another process's checkpoint has deleted since. (Threads
@@ -124,6 +132,7 @@ class StoreViews:
             segment_bytes=self._opt["segment_bytes"],
             group_commit_us=self._opt["group_commit_us"],
             start_lsn=m.checkpoint_lsn + 1,
+            key=self._native_key,
         )
         self._note_wal_repair(wal.recover())
         if wal.first_lsn > m.checkpoint_lsn + 1:
@@ -140,7 +149,7 @@ class StoreViews:
         arena_path = self.path / m.arena_file()
         if not arena_path.exists():
             raise CorruptFileError(f"{self.path}: {m.arena_file()} named by MANIFEST is missing")
-        arena = _core.BlobArena(str(arena_path), m.generation)
+        arena = _core.BlobArena(str(arena_path), m.generation, self._native_key)
         scan = arena.refresh(last)
         if scan["end"] < m.arena_end:
             raise CorruptFileError(
@@ -200,7 +209,7 @@ class StoreViews:
             return
         if m.index_file is not None:
             try:
-                self._index = Int8Index.load(self.path / m.index_file)
+                self._index = Int8Index.load(self.path / m.index_file, key=self._native_key)
                 self._index_lsn = m.checkpoint_lsn
                 return
             except (CorruptFileError, StorageError, OSError) as e:
@@ -295,8 +304,10 @@ class StoreViews:
                 "write or open, so the write may appear later."
             ) from e
         self._arena_lsn = lsns[-1]
+        extra = int(self._arena.overhead)
         return {
-            lsn: (int(off), len(p)) for lsn, off, p in zip(lsns, offsets, payloads, strict=True)
+            lsn: (int(off), len(p) + extra)
+            for lsn, off, p in zip(lsns, offsets, payloads, strict=True)
         }
 
     def _apply(self, lsn: int, rtype: int, payload: bytes, blob: tuple[int, int] | None) -> None:
@@ -336,7 +347,7 @@ class StoreViews:
         sig = signature(mpath)
         if sig == self._manifest_sig:
             return False
-        m = read_manifest(mpath)
+        m = read_manifest(mpath, self._key)
         old = self._manifest
         self._manifest, self._manifest_sig = m, sig
         return m.generation != old.generation or self._applied < m.checkpoint_lsn
@@ -404,13 +415,13 @@ class StoreViews:
             new_file = self.path / f"arena/gen-{gen:06d}.blob"
             placed = arena.copy_to(str(new_file), gen, offs[order])
             crash_point("checkpoint:after-arena")
-            arena = _core.BlobArena(str(new_file), gen)
+            arena = _core.BlobArena(str(new_file), gen, self._native_key)
             arena.refresh(last)
             handles = {int(ids[j]): (int(placed[i]), lens[j]) for i, j in enumerate(order.tolist())}
         index_file = m.index_file
         if self._index is not None:
             index_file = f"index/int8-{last:016x}.lmix"
-            self._index.save(self.path / index_file)
+            self._index.save(self.path / index_file, key=self._native_key)
             crash_point("checkpoint:after-index")
         new = replace(
             m,
@@ -419,7 +430,7 @@ class StoreViews:
             index_file=index_file,
             arena_end=int(arena.end),
         )
-        write_manifest(self.path / "MANIFEST", new)
+        write_manifest(self.path / "MANIFEST", new, self._key)
         crash_point("checkpoint:after-manifest")
         self._manifest, self._manifest_sig = new, signature(self.path / "MANIFEST")
         self._arena, self._handles = arena, handles

@@ -4,71 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-chat_model_option = click.option(
-    "--model", default=None, metavar="NAME|PATH",
-    help="A GGUF chat model: a registry name, a name `localmem models` lists (Ollama's "
-    "llama3.2:3b, ...) or a file path (default: $LOCALMEM_LLM, else the embedded "
-    "SmolLM2-135M-Instruct).",
-)  # fmt: skip
-engine_option = click.option(
-    "--engine", type=click.Choice(["auto", "llama", "flash"]), default=None,
-    help="What runs the chat model: llama (llama.cpp), flash (localmem's own engine) or auto "
-    "(llama.cpp, unless it crashed in its check on this CPU: then flash) "
-    "(default: $LOCALMEM_ENGINE, else auto).",
-)  # fmt: skip
-budget_option = click.option(
-    "--memory-budget", "memory_budget", default=None, metavar="SHARE|SIZE",
-    help="With --engine flash: the memory the model's weights may use, as a share of them "
-    "(60%) or a size (512MB); what does not fit is read from disk as it is needed "
-    "(default: all weights mmap'd).",
-)  # fmt: skip
-store_option = click.option(
-    "--store", default=None, metavar="PATH",
-    help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
-)  # fmt: skip
-
-
-@contextmanager
-def _progress_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress(done, total) callback drawing a bar on stderr from the first report that
-    knows its total."""
-    bar: Any = None
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None and total:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        if bar is not None:
-            bar.update(done - bar.pos)
-
-    try:
-        yield progress
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-
-
-def engine_options(engine: str | None, memory_budget: str | None) -> dict[str, Any]:
-    """The engine options the flags ask for (a budget streams weights: flash only)."""
-    if memory_budget is None:
-        return {}
-    from localmem.errors import LocalmemError
-    from localmem.llm import engine_name, parse_budget
-
-    try:
-        if engine_name(engine) != "flash":
-            raise click.UsageError("--memory-budget needs --engine flash")
-        return {"memory_budget": parse_budget(memory_budget)}
-    except LocalmemError as e:
-        raise click.BadParameter(str(e), param_hint="--memory-budget") from e
+from localmem.cli.common import (
+    budget_option,
+    chat_model_option,
+    encryption_line,
+    engine_option,
+    engine_options,
+    keys_call,
+    keys_locked_hint,
+    memory,
+    passphrase,
+    progress_bar,
+    store_option,
+)
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -104,12 +57,22 @@ def chat(
     store: str | None = None,
     max_tokens: int = 256,
 ) -> None:
-    """Chat in the terminal with the local model and your memory (F1: help, F2: memory)."""
+    """Chat in the terminal with the local model and your memory (F1: help, F2: memory).
+    An encrypted store that the OS keyring does not unlock asks for its passphrase."""
+    import os
+
+    from localmem import keys
     from localmem.tui import ChatApp
 
+    info = keys_call(keys.encryption, store)
+    secret = None
+    if info and not info["keyring_has_key"] and not os.environ.get("LOCALMEM_PASSPHRASE"):
+        if not sys.stdin.isatty():
+            raise click.ClickException(keys_locked_hint(store))
+        secret = passphrase("Passphrase of the encrypted store")
     app = ChatApp(
         model=model, engine_name=engine, engine_options=engine_options(engine, memory_budget),
-        store=store, max_tokens=max_tokens,
+        store=store, max_tokens=max_tokens, passphrase=secret,
     )  # fmt: skip
     try:
         app.run()
@@ -218,11 +181,12 @@ def ask(
 ) -> None:
     """Answer MESSAGE once with the local model and what memory recalls, streaming the reply;
     the exchange (and any fact or preference stated in MESSAGE) is remembered."""
-    from localmem import Assistant, Memory
+    from localmem import Assistant, Memory, keys
     from localmem.errors import LocalmemError
     from localmem.llm import open_engine
 
     try:
+        keys.check_unlocked(store)  # before the model loads
         llm = open_engine(model, engine=engine, **engine_options(engine, memory_budget))
         if llm.notice:
             click.echo(f"note: {llm.notice}", err=True)
@@ -262,32 +226,14 @@ def ask(
               help="Serve streamable HTTP on 127.0.0.1:PORT instead of stdio.")  # fmt: skip
 def mcp(store: str | None, http_port: int | None) -> None:
     """Serve the memory to MCP clients (editors, agents) over stdio."""
+    from localmem import keys
     from localmem.mcp.server import serve
 
+    keys_call(keys.check_unlocked, store)  # before serving: an editor shows this on stderr
     serve(store, http_port=http_port)
 
 
 # ---------------------------------------------------------------------- memory commands
-
-
-@contextmanager
-def _memory(store: str | None, **kw: Any) -> Iterator[Any]:
-    """The store, with localmem errors turned into messages (exit 1), not tracebacks."""
-    from localmem import Memory
-    from localmem.errors import LocalmemError
-
-    try:
-        with Memory.open(store, **kw) as mem:
-            yield mem
-    except LocalmemError as e:
-        raise click.ClickException(str(e)) from e
-    except OSError as e:  # a path the user gave: missing, a directory, not writable
-        raise click.ClickException(_os_message(e)) from e
-
-
-def _os_message(e: OSError) -> str:
-    where = f"{e.filename}: " if e.filename else ""
-    return f"{where}{e.strerror or e}"
 
 
 def _item_line(m: Any) -> str:
@@ -309,7 +255,7 @@ def remember(
     pin: bool, store: str | None,
 ) -> None:  # fmt: skip
     """Store TEXT as a memory; prints its id."""
-    with _memory(store) as mem:
+    with memory(store) as mem:
         m = mem.remember(text, kind=kind, tags=tags, importance=importance, when=when,
                          pinned=pin, source="api")  # fmt: skip
         click.echo(f"remembered #{m.id}")
@@ -323,7 +269,7 @@ def remember(
 @store_option
 def recall(query: str, k: int, as_json: bool, no_floor: bool, store: str | None) -> None:
     """The memories that best answer QUERY, best first, with why each was found."""
-    with _memory(store) as mem:
+    with memory(store) as mem:
         hits = mem.recall(query, k=k, floor=not no_floor)
         if as_json:
             out = [h.as_dict() for h in hits]
@@ -341,7 +287,7 @@ def recall(query: str, k: int, as_json: bool, no_floor: bool, store: str | None)
 @store_option
 def forget(ids: tuple[int, ...], restore: bool, store: str | None) -> None:
     """Forget memories by id (undo with --restore within 30 days)."""
-    with _memory(store) as mem:
+    with memory(store) as mem:
         for id in ids:
             if restore:
                 mem.restore(id)
@@ -363,7 +309,7 @@ def list_(
     store: str | None,
 ) -> None:  # fmt: skip
     """The newest memories."""
-    with _memory(store) as mem:
+    with memory(store) as mem:
         items = mem.list(kind=kind, tag=tag, tier=tier, limit=limit)
         if as_json:
             click.echo(json.dumps([m.as_dict() for m in items], ensure_ascii=False, indent=1))
@@ -376,7 +322,7 @@ def list_(
 @store_option
 def stats(as_json: bool, store: str | None) -> None:
     """What the store holds."""
-    with _memory(store) as mem:
+    with memory(store) as mem:
         st = mem.stats()
         if as_json:
             click.echo(json.dumps(st, indent=1, default=str))
@@ -385,6 +331,7 @@ def stats(as_json: bool, store: str | None) -> None:
         click.echo(f"memories   {st['memories']:,}  {st['by_kind']}")
         click.echo(f"tiers      {st['by_tier']}")
         click.echo(f"model      {st['model']}")
+        click.echo(f"encryption {encryption_line(st['encryption'])}")
         click.echo(
             f"log        {st['store']['wal']['bytes']:,} B; arena {st['store']['arena_bytes']:,} B"
         )
@@ -402,7 +349,7 @@ def repair(store: str | None) -> None:
     """Rebuild the store's catalog (its SQLite index of texts and metadata) from the log,
     for a catalog that reads as damaged; the old one is kept aside. Memories are not
     touched: the log holds them."""
-    with _memory(store) as mem, _progress_bar("rebuilding the catalog") as progress:
+    with memory(store) as mem, progress_bar("rebuilding the catalog") as progress:
         out = mem.repair(progress)
     click.echo(f"catalog rebuilt: {out['memories']:,} memories ({out['items']:,} items read)")
     for f in out["moved_aside"]:
@@ -423,7 +370,7 @@ def consolidate(compact: bool, summarize: bool, model: str | None, store: str | 
     superseded facts; with --summarize, summarize ended conversations."""
     if model is not None and not summarize:
         raise click.UsageError("--model goes with --summarize")
-    with _memory(store) as mem:
+    with memory(store) as mem:
         if summarize:
             _summarize(mem, model)
         total: dict[str, int] = {}
@@ -474,19 +421,47 @@ def _summarize(mem: Any, model: str | None) -> None:
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="-",
               help="File to write (default: standard output).")  # fmt: skip
+@click.option("--encrypt", is_flag=True,
+              help="Encrypt it with a passphrase, typed twice at the terminal (unechoed) or "
+              "taken from $LOCALMEM_EXPORT_PASSPHRASE.")  # fmt: skip
 @store_option
-def export(output: str, store: str | None) -> None:
-    """Write every memory as checksummed JSONL (localmem import reads it back)."""
-    from localmem.files import private_output
-    from localmem.portable import export_jsonl
+def export(output: str, encrypt: bool, store: str | None) -> None:
+    """Write every memory as checksummed JSONL (localmem import reads it back).
 
-    with _memory(store) as mem:
-        if output == "-":
+    With --encrypt the JSONL is encrypted as it is written (XChaCha20-Poly1305, the key
+    derived from the passphrase by Argon2id): a backup, or a move to another machine, that
+    only the passphrase opens. Nothing in clear is written to disk. It is binary: write it
+    to a file (-o) or a pipe, not to the terminal."""
+    from localmem.files import private_output
+    from localmem.portable import export_encrypted, export_jsonl
+
+    secret = None
+    if encrypt:
+        if output == "-" and sys.stdout.isatty():
+            raise click.ClickException(
+                "an encrypted export is binary: write it to a file (-o FILE) or a pipe"
+            )
+        # Asked before the store opens: a prompt never waits with the store held.
+        secret = passphrase(
+            "Passphrase for the export", confirm=True, env="LOCALMEM_EXPORT_PASSPHRASE"
+        )
+    with memory(store) as mem:
+        if secret is not None:
+            if output == "-":
+                n = export_encrypted(mem, sys.stdout.buffer, secret)
+                sys.stdout.buffer.flush()
+            else:
+                with private_output(Path(output)) as f:  # 0600, like the plain export
+                    n = export_encrypted(mem, f.buffer, secret)
+        elif output == "-":
             n = export_jsonl(mem, sys.stdout)
         else:
             with private_output(Path(output)) as f:  # 0600: every memory's text is in it
                 n = export_jsonl(mem, f)
-        click.echo(f"exported {n:,} memories", err=True)
+        click.echo(f"exported {n:,} memories{' (encrypted)' if encrypt else ''}", err=True)
+        if not encrypt and mem.stats()["encryption"] is not None:
+            click.echo("note: the store is encrypted, this export is not: `localmem export "
+                       "--encrypt` keeps it so", err=True)  # fmt: skip
 
 
 @main.command(name="import")
@@ -494,13 +469,29 @@ def export(output: str, store: str | None) -> None:
 @store_option
 def import_(path: str, store: str | None) -> None:
     """Import PATH: a localmem export (- reads standard input), a ChatGPT
-    conversations.json, or Markdown / text notes (a memory per paragraph)."""
+    conversations.json, or Markdown / text notes (a memory per paragraph).
+
+    An encrypted export (export --encrypt) is recognised by its first line; its passphrase
+    is asked at the terminal, or taken from $LOCALMEM_EXPORT_PASSPHRASE (needed when it
+    comes on standard input). The whole file is decrypted and authenticated in memory before
+    anything is imported: a wrong passphrase, or a damaged or cut file, imports nothing."""
     from localmem.portable import import_data, import_file
 
-    with _memory(store) as mem:
-        with _progress_bar("embedding") as progress:
+    def secret() -> str:
+        return passphrase("Passphrase of the encrypted export", env="LOCALMEM_EXPORT_PASSPHRASE")
+
+    with memory(store) as mem:
+        with progress_bar("embedding") as progress:
             if path == "-":
-                what, n = import_data(mem, sys.stdin.buffer.read(), "stdin", None, progress)
+                data = sys.stdin.buffer.read()
+                what, n = import_data(mem, data, "stdin", None, progress, passphrase=secret)
             else:
-                what, n = import_file(mem, Path(path), progress)
+                what, n = import_file(mem, Path(path), progress, passphrase=secret)
         click.echo(f"imported {n:,} memories ({what})", err=True)
+
+
+# Registered last: they live in their own module (localmem/cli/keys.py).
+from localmem.cli.keys import encrypt, key  # noqa: E402
+
+main.add_command(encrypt)
+main.add_command(key)
