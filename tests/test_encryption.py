@@ -304,9 +304,10 @@ def _encrypt_cmd(store: Path) -> list[str]:
 
 
 def _check_whole(store: Path, truth: dict[int, str]) -> str:
-    key = None
+    """Opens the store as a user would after the kill (an encrypted one with the keyring's
+    key): every memory there, nothing left beside it. Returns its form."""
     form = "encrypted" if (store / "KEY").exists() else "plain"
-    with Memory.open(store, embedder=HashEmbedder(), key=key) as mem:
+    with Memory.open(store, embedder=HashEmbedder()) as mem:
         got = {m.id: m.text for m in mem.list(limit=10_000)}
     assert got == truth, f"{form} store after the kill: {len(got)} of {len(truth)}"
     leftovers = [p.name for p in store.parent.iterdir() if p.name.startswith(f".{store.name}.")]
@@ -468,3 +469,35 @@ def test_encrypt_where_no_store_is_yet_makes_one_encrypted_from_the_start(tmp_pa
     out = CliRunner().invoke(main, ["encrypt", "--store", str(busy), "--no-keyring"],
                              env={"LOCALMEM_PASSPHRASE": "pw"})  # fmt: skip
     assert out.exit_code == 1 and "not a localmem store" in out.output
+
+
+def test_key_commands_unlock_lock_rotate_and_refuse_clearly(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from localmem.cli import main
+
+    s, plain = tmp_path / "s", tmp_path / "p"
+    texts = _small_store(s)
+    _small_store(plain, key=None)
+    run = CliRunner().invoke
+
+    def key(*args: str, **env: str):  # type: ignore[no-untyped-def]
+        return run(main, ["key", *args, "--store", str(s)], env=env)
+
+    out = key("unlock", LOCALMEM_PASSPHRASE="wrong")
+    assert out.exit_code == 1 and "wrong one" in out.output and "Traceback" not in out.output
+    assert key("unlock", LOCALMEM_PASSPHRASE="pw").exit_code == 0
+    assert "unlocked" in key("status").output
+    out = key("rotate", "--no-keyring", LOCALMEM_NEW_PASSPHRASE="second")
+    assert out.exit_code == 0, out.output  # the keyring held the key: no current passphrase
+    assert "locked (needs its passphrase)" in key("status").output
+    with Memory.open(s, embedder=HashEmbedder(), key="second") as mem:
+        assert {m.id: m.text for m in mem.list(limit=100)} == texts
+    out = key("lock")  # nothing in the keyring, and only the passphrase left: fine
+    assert out.exit_code == 0
+    out = key("rotate", "--no-passphrase", "--no-keyring", LOCALMEM_PASSPHRASE="second")
+    assert out.exit_code == 1 and "needs the OS keyring" in out.output
+    out = run(main, ["key", "rotate", "--store", str(plain)])
+    assert out.exit_code == 1 and "not encrypted" in out.output
+    out = run(main, ["stats", "--store", str(s)])
+    assert out.exit_code == 1 and "localmem key unlock --store" in out.output

@@ -98,8 +98,6 @@ def key_lock(store: str | None) -> None:
 def key_rotate(store: str | None, use_keyring: bool | None, no_passphrase: bool) -> None:
     """Change the passphrase (and the keyring's key): the data key is re-wrapped, nothing
     is re-encrypted. Asks the current passphrase unless the keyring holds the key."""
-    import os
-
     from localmem import keys
 
     info = keys_call(keys.encryption, store)
@@ -113,7 +111,7 @@ def key_rotate(store: str | None, use_keyring: bool | None, no_passphrase: bool)
     new = None if no_passphrase else passphrase(
         "New passphrase", confirm=True, env="LOCALMEM_NEW_PASSPHRASE"
     )  # fmt: skip
-    if new is not None and new == current and not os.environ.get("LOCALMEM_NEW_PASSPHRASE"):
+    if new is not None and new == current:
         raise click.ClickException("the new passphrase is the current one")
     keys_call(keys.rotate_key, store, passphrase=current, new_passphrase=new, keyring=use_keyring)
     click.echo("rotated: the data key is wrapped anew" + (" (and kept by the OS keyring)"

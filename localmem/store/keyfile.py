@@ -76,7 +76,14 @@ def key_id(data_key: bytes) -> int:
 
 
 def keyring_user(store_id: str) -> str:
-    return f"store-{store_id}"
+    """A new keyring entry's name: one per wrap, so that a new keyring key is stored beside
+    the old one and the old one goes only once the key file that no longer needs it is
+    durable (overwritten in place, a crash between the two would lose the key)."""
+    return f"store-{store_id}-{secrets.token_hex(4)}"
+
+
+def _keyring_users(wraps: list[dict[str, Any]]) -> set[str]:
+    return {w["keyring"]["user"] for w in wraps if w["kek"] == "keyring"}
 
 
 # ---------------------------------------------------------------------- the file
@@ -121,8 +128,7 @@ def keyring_wrap(header: dict[str, Any], dek: bytes) -> dict[str, Any]:
 
 
 def write(path: Path, store_id: str, dek: bytes, wraps: list[dict[str, Any]]) -> None:
-    if not wraps:
-        raise InvalidArgumentError("an encrypted store needs a passphrase or the keyring")
+    """The key file with these wraps (``make_wraps``), replacing any, durably."""
     doc = {**_header(store_id, key_id(dek)), "wraps": wraps}
     write_durable(path / KEY_FILE, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
@@ -227,18 +233,16 @@ def rewrap(
     params: dict[str, int] | None = None,
 ) -> None:
     """Replaces every wrap of the store's data key ``dek`` (which ``unlock`` gave) with new
-    ones: a new salt for ``passphrase``, a new keyring key. The data stays as it is. An old
-    keyring entry that the new file no longer uses is removed."""
+    ones: a new salt for ``passphrase``, a new keyring key. The data stays as it is. The old
+    keyring entries go once the new file is durable."""
     doc = read(path)
     header = header_of(doc)
     if key_id(dek) != header["key_id"]:
         raise EncryptionKeyError(f"this is not the data key of {path}")
     wraps = make_wraps(header, dek, passphrase, use_keyring, params)
     write(path, doc["store_id"], dek, wraps)
-    if not use_keyring:
-        for w in doc["wraps"]:
-            if w["kek"] == "keyring":
-                _keyring_delete(w["keyring"]["user"])
+    for user in _keyring_users(doc["wraps"]):
+        _keyring_delete(user)
 
 
 def add_keyring(path: Path, dek: bytes) -> None:
@@ -250,6 +254,8 @@ def add_keyring(path: Path, dek: bytes) -> None:
         raise EncryptionKeyError(f"this is not the data key of {path}")
     wraps = [w for w in doc["wraps"] if w["kek"] != "keyring"]
     write(path, doc["store_id"], dek, [*wraps, keyring_wrap(header, dek)])
+    for user in _keyring_users(doc["wraps"]):
+        _keyring_delete(user)
 
 
 def drop_keyring(path: Path) -> None:
@@ -262,8 +268,9 @@ def drop_keyring(path: Path) -> None:
             f"the OS keyring holds the only key of {path}: set a passphrase first "
             "(localmem key rotate)"
         )
-    users = {w["keyring"]["user"] for w in doc["wraps"] if w["kek"] == "keyring"}
-    # The wraps kept are sealed over the header alone, so they stay valid as they are.
+    users = _keyring_users(doc["wraps"])
+    # Each wrap is sealed over the header and its own fields, not the others': the wraps
+    # kept stay valid as they are.
     write_durable(path / KEY_FILE, (json.dumps({**doc, "wraps": kept}, indent=1,
                                                sort_keys=True) + "\n").encode())  # fmt: skip
     for user in users:
