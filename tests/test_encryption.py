@@ -149,6 +149,9 @@ def test_no_marker_and_no_vector_on_disk_when_encrypted(tmp_path: Path) -> None:
     assert any(f.suffix == ".blob" for f in store_files)
     temp_files = _files(Path(tempfile.gettempdir()), since=started)
     found, vec_hits = _scan(store_files + temp_files, enc_run, fp32 + int8)
+    print(f"\nencrypted: {len(found)} of 1,000 markers and {vec_hits} of 10 vectors found in "
+          f"{len(store_files)} store files and {len(temp_files)} new temp files (plain, "
+          "the control: 1,000 and 10)")  # fmt: skip
     assert found == set() and vec_hits == 0, (sorted(found)[:5], vec_hits)
 
     with Memory.open(tmp_path / "enc", key="pw") as mem:  # and it all reads back
