@@ -504,3 +504,99 @@ def test_key_commands_unlock_lock_rotate_and_refuse_clearly(tmp_path: Path) -> N
     assert out.exit_code == 1 and "not encrypted" in out.output
     out = run(main, ["stats", "--store", str(s)])
     assert out.exit_code == 1 and "localmem key unlock --store" in out.output
+
+
+def test_a_forged_tombstone_or_key_in_an_arena_header_is_caught(tmp_path: Path) -> None:
+    """A blob's header fields (memory id, flags) are trusted by the open-time scan without
+    decrypting: in an encrypted arena they carry a MAC, so flipping a PUT into a tombstone
+    and fixing the CRC (no key needed) is damage, never a silent deletion."""
+    import struct
+
+    from localmem import _core
+    from localmem.store.crypt import StoreKey
+    from localmem.store.store import Store
+
+    s = tmp_path / "s"
+    _fast_encrypted(s)
+    key = StoreKey(keyfile.unlock(s, "pw"))
+    with Store.open(s, key=key) as st:
+        for i in (1, 2, 3):
+            st.put(i, f"item {i}")
+        st.checkpoint()
+    arena = sorted((s / "arena").glob("*.blob"))[0]
+    data = bytearray(arena.read_bytes())
+    for field in ("flags", "key"):
+        bad = bytearray(data)
+        off = 64  # the first blob, then the second
+        off += 32 + ((struct.unpack_from("<I", bad, off + 4)[0] + 7) & ~7)
+        if field == "flags":
+            struct.pack_into("<I", bad, off + 24, 1)  # TOMBSTONE
+        else:
+            struct.pack_into("<q", bad, off + 16, 99)
+        n = struct.unpack_from("<I", bad, off + 4)[0]
+        crc = _core.crc32c(
+            bytes(bad[off + 32 : off + 32 + n]), _core.crc32c(bytes(bad[off + 4 : off + 32]))
+        )
+        struct.pack_into("<I", bad, off, crc)
+        arena.write_bytes(bytes(bad))
+        try:
+            with Store.open(s, key=key) as st:
+                assert sorted(st.get(i).text for i in (1, 2, 3)) == ["item 1", "item 2", "item 3"]
+            outcome = "served intact"
+        except CorruptFileError as e:
+            assert "failed authentication" in str(e) and arena.name in str(e), str(e)
+            outcome = "refused"
+        print(f"forged {field}: {outcome}")
+        arena.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("new_complete", [False, True])
+def test_a_switch_cut_between_two_renames_is_finished_by_any_next_step(
+    tmp_path: Path, new_complete: bool
+) -> None:
+    """Where renameat2's exchange is missing, `localmem encrypt` switches with two renames; a
+    crash between them leaves no store at the path. A retried `encrypt`, or an open with a
+    passphrase, must finish (or undo) that switch first — never make a new store there and
+    then delete both copies as leftovers."""
+    import localmem
+    from localmem.store import swap
+
+    s = tmp_path / "s"
+    truth = _small_store(s, key=None)
+    if new_complete:  # the crash came after the encrypted copy was complete
+        localmem.keys.encrypt(s, keyring=True)
+        shutil.copytree(s, swap.staging_path(s))
+        (swap.staging_path(s) / swap.COMPLETE).touch()
+        shutil.rmtree(s)
+        _small_store(tmp_path / "plain-copy", key=None)  # stands for the old plain store
+        os.rename(tmp_path / "plain-copy", swap._old_path(s))
+    else:
+        os.rename(s, swap._old_path(s))
+    assert not s.exists()
+    if new_complete:
+        with pytest.raises(EncryptionKeyError, match="already encrypted"):
+            localmem.keys.encrypt(s, keyring=True)  # the retry finds the switch done
+    else:
+        with pytest.raises(EncryptionKeyError, match="not encrypted"):
+            Memory.open(s, embedder=HashEmbedder(), key="pw")  # the open restores it first
+    with Memory.open(s, embedder=HashEmbedder()) as mem:
+        got = {m.id: m.text for m in mem.list(limit=1000)}
+    assert got == truth
+    assert (s / "KEY").exists() == new_complete  # the complete new store won, else the old
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.")]
+
+
+def test_encrypt_through_a_symlink_encrypts_the_directory_and_leaves_no_plaintext(
+    tmp_path: Path,
+) -> None:
+    import localmem
+
+    real, link = tmp_path / "disk" / "store", tmp_path / "home" / "store"
+    truth = _small_store(real, key=None)
+    link.parent.mkdir()
+    link.symlink_to(real)
+    localmem.keys.encrypt(link, keyring=True)
+    assert link.is_symlink() and (real / "KEY").exists()
+    assert not any(b"memory 1" in f.read_bytes() for f in _files(tmp_path))
+    with Memory.open(link, embedder=HashEmbedder()) as mem:
+        assert {m.id: m.text for m in mem.list(limit=1000)} == truth

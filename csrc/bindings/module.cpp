@@ -71,11 +71,16 @@ py::dict build_info() {
     return d;
 }
 
-lm::AeadKey key_of(const py::bytes& key) {
-    const std::string k = key;
-    if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
-    return lm::AeadKey(reinterpret_cast<const uint8_t*>(k.data()));
+// The key's bytes where Python holds them: no copy that would outlive the call unwiped.
+const uint8_t* key_bytes(const py::bytes& key) {
+    char* p = nullptr;
+    Py_ssize_t n = 0;
+    if (PyBytes_AsStringAndSize(key.ptr(), &p, &n) != 0) throw py::error_already_set();
+    if (static_cast<size_t>(n) != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
+    return reinterpret_cast<const uint8_t*>(p);
 }
+
+lm::AeadKey key_of(const py::bytes& key) { return lm::AeadKey(key_bytes(key)); }
 
 py::bytes seal(const lm::AeadKey& key, const py::buffer& data, const py::bytes& ad,
                const std::optional<py::bytes>& nonce) {
@@ -162,9 +167,7 @@ PYBIND11_MODULE(_core, m) {
     // without the GIL. The Python bytes it was made from are the caller's to drop.
     py::class_<lm::AeadKey, lm_py::KeyArg>(m, "AeadKey")
         .def(py::init([](const py::bytes& key) {
-                 const std::string k = key;
-                 if (k.size() != lm::kAeadKeyBytes) invalid("key must be 32 bytes");
-                 return std::make_shared<lm::AeadKey>(reinterpret_cast<const uint8_t*>(k.data()));
+                 return std::make_shared<lm::AeadKey>(key_bytes(key));
              }),
              py::arg("key"))
         .def_property_readonly("key_id", &lm::AeadKey::key_id)

@@ -292,8 +292,7 @@ void bind_storage(py::module_& m) {
             py::arg("path"), py::arg("generation"), py::arg("offsets"))
         .def_property_readonly("generation", &lm::BlobArena::generation)
         .def_property_readonly(
-            "overhead",
-            [](const lm::BlobArena& a) { return a.encrypted() ? lm::kAeadOverhead : size_t{0}; },
+            "overhead", [](const lm::BlobArena& a) { return a.overhead(); },
             "Bytes a blob takes beyond its plaintext (the AEAD's, if any).")
         .def_property_readonly("end", &lm::BlobArena::end)
         .def_property_readonly("last_lsn", &lm::BlobArena::last_lsn)

@@ -64,7 +64,11 @@ def key_status(store: str | None) -> None:
     info = keys_call(keys.encryption, store)
     click.echo(encryption_line(info))
     if info is not None:
+        import os
+
         state = "unlocked" if info["keyring_has_key"] else "locked (needs its passphrase)"
+        if not info["keyring_has_key"] and os.environ.get("LOCALMEM_PASSPHRASE"):
+            state = "locked in the OS keyring; $LOCALMEM_PASSPHRASE is set"
         click.echo(f"this session: {state}")
 
 

@@ -136,8 +136,9 @@ class MemoryStore:
         return records
 
     def close(self) -> None:
-        self.store.close()
+        # The store last: its presence lock (localmem encrypt waits for it) covers the catalog.
         self._catalog.close()
+        self.store.close()
 
     @property
     def path(self) -> Path:

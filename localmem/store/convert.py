@@ -54,9 +54,11 @@ def encrypt_store(
 ) -> dict[str, Any]:
     """Encrypts the plain store at ``path`` in place (see the module doc); its data key is
     wrapped with ``passphrase`` and/or the OS keyring. Returns what was converted."""
-    path = Path(path).expanduser()
+    # The directory itself, not a symlink to it: the exchange would move the link.
+    path = Path(path).expanduser().resolve()
     if passphrase is None and not use_keyring:
         raise InvalidArgumentError("encrypting needs a passphrase or the OS keyring (or both)")
+    swap.finish_switch(path)  # a conversion cut between two renames comes first
     if (path / keyfile.KEY_FILE).exists():
         raise EncryptionKeyError(f"{path} is already encrypted")
     if not (path / "MANIFEST").exists():

@@ -77,13 +77,9 @@ def key_id(data_key: bytes) -> int:
 
 def keyring_user(store_id: str) -> str:
     """A new keyring entry's name: one per wrap, so that a new keyring key is stored beside
-    the old one and the old one goes only once the key file that no longer needs it is
-    durable (overwritten in place, a crash between the two would lose the key)."""
+    the old one, never over it (overwritten in place, a crash before the new key file is
+    durable would lose the key; and a copy of the store, a backup, may still use it)."""
     return f"store-{store_id}-{secrets.token_hex(4)}"
-
-
-def _keyring_users(wraps: list[dict[str, Any]]) -> set[str]:
-    return {w["keyring"]["user"] for w in wraps if w["kek"] == "keyring"}
 
 
 # ---------------------------------------------------------------------- the file
@@ -233,16 +229,16 @@ def rewrap(
     params: dict[str, int] | None = None,
 ) -> None:
     """Replaces every wrap of the store's data key ``dek`` (which ``unlock`` gave) with new
-    ones: a new salt for ``passphrase``, a new keyring key. The data stays as it is. The old
-    keyring entries go once the new file is durable."""
+    ones: a new salt for ``passphrase``, a new keyring key. The data stays as it is, and so
+    does the data key: an old copy of ``KEY`` still opens the store with what it was wrapped
+    by. Old keyring entries are left in place: a copy of the store (a backup) may hold its
+    key only there (``drop_keyring`` removes this file's)."""
     doc = read(path)
     header = header_of(doc)
     if key_id(dek) != header["key_id"]:
         raise EncryptionKeyError(f"this is not the data key of {path}")
     wraps = make_wraps(header, dek, passphrase, use_keyring, params)
     write(path, doc["store_id"], dek, wraps)
-    for user in _keyring_users(doc["wraps"]):
-        _keyring_delete(user)
 
 
 def add_keyring(path: Path, dek: bytes) -> None:
@@ -254,8 +250,6 @@ def add_keyring(path: Path, dek: bytes) -> None:
         raise EncryptionKeyError(f"this is not the data key of {path}")
     wraps = [w for w in doc["wraps"] if w["kek"] != "keyring"]
     write(path, doc["store_id"], dek, [*wraps, keyring_wrap(header, dek)])
-    for user in _keyring_users(doc["wraps"]):
-        _keyring_delete(user)
 
 
 def drop_keyring(path: Path) -> None:
@@ -268,7 +262,7 @@ def drop_keyring(path: Path) -> None:
             f"the OS keyring holds the only key of {path}: set a passphrase first "
             "(localmem key rotate)"
         )
-    users = _keyring_users(doc["wraps"])
+    users = {w["keyring"]["user"] for w in doc["wraps"] if w["kek"] == "keyring"}
     # Each wrap is sealed over the header and its own fields, not the others': the wraps
     # kept stay valid as they are.
     write_durable(path / KEY_FILE, (json.dumps({**doc, "wraps": kept}, indent=1,

@@ -154,7 +154,7 @@ class Store(StoreViews):
             raise InvalidArgumentError("checkpoint_bytes must be at least 64 KiB")
         p = Path(path).expanduser() if path is not None else default_store_path()
         if not p.exists():
-            swap.recover(p)  # a switch interrupted between its two renames
+            swap.finish_switch(p)  # a switch interrupted between its two renames
         if not p.exists():
             if not create:
                 raise FileNotFoundError(f"no store at {p} (pass create=True to make one)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from localmem.errors import EncryptionKeyError
 from localmem.files import fsync_dir
-from localmem.store import keyfile
+from localmem.store import keyfile, swap
 from localmem.store.crypt import StoreKey
 
 PASSPHRASE_ENV = "LOCALMEM_PASSPHRASE"
@@ -22,6 +22,7 @@ def store_key(path: Path, passphrase: str | None, *, create: bool = True) -> Sto
     """The key of the store at ``path`` (None: a plain store). An encrypted store opens with
     ``passphrase`` or, without one, with the key the OS keyring holds, else with
     ``$LOCALMEM_PASSPHRASE``; a new store given a passphrase is created encrypted with it."""
+    swap.finish_switch(path)  # before deciding it is not encrypted, or no store at all
     if (path / keyfile.KEY_FILE).exists():
         try:
             return StoreKey(keyfile.unlock(path, passphrase))

@@ -218,7 +218,11 @@ class StoreViews:
         index = Int8Index(m.dim, metric=m.metric)  # type: ignore[arg-type]
         ids, vecs = [], []
         for id, (off, length) in self._handles.items():
-            v = rec.put_vector(self._arena.view(off, length).data)
+            try:
+                v = rec.put_vector(self._arena.view(off, length).data)
+            except CorruptFileError as e:  # (encrypted) a blob that fails authentication
+                self._note("index", {"reason": str(e), "action": f"item {id} left out"})
+                continue
             if v is not None:
                 ids.append(id)
                 vecs.append(v)

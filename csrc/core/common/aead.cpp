@@ -48,6 +48,13 @@ AeadKey::AeadKey(const uint8_t key[kAeadKeyBytes]) {
     std::memcpy(&id, h, sizeof id);
     key_id_ = id == 0 ? 1 : id;
     crypto_wipe(h, sizeof h);
+    static const char mac_label[] = "localmem mac key";
+    crypto_blake2b_keyed(mac_key_, sizeof mac_key_, key_, sizeof key_,
+                         reinterpret_cast<const uint8_t*>(mac_label), sizeof mac_label - 1);
+}
+
+void AeadKey::mac(const uint8_t* data, size_t n, uint8_t out[kMacBytes]) const {
+    crypto_blake2b_keyed(out, kMacBytes, mac_key_, sizeof mac_key_, data, n);
 }
 
 void AeadKey::next_nonce(uint8_t out[kAeadNonceBytes]) const {
@@ -63,7 +70,10 @@ void AeadKey::next_nonce(uint8_t out[kAeadNonceBytes]) const {
     for (int i = 0; i < 8; ++i) out[16 + i] = static_cast<uint8_t>(c >> (8 * i));
 }
 
-AeadKey::~AeadKey() { crypto_wipe(key_, sizeof key_); }
+AeadKey::~AeadKey() {
+    crypto_wipe(key_, sizeof key_);
+    crypto_wipe(mac_key_, sizeof mac_key_);
+}
 
 void AeadKey::seal(const uint8_t* plain, size_t n, const uint8_t* ad, size_t ad_n, uint8_t* out,
                    const uint8_t* nonce) const {

@@ -49,10 +49,16 @@ public:
     // than the overhead, with out left zeroed.
     bool open(const uint8_t* sealed, size_t n, const uint8_t* ad, size_t ad_n, uint8_t* out) const;
 
+    // A 16-byte MAC of n bytes (keyed BLAKE2b under a subkey of this key): for what must be
+    // authenticated without being decrypted (an arena blob's header, checked at every scan).
+    static constexpr size_t kMacBytes = 16;
+    void mac(const uint8_t* data, size_t n, uint8_t out[kMacBytes]) const;
+
 private:
     void next_nonce(uint8_t out[kAeadNonceBytes]) const;
 
     uint8_t key_[kAeadKeyBytes];
+    uint8_t mac_key_[kAeadKeyBytes];  // one key, one construction: the MAC's is derived
     uint32_t key_id_;
     mutable std::mutex nonce_mu_;
     mutable uint8_t prefix_[16] = {};

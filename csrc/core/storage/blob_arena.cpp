@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/le_bytes.h"
 #include "common/mapped_file.h"
+#include "monocypher/monocypher.h"
 
 namespace lm {
 namespace {
@@ -48,6 +49,20 @@ void blob_ad(uint8_t ad[kBlobAdBytes], int64_t key, uint64_t lsn, uint32_t flags
     store_le<uint32_t>(ad + 4, flags);
     store_le<uint64_t>(ad + 8, lsn);
     store_le<int64_t>(ad + 16, key);
+}
+
+// The MAC that ends an encrypted blob's payload: its header fields and its AEAD tag. A scan
+// trusts a blob's key, LSN and flags (which items exist, which are deleted) without
+// decrypting it; the CRC alone would let anyone rewrite them.
+void header_mac(const AeadKey& k, const uint8_t* blob, uint32_t n,
+                uint8_t out[AeadKey::kMacBytes]) {
+    uint8_t m[kBlobAdBytes + 4 + kAeadTagBytes];
+    blob_ad(m, load_le<int64_t>(blob + 16), load_le<uint64_t>(blob + 8),
+            load_le<uint32_t>(blob + 24));
+    store_le<uint32_t>(m + kBlobAdBytes, n);
+    std::memcpy(m + kBlobAdBytes + 4, blob + kBlobHeader + n - AeadKey::kMacBytes - kAeadTagBytes,
+                kAeadTagBytes);
+    k.mac(m, sizeof m, out);
 }
 
 }  // namespace
@@ -132,6 +147,15 @@ BlobScan BlobArena::refresh(uint64_t max_lsn) {
             s.reason = "blob checksum mismatch";
             break;
         }
+        if (key_) {
+            uint8_t mac[AeadKey::kMacBytes];
+            if (n >= overhead()) header_mac(*key_, h, n, mac);
+            if (n < overhead() || crypto_verify16(mac, h + kBlobHeader + n - sizeof mac) != 0) {
+                s.stop = BlobScan::Corrupt;
+                s.reason = "blob header failed authentication (changed on disk)";
+                break;
+            }
+        }
         if (lsn <= last_lsn_) {
             s.stop = BlobScan::Corrupt;
             s.reason = "blob LSNs out of order";
@@ -182,7 +206,7 @@ uint64_t BlobArena::append(int64_t key, uint64_t lsn, uint32_t flags, const void
 void BlobArena::append_batch(const int64_t* keys, const uint64_t* lsns, const uint32_t* flags,
                              const void* const* data, const size_t* sizes, size_t count,
                              uint64_t* offsets) {
-    const size_t extra = key_ ? kAeadOverhead : 0;
+    const size_t extra = overhead();
     size_t total = 0;
     for (size_t i = 0; i < count; ++i) {
         if (sizes[i] > kArenaMaxBlob - extra)
@@ -212,6 +236,7 @@ void BlobArena::append_batch(const int64_t* keys, const uint64_t* lsns, const ui
             blob_ad(ad, keys[i], lsns[i], flags[i]);
             key_->seal(static_cast<const uint8_t*>(data[i]), sizes[i], ad, sizeof ad,
                        blob + kBlobHeader);
+            header_mac(*key_, blob, n, blob + kBlobHeader + n - AeadKey::kMacBytes);
         } else if (n) {
             std::memcpy(blob + kBlobHeader, data[i], n);
         }
@@ -258,10 +283,10 @@ std::vector<uint8_t> BlobArena::open(uint64_t offset, uint32_t len) {
     auto [m, p] = view(offset, len, key_ == nullptr);
     if (!key_) return std::vector<uint8_t>(p, p + len);
     const uint8_t* h = p - kBlobHeader;
-    std::vector<uint8_t> out(len >= kAeadOverhead ? len - kAeadOverhead : 0);
+    std::vector<uint8_t> out(len >= overhead() ? len - overhead() : 0);
     uint8_t ad[kBlobAdBytes];
     blob_ad(ad, load_le<int64_t>(h + 16), load_le<uint64_t>(h + 8), load_le<uint32_t>(h + 24));
-    if (!key_->open(p, len, ad, sizeof ad, out.data()))
+    if (len < overhead() || !key_->open(p, len - AeadKey::kMacBytes, ad, sizeof ad, out.data()))
         throw CorruptFile("blob arena " + path_ + ": the blob at " + std::to_string(offset) +
                           " failed authentication (damaged or tampered with on disk)");
     return out;

@@ -10,8 +10,10 @@
 //   crc = crc32c over bytes 4..32 of the blob header and the payload. Payloads start
 //   8-aligned, so an fp32 vector inside one can be viewed in place.
 //   Encrypted (header version 2, the key id at byte 12): each payload is sealed
-//   (common/aead.h) with its LSN, key and flags as associated data, and `len` is the sealed
-//   length; open() authenticates and decrypts one. Compaction copies sealed blobs as they are.
+//   (common/aead.h) with its LSN, key and flags as associated data and followed by a 16-byte
+//   MAC of the header fields and the seal's tag, which every scan checks (a scan trusts a
+//   blob's key and flags without decrypting it); `len` counts both. open() authenticates and
+//   decrypts a payload. Compaction copies sealed blobs as they are.
 //   Blobs appear in strictly increasing LSN order (the LSN of the log record they mirror);
 //   `key` and `flags` are the caller's (the store: memory id, tombstone bit).
 //
@@ -111,6 +113,9 @@ public:
     // checksum-verified and copied). CorruptFile, naming the file and offset, if neither holds.
     std::vector<uint8_t> open(uint64_t offset, uint32_t len);
     bool encrypted() const { return key_ != nullptr; }
+    // Bytes a blob's payload takes beyond its plaintext: encrypted, the AEAD's nonce and tag
+    // and the header MAC.
+    size_t overhead() const { return key_ ? kAeadOverhead + AeadKey::kMacBytes : 0; }
 
     void sync();
     // True if the file is exactly as this object last saw it (no other writer, no torn tail).

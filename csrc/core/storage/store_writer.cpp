@@ -93,7 +93,7 @@ uint64_t StoreWriter::put(const uint32_t* types, const int64_t* keys, const uint
             boffs.resize(bkeys.size());
             arena->append_batch(bkeys.data(), blsns.data(), bflags.data(), bdata.data(),
                                 bsizes.data(), bkeys.size(), boffs.data());
-            const size_t extra = arena->encrypted() ? kAeadOverhead : 0;
+            const size_t extra = arena->overhead();
             for (size_t i = 0; i < bkeys.size(); ++i)
                 written_.push_back(
                     WrittenBlob{blsns[i], boffs[i], static_cast<uint32_t>(bsizes[i] + extra)});
