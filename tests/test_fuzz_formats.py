@@ -186,6 +186,10 @@ def test_fuzz_sealed_index_files(tmp_path, rng):
     ix.save(base, key=key)
     original = base.read_bytes()
     assert original[:8] == b"LMSEALED" and vecs[0].tobytes() not in original
+    renamed = tmp_path / "int8-older.lmix"  # an old snapshot put in the current one's place
+    renamed.write_bytes(original)
+    with pytest.raises(CorruptFileError, match="failed authentication"):
+        Int8Index.load(renamed, key=key)
     want = ix.search(vecs[:4], 5)
     r = random.Random(5)
     path = tmp_path / "fuzz.lmix"

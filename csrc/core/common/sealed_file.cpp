@@ -15,10 +15,23 @@ constexpr uint32_t kVersion = 1;
 constexpr uint32_t kChunkBytes = uint32_t{1} << 20;
 constexpr uint32_t kMaxChunkBytes = uint32_t{64} << 20;  // what a reader accepts
 
-void chunk_ad(uint8_t ad[kSealedHeader + 9], const uint8_t* header, uint64_t index, bool last) {
-    std::memcpy(ad, header, kSealedHeader);
-    store_le<uint64_t>(ad + kSealedHeader, index);
+// header | index | last | the file's name: a sealed file renamed over another (an older index
+// snapshot over the current one) fails authentication too.
+std::vector<uint8_t> chunk_ad(const uint8_t* header, const std::string& name) {
+    std::vector<uint8_t> ad(kSealedHeader + 9 + name.size());
+    std::memcpy(ad.data(), header, kSealedHeader);
+    std::memcpy(ad.data() + kSealedHeader + 9, name.data(), name.size());
+    return ad;
+}
+
+void set_chunk(std::vector<uint8_t>& ad, uint64_t index, bool last) {
+    store_le<uint64_t>(ad.data() + kSealedHeader, index);
     ad[kSealedHeader + 8] = last ? 1 : 0;
+}
+
+std::string base_name_of(const std::string& path) {
+    const size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 }  // namespace
@@ -28,7 +41,7 @@ bool is_sealed_file(const uint8_t* data, size_t n) {
 }
 
 SealedFileWriter::SealedFileWriter(std::string path, const AeadKey& key, uint32_t kind)
-    : key_(key), out_(std::move(path)) {
+    : key_(key), name_(base_name_of(path)), out_(std::move(path)) {
     std::memset(header_, 0, sizeof header_);
     std::memcpy(header_, kMagic, 8);
     store_le<uint32_t>(header_ + 8, kVersion);
@@ -59,9 +72,9 @@ void SealedFileWriter::pad_to(size_t offset) {
 }
 
 void SealedFileWriter::seal_chunk(bool last) {
-    uint8_t ad[kSealedHeader + 9];
-    chunk_ad(ad, header_, index_++, last);
-    key_.seal(chunk_.data(), chunk_.size(), ad, sizeof ad, sealed_.data());
+    std::vector<uint8_t> ad = chunk_ad(header_, name_);
+    set_chunk(ad, index_++, last);
+    key_.seal(chunk_.data(), chunk_.size(), ad.data(), ad.size(), sealed_.data());
     out_.write(sealed_.data(), chunk_.size() + kAeadOverhead);
     std::fill(chunk_.begin(), chunk_.end(), 0);  // plaintext kept no longer than needed
     chunk_.clear();
@@ -95,13 +108,13 @@ std::shared_ptr<FileBytes> read_sealed_file(const std::string& path, const uint8
     if (last_len < kAeadOverhead) throw corrupt("truncated (a chunk is cut short)");
     auto out = std::make_shared<FileBytes>(static_cast<size_t>(body - chunks * kAeadOverhead));
     uint8_t* dst = out->mutable_data();
-    uint8_t ad[kSealedHeader + 9];
+    std::vector<uint8_t> ad = chunk_ad(data, base_name_of(path));
     const uint8_t* src = data + kSealedHeader;
     for (uint64_t i = 0; i < chunks; ++i) {
         const bool last = i + 1 == chunks;
         const size_t len = static_cast<size_t>(last ? last_len : full);
-        chunk_ad(ad, data, i, last);
-        if (!key.open(src, len, ad, sizeof ad, dst))
+        set_chunk(ad, i, last);
+        if (!key.open(src, len, ad.data(), ad.size(), dst))
             throw corrupt("chunk " + std::to_string(i) + " of " + std::to_string(chunks) +
                           " failed authentication: the file was damaged, cut or tampered with");
         src += len;

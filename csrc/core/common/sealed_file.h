@@ -8,9 +8,10 @@
 //                     zeros | u32 crc32c(bytes 0..60) at 60
 //   chunks:           each AeadKey-sealed (nonce | ciphertext | tag), every one but the last
 //                     holding exactly `chunk bytes` of plaintext; the last holds 0..chunk bytes.
-//   A chunk's associated data is the header, its index and whether it is the last (STREAM):
-//   chunks cannot be reordered, dropped, repeated, moved into another file kind, and a file
-//   cut at a chunk boundary fails authentication like one cut inside a chunk.
+//   A chunk's associated data is the header, its index, whether it is the last (STREAM) and
+//   the file's name: chunks cannot be reordered, dropped, repeated, moved into another file
+//   kind or another file, and a file cut at a chunk boundary fails authentication like one
+//   cut inside a chunk.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +45,7 @@ private:
     void seal_chunk(bool last);
 
     const AeadKey& key_;
+    std::string name_;  // the final name (authenticated), not the temporary one
     AtomicFileWriter out_;
     uint8_t header_[kSealedHeader];
     std::vector<uint8_t> chunk_, sealed_;
