@@ -29,8 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from localmem import _core
-from localmem.catalog import cipher
-from localmem.errors import CorruptFileError, EncryptionKeyError, InvalidArgumentError
+from localmem.catalog import Catalog, cipher
+from localmem.errors import (
+    CorruptFileError,
+    EncryptionKeyError,
+    InvalidArgumentError,
+    LocalmemError,
+)
 from localmem.files import fsync_dir
 from localmem.store import keyfile, swap
 from localmem.store.crypt import StoreKey
@@ -67,6 +72,10 @@ def encrypt_store(
     try:
         swap.recover(path)
         with Store.open(path, create=False, presence=False) as store:
+            # The log the catalog has not applied yet stays (it is copied, then applied by
+            # the next open) rather than cost a full catalog rebuild.
+            applied = _catalog_applied(path / "catalog.sqlite")
+            store.retain(lambda: applied)
             store.checkpoint()
         crash_point("encrypt:after-checkpoint")
         lock = StoreLock(path / "LOCK", timeout=30.0)
@@ -81,6 +90,20 @@ def encrypt_store(
     finally:
         presence.close()
     return result
+
+
+def _catalog_applied(path: Path) -> int:
+    """The last log record the (plain) catalog applied; 0 if it has none or cannot say."""
+    if not path.exists():
+        return 0
+    try:
+        catalog = Catalog(path)
+    except LocalmemError:
+        return 0  # damaged: the encrypted store's first open rebuilds it anyway
+    try:
+        return catalog.applied_lsn
+    finally:
+        catalog.close()
 
 
 def _new_encrypted(
