@@ -15,6 +15,7 @@
 #include "common/crc32c.h"
 #include "common/errors.h"
 #include "common/kernel_choice.h"
+#include "common/sealed_file.h"
 #include "common/thread_pool.h"
 #include "index/kernels.h"
 
@@ -197,6 +198,34 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("key"), py::arg("sealed"), py::arg("ad") = py::bytes(),
         "AeadKey(key).open(sealed, ad), for a key used once.");
+
+    // Whole files sealed in STREAM chunks (common/sealed_file.h): sync segments.
+    m.def(
+        "write_sealed",
+        [](const std::string& path, const lm::AeadKey& key, uint32_t kind, const py::buffer& data) {
+            const py::buffer_info info = bytes_of(data, "data");
+            const size_t n = nbytes(info);
+            ReleaseGil release;
+            lm::SealedFileWriter out(path, key, kind);
+            out.write(info.ptr, n);
+            out.commit();
+        },
+        py::arg("path"), py::arg("key"), py::arg("kind"), py::arg("data"),
+        "Writes data to path sealed (atomically: a temporary file, fsync, rename).");
+    m.def(
+        "read_sealed",
+        [](const std::string& path, const lm::AeadKey& key, uint32_t kind) {
+            std::shared_ptr<lm::FileBytes> plain;
+            {
+                ReleaseGil release;
+                auto file = std::make_shared<lm::FileBytes>(path, false);
+                plain = lm::read_sealed_file(path, file->data(), file->size(), key, kind);
+            }
+            return py::bytes(reinterpret_cast<const char*>(plain->data()), plain->size());
+        },
+        py::arg("path"), py::arg("key"), py::arg("kind"),
+        "What write_sealed wrote; CorruptFileError if any chunk fails authentication (a "
+        "file cut or still being copied), EncryptionKeyError if another key sealed it.");
 
     lm_py::bind_index(m);
     lm_py::bind_storage(m);

@@ -1,0 +1,120 @@
+"""The sync folder's files (issue 26, in progress): each device's segments, sealed.
+
+    FOLDER/<device id: 32 hex>/<seq: 16 hex>.seg
+
+A segment is written once, whole, by the device whose folder it is in, and never changed:
+sealed with the sync key in STREAM chunks (``_core.write_sealed``; its name is authenticated
+with it, so a copy under another name does not read). A folder-sync tool may deliver
+segments late, out of order, twice, or half-copied, and may add its own conflict copies;
+the reader therefore takes a device's segments in sequence order only, stops at the first
+one that is missing or does not authenticate yet (still being copied: it is read again
+next time), and ignores every name that is not a segment's. What each device's segments
+hold is opaque here: the sync layer above encodes its records in them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localmem import _core
+from localmem.errors import CorruptFileError, InvalidArgumentError
+
+KIND = 0x53594E43  # sealed-file kind of a sync segment ("SYNC")
+DEVICE = re.compile(r"^[0-9a-f]{32}$")
+SEGMENT = re.compile(r"^([0-9a-f]{16})\.seg$")
+
+
+def check_device(device: str) -> str:
+    if not isinstance(device, str) or not DEVICE.match(device):
+        raise InvalidArgumentError(f"a device id is 32 lowercase hex digits, got {device!r}")
+    return device
+
+
+def segment_path(folder: Path, device: str, seq: int) -> Path:
+    return Path(folder) / check_device(device) / f"{seq:016x}.seg"
+
+
+def write_segment(folder: Path, device: str, seq: int, key: Any, payload: bytes) -> Path:
+    """Writes this device's segment ``seq`` (from 1, one after the last it wrote) sealed
+    with the sync key ``key`` (an ``_core.AeadKey``); refuses to replace one: a segment,
+    once another device may have read it, never changes."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq < 2**63:
+        raise InvalidArgumentError(f"a segment number is a positive int, got {seq!r}")
+    path = segment_path(folder, device, seq)
+    if path.exists():
+        raise InvalidArgumentError(f"{path} exists: segments are written once")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _core.write_sealed(os.fspath(path), key, KIND, payload)
+    return path
+
+
+def segments(folder: Path, device: str) -> list[int]:
+    """The segment numbers present for ``device``, ascending (gaps possible: not copied yet)."""
+    d = Path(folder) / check_device(device)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1), 16) for n in names if (m := SEGMENT.match(n)))
+
+
+def devices(folder: Path) -> list[str]:
+    try:
+        return sorted(
+            n for n in os.listdir(folder) if DEVICE.match(n) and (Path(folder) / n).is_dir()
+        )
+    except FileNotFoundError:
+        return []
+
+
+@dataclass(frozen=True)
+class Segment:
+    device: str
+    seq: int
+    payload: bytes
+
+
+@dataclass
+class Scan:
+    """Why reading a device's segments stopped where it did."""
+
+    device: str
+    next_seq: int  # the first one not read
+    waiting: str = ""  # "" (read all present), "missing", "incomplete"
+    later: int = 0  # segments present past the stop
+
+
+def read_new(folder: Path, device: str, after: int, key: Any) -> tuple[list[Segment], Scan]:
+    """``device``'s segments after number ``after``, in order, up to the first that is
+    missing or does not authenticate yet. EncryptionKeyError if they are sealed with
+    another sync key (another folder's)."""
+    present = [s for s in segments(folder, device) if s > after]
+    out: list[Segment] = []
+    want = after + 1
+    for seq in present:
+        if seq != want:
+            return out, Scan(device, want, "missing", len(present) - len(out))
+        try:
+            payload = _core.read_sealed(os.fspath(segment_path(folder, device, seq)), key, KIND)
+        except CorruptFileError:
+            return out, Scan(device, want, "incomplete", len(present) - len(out))
+        except FileNotFoundError:  # removed meanwhile (a sync tool's own move)
+            return out, Scan(device, want, "missing", len(present) - len(out))
+        out.append(Segment(device, seq, payload))
+        want += 1
+    return out, Scan(device, want)
+
+
+def read_all_new(
+    folder: Path, seen: dict[str, int], key: Any, *, skip: str | None = None
+) -> Iterator[tuple[list[Segment], Scan]]:
+    """``read_new`` for every device in the folder (but ``skip``, this one), after what
+    ``seen`` says was read of each."""
+    for device in devices(folder):
+        if device != skip:
+            yield read_new(folder, device, seen.get(device, 0), key)
