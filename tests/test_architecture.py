@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("storage", ("localmem.store", "localmem.catalog", "localmem.embed", "localmem.llm")),
     ("records", ("localmem.memstore", "localmem.items")),
-    ("policies", ("localmem.recall", "localmem.lifecycle")),
+    ("policies", ("localmem.recall", "localmem.lifecycle", "localmem.sync")),
     ("api", ("localmem", "localmem.memory", "localmem.assistant", "localmem.keys")),
     (
         "faces",
