@@ -96,17 +96,15 @@ def _disk_dir() -> str | None:
 def store_summary(path: Path) -> str:
     """One line about the user's store, opened without creating it."""
     from localmem import keys
-    from localmem.store import Store, unlock
+    from localmem.store import Store, keyfile, unlock
 
     if not (path / "MANIFEST").exists():
         return "(not created yet)"
     try:
-        info = keys.encryption(path)
+        info = keyfile.describe(path)  # no secret read: store_key below unlocks, once
         enc = "plain files (not encrypted)"
         if info is not None:
-            held = " and ".join({"argon2id": "a passphrase", "keyring": "the OS keyring"}[k]
-                                for k in info["held_by"])  # fmt: skip
-            enc = f"encrypted ({info['cipher']}, key held by {held})"
+            enc = f"encrypted ({info['cipher']}, key held by {keys.held_by(info)})"
         with Store.open(path, create=False, lock_timeout=5,
                         key=unlock.store_key(path, None, create=False)) as s:  # fmt: skip
             st = s.stats()

@@ -36,6 +36,12 @@ def encryption(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | N
     return info
 
 
+def held_by(info: dict[str, Any]) -> str:
+    """What holds the key, in words: ``a passphrase and the OS keyring``."""
+    words = {"argon2id": "a passphrase", "keyring": "the OS keyring"}
+    return " and ".join(words.get(k, k) for k in info["held_by"])
+
+
 def check_unlocked(path: str | os.PathLike[str] | None = None) -> None:
     """Raises EncryptionKeyError, with the command that unlocks it, if the store at ``path``
     is encrypted and neither the OS keyring nor ``$LOCALMEM_PASSPHRASE`` opens it: for the

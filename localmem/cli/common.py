@@ -107,9 +107,9 @@ def passphrase(prompt: str, *, confirm: bool = False, env: str = "LOCALMEM_PASSP
 def encryption_line(info: dict[str, Any] | None) -> str:
     if info is None:
         return "off (plain files: localmem encrypt turns it on)"
-    held = {"argon2id": "a passphrase", "keyring": "the OS keyring"}
-    by = " and ".join(held.get(k, k) for k in info["held_by"])
-    return f"on ({info['cipher']}; key held by {by})"
+    from localmem import keys
+
+    return f"on ({info['cipher']}; key held by {keys.held_by(info)})"
 
 
 def os_message(e: OSError) -> str:

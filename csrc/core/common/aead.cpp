@@ -70,6 +70,14 @@ void AeadKey::next_nonce(uint8_t out[kAeadNonceBytes]) const {
     for (int i = 0; i < 8; ++i) out[16 + i] = static_cast<uint8_t>(c >> (8 * i));
 }
 
+void check_key_id(const std::string& what, uint32_t found, uint32_t expected) {
+    if (found == expected) return;
+    throw KeyMismatch(what + (found == 0 ? " is not encrypted, but this store is"
+                              : expected == 0
+                                  ? " is encrypted: open the store with its key"
+                                  : " is encrypted with another key than this store's"));
+}
+
 AeadKey::~AeadKey() {
     crypto_wipe(key_, sizeof key_);
     crypto_wipe(mac_key_, sizeof mac_key_);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace lm {
@@ -70,5 +71,10 @@ using SharedKey = std::shared_ptr<const AeadKey>;
 
 // Nonzero key ids as written in a header: 0 means "not encrypted".
 inline uint32_t key_id_of(const SharedKey& key) { return key ? key->key_id() : 0; }
+
+// Throws KeyMismatch, naming `what` (a file), unless the key id a file records (`found`, 0:
+// plain) is the one the store opens it with (`expected`, 0: no key). Never damage: a file
+// that fails this is left as it is.
+void check_key_id(const std::string& what, uint32_t found, uint32_t expected);
 
 }  // namespace lm

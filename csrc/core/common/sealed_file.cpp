@@ -40,6 +40,10 @@ bool is_sealed_file(const uint8_t* data, size_t n) {
     return n >= sizeof kMagic && std::memcmp(data, kMagic, sizeof kMagic) == 0;
 }
 
+uint32_t sealed_key_id(const uint8_t* data, size_t n) {
+    return n >= kSealedHeader ? load_le<uint32_t>(data + 16) : 0;
+}
+
 SealedFileWriter::SealedFileWriter(std::string path, const AeadKey& key, uint32_t kind)
     : key_(key), name_(base_name_of(path)), out_(std::move(path)) {
     std::memset(header_, 0, sizeof header_);
@@ -98,8 +102,8 @@ std::shared_ptr<FileBytes> read_sealed_file(const std::string& path, const uint8
     if (load_le<uint32_t>(data + 12) != kind)
         throw corrupt("holds another kind of content (" +
                       std::to_string(load_le<uint32_t>(data + 12)) + ")");
-    if (load_le<uint32_t>(data + 16) != key.key_id())
-        throw KeyMismatch(path + " is encrypted with another key than this store's");
+    if (sealed_key_id(data, n) == 0) throw corrupt("no key id in the header");
+    check_key_id(path, sealed_key_id(data, n), key.key_id());
     const uint64_t chunk = load_le<uint32_t>(data + 20);
     if (chunk == 0 || chunk > kMaxChunkBytes) throw corrupt("bad chunk size in the header");
     const uint64_t body = n - kSealedHeader, full = chunk + kAeadOverhead;

@@ -29,6 +29,8 @@ constexpr size_t kSealedHeader = 64;
 
 // Whether the first bytes of a file are a sealed file's magic.
 bool is_sealed_file(const uint8_t* data, size_t n);
+// The key id a sealed file's header records (not yet checked: 0 if the header is cut).
+uint32_t sealed_key_id(const uint8_t* data, size_t n);
 
 class SealedFileWriter {
 public:

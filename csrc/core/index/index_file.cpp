@@ -138,7 +138,7 @@ std::unique_ptr<Int8Index> Int8Index::load(const std::string& path, bool use_mma
                                            const AeadKey* key) {
     auto file = std::make_shared<FileBytes>(path, use_mmap && key == nullptr);
     if (is_sealed_file(file->data(), file->size())) {
-        if (key == nullptr) throw KeyMismatch(path + " is encrypted: open the store with its key");
+        if (key == nullptr) check_key_id(path, sealed_key_id(file->data(), file->size()), 0);
         file = read_sealed_file(path, file->data(), file->size(), *key, kSealedKind);
     } else if (key != nullptr) {
         // Not an encryption mismatch of the store (its other files opened with this key):

@@ -107,12 +107,7 @@ BlobArena::BlobArena(std::string path, uint64_t generation, SharedKey key)
         problem = "it holds generation " + std::to_string(load_le<uint64_t>(h + 16)) +
                   ", the manifest expects " + std::to_string(generation);
     if (!problem.empty()) throw CorruptFile("blob arena " + path_ + ": " + problem);
-    const uint32_t found = load_le<uint32_t>(h + 12);
-    if (found != key_id_of(key_))
-        throw KeyMismatch("blob arena " + path_ +
-                          (found == 0        ? " is not encrypted, but this store is"
-                           : key_ == nullptr ? " is encrypted: open the store with its key"
-                                             : " is encrypted with another key than this store's"));
+    check_key_id("blob arena " + path_, load_le<uint32_t>(h + 12), key_id_of(key_));
 }
 
 BlobScan BlobArena::refresh(uint64_t max_lsn) {

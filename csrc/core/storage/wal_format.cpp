@@ -60,13 +60,7 @@ std::string check_segment_header(const uint8_t* h, size_t n, uint64_t first_lsn,
                " is not supported by this localmem";
     if ((version == kVersion) != (found == 0)) return "segment header fields are inconsistent";
     if (load_le<uint64_t>(h + 16) != first_lsn) return "segment header LSN does not match its name";
-    if (found != key_id)
-        throw KeyMismatch(found == 0    ? "log segment " + segment_name(first_lsn) +
-                                              " is not encrypted, but this store is"
-                          : key_id == 0 ? "log segment " + segment_name(first_lsn) +
-                                              " is encrypted: open the store with its key"
-                                        : "log segment " + segment_name(first_lsn) +
-                                              " is encrypted with another key than this store's");
+    check_key_id("log segment " + segment_name(first_lsn), found, key_id);
     return {};
 }
 
