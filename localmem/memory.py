@@ -28,6 +28,8 @@ from localmem.memstore import MemoryStore, heals
 from localmem.paths import default_store_path
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
+from localmem.store.crypt import StoreKey
+from localmem.sync import syncer
 from localmem.text import validate as v
 
 if TYPE_CHECKING:
@@ -49,9 +51,13 @@ class Memory:
     UPKEEP_INTERVAL = 300.0
     UPKEEP_LIMIT = 500
 
-    def __init__(self, records: MemoryStore, *, forgetting: bool = True) -> None:
+    def __init__(
+        self, records: MemoryStore, *, forgetting: bool = True, key: StoreKey | None = None
+    ) -> None:
         self.records = records
+        self._key = key  # an encrypted store's key: the sync state is sealed with it
         self._closed = False
+        self._synced_at = 0.0
         self._upkeep = Upkeep(records, automatic=forgetting)
         self._retriever = Retriever(records)
 
@@ -95,7 +101,12 @@ class Memory:
         records = MemoryStore.open(
             p, emb, sync=sync, reembed=reembed, progress=progress, clock=clock, key=store_key
         )
-        mem = cls(records, forgetting=forgetting)
+        try:
+            syncer.attach(records, store_key)
+        except BaseException:
+            records.close()
+            raise
+        mem = cls(records, forgetting=forgetting, key=store_key)
         if forgetting:
             mem._upkeep.automatic(cls.UPKEEP_LIMIT, sweep_only=True)  # due since it was last open
         return mem
@@ -322,6 +333,49 @@ class Memory:
         every record passes ``remember``'s checks and the lifecycle state's, or nothing is
         imported; ids the store already holds, or given twice, are refused."""
         return self._open().import_records(items, progress)
+
+    # ------------------------------------------------------------------ sync
+
+    def sync_init(self, folder: str | os.PathLike[str]) -> str:
+        """Sets up sync between this person's devices through ``folder`` (kept in step by
+        Syncthing, Dropbox, a share, ...), with this store as the first device; returns
+        the join code each other device needs (``sync_join``). Give the code by hand:
+        it is the key that seals everything in the folder."""
+        code = syncer.init(self._open(), self._key, folder)
+        self.sync()
+        return code
+
+    def sync_join(self, folder: str | os.PathLike[str], code: str) -> dict[str, Any]:
+        """Joins the sync folder another device set up, with its join ``code``; this
+        store's own memories get ids unique across the devices and are synced too. Runs a
+        first sync and returns what it did."""
+        syncer.join(self._open(), self._key, folder, code)
+        return self.sync()
+
+    def sync(
+        self, folder: str | os.PathLike[str] | None = None, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """One sync step: imports the other devices' new changes, then exports this one's
+        (``localmem.sync.syncer``); returns counts. ``folder``: the sync folder's new place,
+        if it moved. ``{"busy": True}`` when another process of this store is syncing."""
+        self._synced_at = time.monotonic()
+        return syncer.step(self._open(), self._key, folder=folder, progress=progress)
+
+    def sync_if_due(self, interval: float) -> dict[str, Any] | None:
+        """``sync()`` if this store syncs and the last step is ``interval`` seconds old
+        (what the chat and the MCP server run in the background); None when not due."""
+        if time.monotonic() - self._synced_at < interval or self.records.stamper is None:
+            return None
+        return self.sync()
+
+    def sync_status(self) -> dict[str, Any] | None:
+        """Devices seen, the last import from each, segments waiting, conflicts resolved;
+        None if this store does not sync."""
+        return syncer.status(self._open(), self._key)
+
+    def sync_code(self) -> str:
+        """The join code of this store's sync folder (to add another device)."""
+        return syncer.code(self._open(), self._key)
 
     # ------------------------------------------------------------------ reading
 

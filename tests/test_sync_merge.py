@@ -1,6 +1,7 @@
 """Issue 26: the merge rules converge — replicas that saw the same changes, in any order and
 any of them twice, agree — and keep what the issue asks (forget/restore ordered on the
-clock, a purge winning over older writes only, lifecycle state never regressing)."""
+clock, a purge that wins over every write however late it arrives, lifecycle state never
+regressing)."""
 
 from __future__ import annotations
 
@@ -75,14 +76,26 @@ def test_forget_and_restore_are_ordered_on_the_clock():
     assert _fold([late_forget, put, restore]).value("forgotten") is True
 
 
-def test_a_purge_wins_over_older_writes_however_late_they_arrive():
+def test_a_purge_wins_over_every_write_however_late_it_arrives():
     a, b = DEVICES[:2]
     put, edit = op((1, a), text="old"), op((3, b), text="edited before the purge")
     purge = op((4, a), purged=True)
     state = _fold([purge, put, edit])  # the older writes arrive after the purge
     assert not state.alive and state.value("text") is None
-    newer = op((6, b), text="written after the purge")
-    assert _fold([put, purge, newer]).value("text") == "written after the purge"
+    # a device that had not heard of the purge pins it later: the memory stays gone
+    newer = op((6, b), pinned=True)
+    for order in ([put, purge, newer], [newer, put, purge], [purge, newer]):
+        got = _fold(order)
+        assert not got.alive and got.fields == {} and got.purged == (4, a)
+    assert merge(op((1, a), text="x"), newer).alive  # a write alone is not a purge
+
+
+def test_a_change_without_text_is_not_a_memory_yet():
+    """A pin from one device can arrive before the memory's creation from another."""
+    a, b = DEVICES[:2]
+    pin = op((5, b), pinned=True)
+    assert not pin.alive
+    assert merge(pin, op((1, a), text="hello", pinned=False)).alive
 
 
 def test_lifecycle_state_never_regresses():

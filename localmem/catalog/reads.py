@@ -302,5 +302,6 @@ class CatalogReads:
                 )
             ]
 
-    def max_id(self) -> int:
-        return self._scalar("SELECT max(id) FROM memories")
+    def max_id(self, lo: int = 0, hi: int = 2**63 - 1) -> int:
+        """The largest id listed in [lo, hi) (0 if none)."""
+        return self._scalar("SELECT max(id) FROM memories WHERE id >= ? AND id < ?", (lo, hi))

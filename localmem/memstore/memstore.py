@@ -41,6 +41,8 @@ from localmem.text.validate import check_item_dict, check_record, to_timestamp
 log = logging.getLogger("localmem")
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: (puts, the items they replace: None for a new one) -> the puts to write.
+Stamp = Callable[[list[tuple[Any, ...]], dict[int, "rec.Item | None"]], list[tuple[Any, ...]]]
 
 
 def heals(method: F) -> F:
@@ -85,6 +87,12 @@ class MemoryStore:
         self._ids = threading.Lock()
         self._heal_lock = threading.Lock()
         self._catalog_lsn = catalog.applied_lsn  # what the log must keep for the catalog
+        # Sync (``localmem.sync``) sets these on a device that syncs: every memory write
+        # passes through ``stamper`` (its fields' clocks), and new ids come from ``id_span``.
+        self.stamper: Stamp | None = None
+        self.id_span: tuple[int, int] | None = None
+        self.id_floor = 0  # no id below it is issued (the device's purged ids)
+        self.sync_exported: list[int] | None = None  # [the LSN the last export covered]
         catalog.source = reconcile.item_source(store)
         # The retention point is a cached number: a checkpoint asks for it under the store's
         # lock, and reading the catalog there would invert the lock order of sync().
@@ -331,8 +339,31 @@ class MemoryStore:
         """Fresh ids, unique across processes (``Catalog.next_ids``). A rebuilt catalog lost
         the counter, and a purged id may have been the largest; every id ever issued had its
         own PUT, so none is above the log's last LSN: it starts past it."""
+        span = self.id_span
+        if span is not None:  # a synced device's own range: its ids are unique everywhere
+            lo = span[0]
+            with self._ids:
+                return self._catalog.next_ids(
+                    n, first=lambda: self._first_id(span),
+                    span=span,
+                )
         with self._ids:
             return self._catalog.next_ids(n, first=lambda: self.store.last_lsn + 1)
+
+    def _first_id(self, span: tuple[int, int]) -> int:
+        """Where a synced device's id counter starts again when its catalog lost it: past
+        its ids stored and purged (slot 0 keeps the unsynced rule: past the log)."""
+        lo, hi = span
+        past = [i + 1 for i in self.store.ids() if lo <= i < hi]
+        return max([lo, self.id_floor, self.store.last_lsn + 1 if lo <= 1 else 0, *past])
+
+    def put_many(self, puts: list[tuple[Any, ...]], olds: dict[int, rec.Item | None]) -> int:
+        """Every write of memories goes here: ``puts`` as ``Store.put_many`` takes them, and
+        the items they replace (None or absent: new), which a syncing device's ``stamper``
+        compares them with."""
+        if self.stamper is not None:
+            puts = self.stamper(puts, olds)
+        return self.store.put_many(puts)
 
     def write(
         self,
@@ -371,7 +402,7 @@ class MemoryStore:
                     meta["when"] = now
                 meta["model"] = model
                 items.append((id, text, memmeta.pack(meta), v))
-            self.store.put_many(items)  # durable: from here on the memories exist
+            self.put_many(items, {})  # durable: from here on the memories exist
             out.update(zip(todo, self._stored(items), strict=True))
         for i, (text, meta) in enumerate(chunk):
             if i not in out:
@@ -450,7 +481,7 @@ class MemoryStore:
             if id in fresh:
                 meta["model"] = self.model_id
             out.append(forms.in_tier(it, meta, tier, fresh.get(id, it.vector), now))
-        self.store.put_many(out)
+        self.put_many(out, dict(items))
         return len(out)
 
     def update(self, id: int, text: str | None, tags: list[str] | None) -> None:
@@ -469,10 +500,12 @@ class MemoryStore:
     def retext(self, id: int, text: str, meta: dict[str, Any]) -> None:
         """Writes memory ``id`` with new ``text``: what was derived from the old text (cold
         code, entities) dropped, embedded again, in the hot tier, forgotten no more."""
+        old = self.store.get(id) if self.stamper is not None else None
         meta = dict(meta, tier="hot", model=self.model_id)
         for key in ("code", "forgotten_at", "entities"):
             meta.pop(key, None)
-        self.store.put(id, text, meta=memmeta.pack(meta), vector=self.embedder.embed([text])[0])
+        put = (id, text, memmeta.pack(meta), self.embedder.embed([text])[0])
+        self.put_many([put], {id: old})
 
     def reembed(self, progress: Progress | None, ids: Sequence[int] | None = None) -> None:
         """Every memory (or those in ``ids``) again with the current model, each in its own
@@ -492,7 +525,7 @@ class MemoryStore:
                     strict=True,
                 )
             )
-            items = []
+            items, olds = [], {}
             for r in live:
                 id = int(r.id)
                 try:
@@ -501,8 +534,9 @@ class MemoryStore:
                     log.warning("reembed: memory %d left as it is, it cannot be read: %s", id, e)
                     continue
                 meta = dict(it.meta, model=model)
+                olds[id] = it
                 items.append(forms.in_tier(it, meta, r.tier, vecs[id], self.clock()))
-            self.store.put_many(items)
+            self.put_many(items, olds)
             if progress is not None:
                 progress(start + len(chunk), total)
         self.sync()
@@ -525,6 +559,8 @@ class MemoryStore:
                     f"the export gives id {checked[-1][0]} twice: it was edited or damaged"
                 )
             seen.add(checked[-1][0])
+        if self.id_span is not None:
+            checked = self._renumbered(checked)
         clash = [id for id, _, _ in checked if id in self.store]
         if clash:
             raise InvalidArgumentError(
@@ -533,6 +569,21 @@ class MemoryStore:
             )
         self.put_records(checked, progress)
         return len(checked)
+
+    def _renumbered(
+        self, records: list[tuple[int, str, dict[str, Any]]]
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """An export's memories with ids of this device's own (a syncing device: ids are
+        unique across devices only within their span), references between them kept."""
+        new = dict(zip([id for id, _, _ in records], self.new_ids(len(records)), strict=True))
+        out = []
+        for id, text, meta in records:
+            meta = dict(meta)
+            for ref in ("superseded_by", "merged_into"):
+                if meta.get(ref) is not None:
+                    meta[ref] = new.get(meta[ref])  # a memory the export left out: no link
+            out.append((new[id], text, meta))
+        return out
 
     def put_records(
         self, records: list[tuple[int, str, dict[str, Any]]], progress: Progress | None = None
@@ -544,7 +595,7 @@ class MemoryStore:
             (id, text, memmeta.pack(dict(meta, model=model)), None) for id, text, meta in records
         ]
         for i in range(0, len(items), 1000):
-            self.store.put_many(items[i : i + 1000])
+            self.put_many(items[i : i + 1000], {})
         self.sync()
         self.reembed(progress, [id for id, _, _ in records])
 

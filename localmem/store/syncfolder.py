@@ -27,6 +27,7 @@ from localmem.errors import CorruptFileError, InvalidArgumentError
 KIND = 0x53594E43  # sealed-file kind of a sync segment ("SYNC")
 DEVICE = re.compile(r"^[0-9a-f]{32}$")
 SEGMENT = re.compile(r"^([0-9a-f]{16})\.seg$")
+TEMPORARY = re.compile(r"^[0-9a-f]{16}\.seg\.tmp-[0-9]+$")  # a write cut by a crash
 
 
 def check_device(device: str) -> str:
@@ -118,3 +119,83 @@ def read_all_new(
     for device in devices(folder):
         if device != skip:
             yield read_new(folder, device, seen.get(device, 0), key)
+
+
+# ---------------------------------------------------------------------- this device's state
+
+STATE_KIND = 0x53594E53  # sealed-file kind of a store's sync state ("SYNS")
+MARKER = "localmem-sync.json"  # the folder's one other file: its format and key id
+
+
+def new_key() -> bytes:
+    return os.urandom(32)
+
+
+def aead_key(raw: bytes) -> Any:
+    """The native key of a sync key (32 bytes)."""
+    if not isinstance(raw, bytes) or len(raw) != 32:
+        raise InvalidArgumentError("a sync key is 32 bytes")
+    return _core.AeadKey(raw)
+
+
+def write_state(path: Path, data: bytes, key: Any | None) -> None:
+    """The store's sync state (it holds the sync key): sealed with the store's key when the
+    store is encrypted (``key``: its ``_core.AeadKey``), else 0600 like the store's own
+    files; atomic either way."""
+    if key is not None:
+        _core.write_sealed(os.fspath(path), key, STATE_KIND, data)
+        os.chmod(path, 0o600)
+    else:
+        from localmem.files import write_durable
+
+        write_durable(path, data)
+
+
+def read_state(path: Path, key: Any | None) -> bytes | None:
+    """What ``write_state`` wrote (None: no state, sync was never set up). A state written
+    in the clear before the store was encrypted reads too (the next write seals it)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if key is not None and not raw.startswith(b"{"):
+        return bytes(_core.read_sealed(os.fspath(path), key, STATE_KIND))
+    return raw
+
+
+def key_id(key: Any) -> str:
+    return f"{int(key.key_id):08x}"
+
+
+def write_marker(folder: Path, key: Any) -> None:
+    """Marks ``folder`` as a sync folder: the format and the sync key's id (a keyed hash of
+    32 bits: says which key, reveals nothing of it)."""
+    import json
+
+    from localmem.files import write_private
+
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(folder / MARKER, json.dumps({"format": 1, "key_id": key_id(key)}).encode())
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        doc = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"{Path(folder) / MARKER} cannot be read: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("key_id"), str):
+        raise CorruptFileError(f"{Path(folder) / MARKER} is not a localmem sync folder's")
+    return doc
+
+
+def stray_temporaries(folder: Path, device: str) -> list[Path]:
+    """Temporary files a write of this device's segments left behind (a crash)."""
+    d = Path(folder) / check_device(device)
+    try:
+        return [d / n for n in os.listdir(d) if TEMPORARY.match(n)]
+    except FileNotFoundError:
+        return []

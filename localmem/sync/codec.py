@@ -1,53 +1,56 @@
-"""The changes a sync segment carries, as bytes (issue 26, in progress).
+"""What a sync segment carries, as bytes.
 
-A segment's payload (``localmem.store.syncfolder``) is a list of ``Change``: one memory's
-change, stamped with the hybrid-clock time and device that made it, carrying the fields it
-set and, for a new or re-embedded text, its vector — so that the device importing it never
-embeds again. Binary, not JSON with base64: the folder is to grow by little more than the
-changes themselves.
+A segment's payload (``localmem.store.syncfolder``) is a header and a list of ``Change``:
+one memory's whole synced state as the sending device holds it (every field with its
+stamp, the lifecycle numbers, the recall counters) — or its purge — and, when its text is
+new there, its vector, so that the device importing it never embeds it again. A whole state
+rather than a delta: any one change makes the memory whole on a device that never saw the
+others (changes from two devices arrive in any order), and merging states is what
+``merge`` converges on. Binary, not JSON with base64: the folder is to grow by little more
+than the records it carries.
 
-    payload  = "LMCHG1\\n" | u32 count | change*
-    change   = u32 length | body
-    body     = <q id> <Q hlc> <16s device> <B flags> <d stability> <d t_last> <I recalls>
-               <I fields length> fields (UTF-8 JSON object) [<I dim> dim x f32]
+    payload = "LMCHG2\\n" | u32 info length | info (UTF-8 JSON object) | u32 count | change*
+    change  = u32 length | <q id> <B flags> <d stability> <d t_last> <I json length>
+              json (UTF-8: {"d": [device, ...], "f": {name: [hlc, d index, value]},
+                            "r": [[d index, count]], "p": [hlc, d index], "m": model})
+              [<I dim> dim x f32]
 
 A payload comes from another device through a folder anyone may have written to (the sync
 key authenticates who wrote it, not that the writer's code was right): ``decode`` checks
-every length, field and number, and raises ValueError naming the change, never anything
-else and never a partial list.
+every length, stamp and number, and raises ValueError naming the change, never anything
+else and never a partial list. The values themselves are checked where they are applied, as
+``remember`` checks its arguments (``validate.check_record``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from localmem.sync.merge import LWW_FIELDS
+from localmem.sync.merge import LWW_FIELDS, Stamp, Synced
 
-MAGIC = b"LMCHG1\n"
+MAGIC = b"LMCHG2\n"
 MAX_DIM = 4096
-MAX_FIELDS_BYTES = 1 << 20
-_HEAD = struct.Struct("<qQ16sBddII")
+MAX_JSON_BYTES = 1 << 20
+MAX_HLC = 2**63 - 1
+_HEAD = struct.Struct("<qBddI")
 _PURGED, _VECTOR = 1, 2
+_DEVICE = re.compile(r"^[0-9a-f]{32}$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Change:
     id: int
-    hlc: int
-    device: str  # 32 hex digits
-    fields: dict[str, Any] = field(default_factory=dict)
-    purged: bool = False
-    stability: float = 0.0
-    t_last: float = 0.0
-    recalls: int = 0  # the device's running count of reinforcements
+    state: Synced
     vector: npt.NDArray[np.float32] | None = None
+    model: str = ""  # the embedding model of ``vector``
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Change):
@@ -56,21 +59,34 @@ class Change:
             same_vec = self.vector is None and other.vector is None
         else:
             same_vec = np.array_equal(self.vector, other.vector)
-        keys = ("id", "hlc", "device", "fields", "purged", "stability", "t_last", "recalls")
-        return same_vec and all(getattr(self, k) == getattr(other, k) for k in keys)
-
-    __hash__ = None  # type: ignore[assignment]
+        return (same_vec and self.id == other.id and self.state == other.state
+                and self.model == other.model)  # fmt: skip
 
 
-def encode(changes: list[Change]) -> bytes:
-    out = [MAGIC, struct.pack("<I", len(changes))]
+def encode(changes: list[Change], info: dict[str, Any] | None = None) -> bytes:
+    head = json.dumps(info or {}, separators=(",", ":")).encode()
+    out = [MAGIC, struct.pack("<I", len(head)), head, struct.pack("<I", len(changes))]
     for c in changes:
-        if len(c.device) != 32 or not all(ch in "0123456789abcdef" for ch in c.device):
-            raise ValueError(f"a device id is 32 lowercase hex digits, got {c.device!r}")
-        fields = json.dumps(c.fields, ensure_ascii=False, separators=(",", ":")).encode()
-        flags = (_PURGED if c.purged else 0) | (_VECTOR if c.vector is not None else 0)
-        body = [_HEAD.pack(c.id, c.hlc, bytes.fromhex(c.device), flags, c.stability,
-                           c.t_last, c.recalls, len(fields)), fields]  # fmt: skip
+        s = c.state
+        devices: dict[str, int] = {}
+
+        def ix(device: str) -> int:
+            if not _DEVICE.match(device):
+                raise ValueError(f"a device id is 32 lowercase hex digits, got {device!r}")
+            return devices.setdefault(device, len(devices))
+
+        doc: dict[str, Any] = {
+            "f": {k: [st[0], ix(st[1]), v] for k, (st, v) in s.fields.items()},
+            "r": [[ix(d), n] for d, n in sorted(s.recalls.items())],
+        }
+        if s.purged is not None:
+            doc["p"] = [s.purged[0], ix(s.purged[1])]
+        if c.model:
+            doc["m"] = c.model
+        doc["d"] = list(devices)
+        js = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        flags = (_PURGED if s.purged is not None else 0) | (_VECTOR if c.vector is not None else 0)
+        body = [_HEAD.pack(c.id, flags, s.stability, s.t_last, len(js)), js]
         if c.vector is not None:
             v = np.ascontiguousarray(c.vector, dtype="<f4")
             body += [struct.pack("<I", v.shape[0]), v.tobytes()]
@@ -79,13 +95,23 @@ def encode(changes: list[Change]) -> bytes:
     return b"".join(out)
 
 
-def decode(data: bytes) -> list[Change]:
-    """The changes ``encode`` wrote; ValueError for anything else (see the module doc)."""
+def decode(data: bytes) -> tuple[dict[str, Any], list[Change]]:
+    """(info, changes) as ``encode`` wrote them; ValueError for anything else."""
     view = memoryview(data)
-    if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < len(MAGIC) + 4:
+    if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < len(MAGIC) + 8:
         raise ValueError("not a localmem change list (bad magic or cut short)")
-    (count,) = struct.unpack_from("<I", view, len(MAGIC))
-    at, out = len(MAGIC) + 4, []
+    at = len(MAGIC)
+    (n,) = struct.unpack_from("<I", view, at)
+    at += 4
+    if n > min(MAX_JSON_BYTES, len(view) - at - 4):
+        raise ValueError("bad header length")
+    info = _json(bytes(view[at : at + n]), "the header")
+    if not isinstance(info, dict):
+        raise ValueError("the header is not an object")
+    at += n
+    (count,) = struct.unpack_from("<I", view, at)
+    at += 4
+    out = []
     for i in range(count):
         if at + 4 > len(view):
             raise ValueError(f"change {i} of {count}: the list is cut short")
@@ -100,27 +126,81 @@ def decode(data: bytes) -> list[Change]:
         at += n
     if at != len(view):
         raise ValueError(f"{len(view) - at} bytes after the last change")
-    return out
+    return info, out
+
+
+def info(data: bytes) -> dict[str, Any]:
+    """A payload's header alone (its changes not decoded); ValueError if it is not one."""
+    if bytes(data[: len(MAGIC)]) != MAGIC or len(data) < len(MAGIC) + 4:
+        raise ValueError("not a localmem change list (bad magic or cut short)")
+    (n,) = struct.unpack_from("<I", data, len(MAGIC))
+    got = _json(bytes(data[len(MAGIC) + 4 : len(MAGIC) + 4 + min(n, MAX_JSON_BYTES)]), "the header")
+    if not isinstance(got, dict):
+        raise ValueError("the header is not an object")
+    return got
+
+
+def _json(b: bytes, what: str) -> Any:
+    try:
+        return json.loads(b.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{what} is not JSON ({e})") from None
+
+
+def _int(v: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"bad {what}: {v!r}")
+    return v
 
 
 def _body(b: bytes) -> Change:
     if len(b) < _HEAD.size:
         raise ValueError("cut short")
-    id, hlc, device, flags, stability, t_last, recalls, flen = _HEAD.unpack_from(b)
+    id, flags, stability, t_last, n = _HEAD.unpack_from(b)
     if id < 0 or flags & ~(_PURGED | _VECTOR):
         raise ValueError("bad id or flags")
     if not (math.isfinite(stability) and math.isfinite(t_last)) or stability < 0:
         raise ValueError("bad lifecycle numbers")
     at = _HEAD.size
-    if flen > MAX_FIELDS_BYTES or at + flen > len(b):
-        raise ValueError("bad fields length")
-    try:
-        fields = json.loads(b[at : at + flen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"fields are not JSON ({e})") from None
+    if n > MAX_JSON_BYTES or at + n > len(b):
+        raise ValueError("bad state length")
+    doc = _json(b[at : at + n], "the state")
+    at += n
+    if not isinstance(doc, dict) or set(doc) - {"d", "f", "r", "p", "m"}:
+        raise ValueError("the state is not an object of d, f, r, p, m")
+    devices = doc.get("d", [])
+    if not isinstance(devices, list) or not all(
+        isinstance(d, str) and _DEVICE.match(d) for d in devices
+    ):
+        raise ValueError("bad device list")
+
+    def stamp(hlc: Any, ix: Any) -> Stamp:
+        return _int(hlc, 0, MAX_HLC, "clock"), devices[_int(ix, 0, len(devices) - 1, "device")]
+
+    fields = doc.get("f", {})
     if not isinstance(fields, dict) or set(fields) - set(LWW_FIELDS):
         raise ValueError("fields are not an object of synced fields")
-    at += flen
+    got: dict[str, tuple[Stamp, Any]] = {}
+    for k, f in fields.items():
+        if not isinstance(f, list) or len(f) != 3:
+            raise ValueError(f"field {k!r} is not [clock, device, value]")
+        got[k] = (stamp(f[0], f[1]), f[2])
+    recalls: dict[str, int] = {}
+    for r in doc.get("r", []) if isinstance(doc.get("r", []), list) else [None]:
+        if not isinstance(r, list) or len(r) != 2:
+            raise ValueError("bad recall counters")
+        recalls[stamp(0, r[0])[1]] = _int(r[1], 0, 2**31, "recall count")
+    purged = None
+    if "p" in doc:
+        p = doc["p"]
+        if not isinstance(p, list) or len(p) != 2:
+            raise ValueError("bad purge stamp")
+        purged = stamp(p[0], p[1])
+    if bool(flags & _PURGED) != (purged is not None) or (purged is not None and got):
+        raise ValueError("a purge carries no fields")
+    model = doc.get("m", "")
+    if not isinstance(model, str) or len(model) > 1000:
+        raise ValueError("bad model name")
     vector = None
     if flags & _VECTOR:
         if at + 4 > len(b):
@@ -135,5 +215,5 @@ def _body(b: bytes) -> Change:
         at += 4 * dim
     if at != len(b):
         raise ValueError("bytes after the change")
-    return Change(id, hlc, device.hex(), fields, bool(flags & _PURGED), stability, t_last,
-                  recalls, vector)  # fmt: skip
+    state = Synced(got, purged, stability, t_last, recalls)
+    return Change(id, state, vector, model)

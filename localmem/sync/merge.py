@@ -8,8 +8,11 @@ small state: the fields it sets, stamped with its hybrid-clock time and device.
 - Plain fields (text, kind, tags, importance, pinned, when, ...) and the ``forgotten`` flag
   (forget / restore): last writer wins by (HLC, device id). Forget and restore are ordered
   operations on the same clock, so a forget made after a restore wins, and the reverse.
-- ``purged``: a tombstone. Every field written at or before its time is dropped, and stays
-  dropped however late the write arrives; a write made after it (a later HLC) lives.
+- ``purged``: a tombstone, and final: once a memory is purged on any device, every write to
+  it is dropped, however late it arrives and whatever its clock says. Ids are never reused
+  (each device issues its own), so a write stamped after a purge comes from a device that
+  had not heard of it yet; the person asked for the memory to be gone, and a half memory
+  (a pin with no text) must not come back.
 - Lifecycle state only grows, so retention never regresses on any device: ``stability``
   and ``t_last`` by max; ``recalls`` as one counter per device (each device counts its own
   reinforcements), summed.
@@ -26,9 +29,11 @@ from typing import Any
 
 Stamp = tuple[int, str]  # (HLC, device id): totally ordered, unique per write
 
-#: The fields a write sets, last writer wins.
+#: The fields a write sets, last writer wins. Their order is fixed: a stored memory keeps
+#: its stamps as bit masks over it (``localmem.sync.stamps``); add new fields at the end.
 LWW_FIELDS = ("text", "kind", "tags", "importance", "pinned", "when", "key", "session",
-              "source", "speaker", "forgotten")  # fmt: skip
+              "source", "forgotten", "created", "superseded_by", "merged_into",
+              "sources")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class Synced:
 
     @property
     def alive(self) -> bool:
-        """Whether anything survives the purge (a write after it)."""
-        return bool(self.fields)
+        """Not purged, and holding a text (a memory, not a stray change to one)."""
+        return self.purged is None and "text" in self.fields
 
     def value(self, name: str, default: Any = None) -> Any:
         got = self.fields.get(name)
@@ -84,13 +89,13 @@ def _order(f: tuple[Stamp, Any]) -> tuple[Stamp, str]:
 
 def merge(a: Synced, b: Synced) -> Synced:
     """The least state that includes both (see the module doc)."""
-    purged = max((p for p in (a.purged, b.purged) if p is not None), default=None)
+    purged = min((p for p in (a.purged, b.purged) if p is not None), default=None)
     fields: dict[str, tuple[Stamp, Any]] = {}
-    for name in a.fields.keys() | b.fields.keys():
-        got = max((f for f in (a.fields.get(name), b.fields.get(name)) if f is not None),
-                  key=_order)  # fmt: skip
-        if purged is None or got[0] > purged:
-            fields[name] = got
+    if purged is None:
+        for name in a.fields.keys() | b.fields.keys():
+            fields[name] = max(
+                (f for f in (a.fields.get(name), b.fields.get(name)) if f is not None), key=_order
+            )
     recalls = dict(a.recalls)
     for device, n in b.recalls.items():
         recalls[device] = max(recalls.get(device, 0), n)

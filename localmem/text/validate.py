@@ -272,6 +272,7 @@ _STATE: dict[str, Any] = {
     "code": None,  # a cold memory's code: recomputed with the store's model
     "model": None,  # the importing store's model embeds it
     "type": None,
+    "sync": None,  # a synced memory's stamps: an imported copy is a new memory here
 }
 
 
