@@ -492,6 +492,8 @@ def import_(path: str, store: str | None) -> None:
 
 # Registered last: they live in their own module (localmem/cli/keys.py).
 from localmem.cli.keys import encrypt, key  # noqa: E402
+from localmem.cli.sync import sync  # noqa: E402
 
 main.add_command(encrypt)
 main.add_command(key)
+main.add_command(sync)

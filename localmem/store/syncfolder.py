@@ -1,4 +1,4 @@
-"""The sync folder's files (issue 26, in progress): each device's segments, sealed.
+"""The sync folder's files: each device's segments, sealed.
 
     FOLDER/<device id: 32 hex>/<seq: 16 hex>.seg
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +108,6 @@ def read_new(folder: Path, device: str, after: int, key: Any) -> tuple[list[Segm
         out.append(Segment(device, seq, payload))
         want += 1
     return out, Scan(device, want)
-
-
-def read_all_new(
-    folder: Path, seen: dict[str, int], key: Any, *, skip: str | None = None
-) -> Iterator[tuple[list[Segment], Scan]]:
-    """``read_new`` for every device in the folder (but ``skip``, this one), after what
-    ``seen`` says was read of each."""
-    for device in devices(folder):
-        if device != skip:
-            yield read_new(folder, device, seen.get(device, 0), key)
 
 
 # ---------------------------------------------------------------------- this device's state

@@ -87,8 +87,8 @@ def _batch(records: MemoryStore, changes: list[Change], tombstones: set[int], do
             tombstones.add(c.id)
             continue
         try:
-            local: rec.Item | None = store.get(c.id)
-        except UnknownIdError:
+            local: rec.Item | None = store.get(c.id) if c.id in store else None
+        except UnknownIdError:  # deleted since (another process)
             local = None
         except CorruptFileError as e:  # intact, undecodable here: left as it is
             log.warning("sync: memory %d left as it is, it cannot be read: %s", c.id, e)
@@ -98,7 +98,7 @@ def _batch(records: MemoryStore, changes: list[Change], tombstones: set[int], do
             done.rejected += 1
             continue
         mine = stamps.state(local) if local is not None else Synced()
-        merged = merge(mine, c.state)
+        merged = merge(mine, c.state) if local is not None else c.state
         if not merged.alive:  # a change with no text for a memory never seen: not sent so
             done.rejected += 1
             continue

@@ -92,10 +92,13 @@ def merge(a: Synced, b: Synced) -> Synced:
     purged = min((p for p in (a.purged, b.purged) if p is not None), default=None)
     fields: dict[str, tuple[Stamp, Any]] = {}
     if purged is None:
-        for name in a.fields.keys() | b.fields.keys():
-            fields[name] = max(
-                (f for f in (a.fields.get(name), b.fields.get(name)) if f is not None), key=_order
-            )
+        fields = dict(a.fields)
+        for name, f in b.fields.items():
+            got = fields.get(name)
+            if got is None or f[0] > got[0]:
+                fields[name] = f
+            elif f[0] == got[0] and f[1] != got[1]:
+                fields[name] = max(got, f, key=_order)
     recalls = dict(a.recalls)
     for device, n in b.recalls.items():
         recalls[device] = max(recalls.get(device, 0), n)

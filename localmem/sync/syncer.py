@@ -173,7 +173,10 @@ def _announced(folder: Path, k: Any) -> dict[str, int]:
     """device -> the slot its first segment announces."""
     out = {}
     for d in sf.devices(folder):
-        segs, _ = sf.read_new(folder, d, 0, k)
+        try:
+            segs, _ = sf.read_new(folder, d, 0, k)
+        except EncryptionKeyError:  # another folder's device, copied in by mistake
+            continue
         if segs:
             try:
                 slot = codec.info(segs[0].payload).get("slot")
@@ -246,17 +249,25 @@ def step(
         clock = records.stamper.clock  # type: ignore[union-attr]
         clock.observe(st.hlc)
         records.sync()
-        report: dict[str, Any] = {"imported": 0, "exported": 0, "waiting": {}}
+        report: dict[str, Any] = {"imported": 0, "exported": 0, "embedded": 0, "waiting": {}}
         tombs = set(st.tombstones)
-        own_ok = _own_segments(records, st, k, tombs, report)
-        for segs, scan in sf.read_all_new(where, st.seen, k, skip=st.device):
+        # Its own segments first (a restore from a backup: numbering goes on after them),
+        # then its changes out, then the others' in: an export never reads the imports.
+        if _own_segments(records, st, k, tombs, report):
+            _export(records, st, k, tombs, report, key)
+        for device in sf.devices(where):
+            if device == st.device:
+                continue
+            try:
+                segs, scan = sf.read_new(where, device, st.seen.get(device, 0), k)
+            except EncryptionKeyError:  # another folder's device, copied in by mistake
+                report["waiting"][device] = "sealed with another sync key"
+                continue
             for seg in segs:
                 _import(records, st, seg, tombs, report)
                 save(records, st, key)
             if scan.waiting:
-                report["waiting"][scan.device] = scan.waiting
-        if own_ok:
-            _export(records, st, k, tombs, report, key)
+                report["waiting"][device] = scan.waiting
         st.tombstones = sorted(tombs)
         st.hlc = max(st.hlc, clock.last)
         st.last_sync = time.time()
@@ -304,6 +315,7 @@ def _import(
     st.conflicts += done.conflicts
     st.rejected += done.rejected
     report["imported"] += done.written + done.purged
+    report["embedded"] += done.embedded
     if own:
         st.seq = max(st.seq, seg.seq)
     else:
