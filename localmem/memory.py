@@ -29,7 +29,8 @@ from localmem.paths import default_store_path
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
 from localmem.store.crypt import StoreKey
-from localmem.sync import syncer
+from localmem.sync import background, syncer
+from localmem.sync.background import BackgroundSync
 from localmem.text import validate as v
 
 if TYPE_CHECKING:
@@ -367,6 +368,20 @@ class Memory:
         if time.monotonic() - self._synced_at < interval or self.records.stamper is None:
             return None
         return self.sync()
+
+    def background_sync(
+        self,
+        every: float | None = None,
+        on_step: Callable[[dict[str, Any]], object] | None = None,
+    ) -> BackgroundSync | None:
+        """Keeps this store in step from a thread of its own: ``sync()`` now, then every
+        ``every`` seconds (default: ``$LOCALMEM_SYNC_INTERVAL``, else 60; 0: never), each
+        report (or ``{"error": ...}``) passed to ``on_step``. None when the store does not
+        sync. Call ``.stop()`` on what it returns before closing the store."""
+        every = background.interval() if every is None else float(every)
+        if every <= 0 or self.sync_status() is None:
+            return None
+        return BackgroundSync(self.sync, every, on_step)
 
     def sync_status(self) -> dict[str, Any] | None:
         """Devices seen, the last import from each, segments waiting, conflicts resolved;

@@ -101,12 +101,14 @@ def test_hostile_states_are_refused():
 
     d = DEVICES[0]
     for doc, flags, why in [
-        ({"d": [d], "f": {"colour": [1, 0, "red"]}}, 0, "synced fields"),
-        ({"d": [d], "f": {"text": [1, 5, "x"]}}, 0, "device"),
-        ({"d": [d], "f": {"text": [-1, 0, "x"]}}, 0, "clock"),
+        ({"d": [d], "s": [[1, 0]], "f": {"colour": [0, "red"]}}, 0, "synced fields"),
+        ({"d": [d], "s": [[1, 5]], "f": {"text": [0, "x"]}}, 0, "device"),
+        ({"d": [d], "s": [[1, 0]], "f": {"text": [3, "x"]}}, 0, "stamp"),
+        ({"d": [d], "s": [[-1, 0]], "f": {"text": [0, "x"]}}, 0, "clock"),
+        ({"d": [d], "s": [[1]], "f": {}}, 0, "stamp table"),
         ({"d": ["nope"], "f": {}}, 0, "device list"),
-        ({"d": [d], "f": {"text": [1, 0, "x"]}, "p": [1, 0]}, 1, "purge carries no fields"),
-        ({"d": [d], "p": [1, 0]}, 0, "purge"),
+        ({"d": [d], "s": [[1, 0]], "f": {"text": [0, "x"]}, "p": 0}, 1, "purge carries no"),
+        ({"d": [d], "s": [[1, 0]], "p": 0}, 0, "purge"),
         ({"d": [d], "r": [[0, -3]]}, 0, "recall count"),
         ({"d": [d], "x": 1}, 0, "object of"),
     ]:

@@ -84,6 +84,8 @@ class ChatApp(App[None]):
         self._search_timer: Any = None
         self.last_turn: Turn | None = None
         self.ready = threading.Event()
+        self._syncing: Any = None  # Memory.background_sync's, for a store that syncs
+        self.last_sync: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -163,6 +165,7 @@ class ChatApp(App[None]):
             self._say("system", f"**Note:** {self._engine.notice}")
         self.ready.set()
         self.refresh_stats()
+        self.start_sync()
         pending, self._pending = self._pending, []
         for text in pending:
             self.send(text, shown=True)
@@ -449,15 +452,56 @@ class ChatApp(App[None]):
             rss=f"RSS {rss_bytes() / 2**20:.0f} MiB",
         )
 
+    @work(thread=True, exclusive=True, group="sync")
+    def start_sync(self) -> None:
+        """A store that syncs with the user's other devices stays in step while the chat
+        runs (``Memory.background_sync``): the status bar says how it goes."""
+        mem = self._memory
+        if mem is None:
+            return
+        try:
+            if mem.sync_status() is None:
+                return
+        except LocalmemError as e:
+            self.call_from_thread(self.status.set, sync=f"sync off: {e}")
+            return
+        self.call_from_thread(self.status.set, sync="syncing…")
+        self._syncing = mem.background_sync(
+            on_step=lambda report: self.call_from_thread(self._synced, report)
+        )
+
+    def _synced(self, report: dict[str, Any]) -> None:
+        self.last_sync = report
+        self.status.set(sync=sync_label(report))
+        if report.get("imported"):
+            self.refresh_stats()
+
     def on_unmount(self) -> None:
         self._cancel.set()  # a reply being written stops at its next token
 
     def close(self) -> None:
         """Closes the store this app opened (after ``run()`` returns)."""
+        if self._syncing is not None:
+            self._syncing.stop()  # a step in progress ends before the store closes
         if self.assistant is not None:
             self.assistant.wait_ready()  # not exit with the model mid-read (64 tokens at most)
         if self._own_memory and self._memory is not None:
             self._memory.close()
+
+
+def sync_label(report: dict[str, Any]) -> str:
+    """The status bar's sync part, from a step's report."""
+    if "error" in report:
+        return "sync: " + ("folder not reachable" if "not there" in report["error"]
+                           else "failed (localmem sync says why)")  # fmt: skip
+    if report.get("busy"):
+        return "sync: another process is syncing"
+    out = f"synced {time.strftime('%H:%M')}"
+    if report.get("imported"):
+        out += f", +{report['imported']:,} in"
+    if report.get("waiting"):
+        out += f"; {len(report['waiting'])} device(s) waiting on the folder"
+    return out
 
 
 def _why(h: Any) -> str:

@@ -102,8 +102,10 @@ def status(store: str | None, as_json: bool, show_code: bool) -> None:
     if as_json:
         click.echo(json.dumps(dict(out, code=code) if code else out, indent=2))
         return
-    click.echo(f"device {out['device'][:8]} (ids from {max(out['slot'] * 10**9, 1):,}), folder "
-               f"{out['folder']}" + ("" if out["folder_reachable"] else " — NOT REACHABLE"))
+    click.echo(
+        f"device {out['device'][:8]} (ids from {max(out['slot'] * 10**9, 1):,}), folder "
+        f"{out['folder']}" + ("" if out["folder_reachable"] else " — NOT REACHABLE")
+    )
     click.echo(f"last sync: {_ago(out['last_sync'])}; exported {out['exported']:,}, imported "
                f"{out['imported']:,}; conflicts resolved {out['conflicts_resolved']:,}; "
                f"segments waiting {out['segments_pending']:,}")  # fmt: skip

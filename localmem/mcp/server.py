@@ -8,6 +8,7 @@ be open in the chat at the same time: writes from both are serialized by the sto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from localmem import Memory
 from localmem.errors import LocalmemError
 
+log = logging.getLogger("localmem")
 T = TypeVar("T")
 Kind = Literal["episodic", "fact", "preference", "note"]
 
@@ -35,6 +37,7 @@ INSTRUCTIONS = (
 @dataclass
 class State:
     memory: Memory
+    syncing: Any = None  # Memory.background_sync's, while the server runs
 
 
 def build_server(store: str | Path | None = None, **open_options: Any) -> MCPServer[State]:
@@ -45,8 +48,15 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
     async def lifespan(_: MCPServer[State]) -> AsyncIterator[State]:
         mem = Memory.open(store, **open_options)
         try:
-            yield State(mem)
+            syncing = mem.background_sync()  # a device that syncs stays in step
+        except LocalmemError as e:  # the tools still serve this device's memories
+            log.warning("sync is off for this session: %s", e)
+            syncing = None
+        try:
+            yield State(mem, syncing)
         finally:
+            if syncing is not None:
+                syncing.stop()
             mem.close()
 
     server: MCPServer[State] = MCPServer(
@@ -145,11 +155,14 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
     @server.tool()
     def memory_stats(ctx: Context) -> dict[str, Any]:
         """What the store holds: memories by kind and by tier, the embedding model, where
-        it lives on disk, and whether it is encrypted at rest (null if not; else the cipher
-        and what holds the key: a passphrase, the OS keyring)."""
+        it lives on disk, whether it is encrypted at rest (null if not; else the cipher
+        and what holds the key: a passphrase, the OS keyring), and its sync with the
+        user's other devices (null if it does not sync; else devices, last sync, counts)."""
         st = call(memory(ctx).stats)
         keys = ("path", "memories", "by_kind", "by_tier", "model", "encryption")
-        return {k: st[k] for k in keys}
+        out = {k: st[k] for k in keys}
+        out["sync"] = call(memory(ctx).sync_status)
+        return out
 
     return server
 

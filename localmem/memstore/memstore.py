@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ log = logging.getLogger("localmem")
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: (puts, the items they replace: None for a new one) -> the puts to write.
-Stamp = Callable[[list[tuple[Any, ...]], dict[int, "rec.Item | None"]], list[tuple[Any, ...]]]
+Stamp = Callable[[list[tuple[Any, ...]], Mapping[int, "rec.Item | None"]], list[tuple[Any, ...]]]
 
 
 def heals(method: F) -> F:
@@ -341,10 +341,10 @@ class MemoryStore:
         own PUT, so none is above the log's last LSN: it starts past it."""
         span = self.id_span
         if span is not None:  # a synced device's own range: its ids are unique everywhere
-            lo = span[0]
             with self._ids:
                 return self._catalog.next_ids(
-                    n, first=lambda: self._first_id(span),
+                    n,
+                    first=lambda: self._first_id(span),
                     span=span,
                 )
         with self._ids:
@@ -357,7 +357,7 @@ class MemoryStore:
         past = [i + 1 for i in self.store.ids() if lo <= i < hi]
         return max([lo, self.id_floor, self.store.last_lsn + 1 if lo <= 1 else 0, *past])
 
-    def put_many(self, puts: list[tuple[Any, ...]], olds: dict[int, rec.Item | None]) -> int:
+    def put_many(self, puts: list[tuple[Any, ...]], olds: Mapping[int, rec.Item | None]) -> int:
         """Every write of memories goes here: ``puts`` as ``Store.put_many`` takes them, and
         the items they replace (None or absent: new), which a syncing device's ``stamper``
         compares them with."""

@@ -74,7 +74,9 @@ def apply(records: MemoryStore, changes: list[Change], tombstones: set[int]) -> 
     return done
 
 
-def _batch(records: MemoryStore, changes: list[Change], tombstones: set[int], done: Applied) -> None:
+def _batch(
+    records: MemoryStore, changes: list[Change], tombstones: set[int], done: Applied
+) -> None:
     store = records.store
     puts: list[tuple[Any, ...]] = []
     embed: list[int] = []  # indexes into puts of memories that need a vector made here

@@ -11,8 +11,9 @@ than the records it carries.
 
     payload = "LMCHG2\\n" | u32 info length | info (UTF-8 JSON object) | u32 count | change*
     change  = u32 length | <q id> <B flags> <d stability> <d t_last> <I json length>
-              json (UTF-8: {"d": [device, ...], "f": {name: [hlc, d index, value]},
-                            "r": [[d index, count]], "p": [hlc, d index], "m": model})
+              json (UTF-8: {"d": [device, ...], "s": [[hlc, d index], ...],
+                            "f": {name: [s index, value]}, "r": [[d index, count]],
+                            "p": s index, "m": model})
               [<I dim> dim x f32]
 
 A payload comes from another device through a folder anyone may have written to (the sync
@@ -67,32 +68,41 @@ def encode(changes: list[Change], info: dict[str, Any] | None = None) -> bytes:
     head = json.dumps(info or {}, separators=(",", ":")).encode()
     out = [MAGIC, struct.pack("<I", len(head)), head, struct.pack("<I", len(changes))]
     for c in changes:
-        s = c.state
-        devices: dict[str, int] = {}
-
-        def ix(device: str) -> int:
-            if not _DEVICE.match(device):
-                raise ValueError(f"a device id is 32 lowercase hex digits, got {device!r}")
-            return devices.setdefault(device, len(devices))
-
-        doc: dict[str, Any] = {
-            "f": {k: [st[0], ix(st[1]), v] for k, (st, v) in s.fields.items()},
-            "r": [[ix(d), n] for d, n in sorted(s.recalls.items())],
-        }
-        if s.purged is not None:
-            doc["p"] = [s.purged[0], ix(s.purged[1])]
-        if c.model:
-            doc["m"] = c.model
-        doc["d"] = list(devices)
-        js = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-        flags = (_PURGED if s.purged is not None else 0) | (_VECTOR if c.vector is not None else 0)
-        body = [_HEAD.pack(c.id, flags, s.stability, s.t_last, len(js)), js]
-        if c.vector is not None:
-            v = np.ascontiguousarray(c.vector, dtype="<f4")
-            body += [struct.pack("<I", v.shape[0]), v.tobytes()]
-        blob = b"".join(body)
+        blob = _encode_one(c)
         out += [struct.pack("<I", len(blob)), blob]
     return b"".join(out)
+
+
+def _encode_one(c: Change) -> bytes:
+    s = c.state
+    devices: dict[str, int] = {}
+    stamps: dict[Stamp, int] = {}  # most fields of a memory share one or two stamps
+
+    def ix(device: str) -> int:
+        if not _DEVICE.match(device):
+            raise ValueError(f"a device id is 32 lowercase hex digits, got {device!r}")
+        return devices.setdefault(device, len(devices))
+
+    def sx(stamp: Stamp) -> int:
+        return stamps.setdefault(stamp, len(stamps))
+
+    doc: dict[str, Any] = {
+        "f": {k: [sx(st), v] for k, (st, v) in s.fields.items()},
+        "r": [[ix(d), n] for d, n in sorted(s.recalls.items())],
+    }
+    if s.purged is not None:
+        doc["p"] = sx(s.purged)
+    if c.model:
+        doc["m"] = c.model
+    doc["s"] = [[h, ix(d)] for (h, d) in stamps]
+    doc["d"] = list(devices)
+    js = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    flags = (_PURGED if s.purged is not None else 0) | (_VECTOR if c.vector is not None else 0)
+    body = [_HEAD.pack(c.id, flags, s.stability, s.t_last, len(js)), js]
+    if c.vector is not None:
+        v = np.ascontiguousarray(c.vector, dtype="<f4")
+        body += [struct.pack("<I", v.shape[0]), v.tobytes()]
+    return b"".join(body)
 
 
 def decode(data: bytes) -> tuple[dict[str, Any], list[Change]]:
@@ -166,36 +176,41 @@ def _body(b: bytes) -> Change:
         raise ValueError("bad state length")
     doc = _json(b[at : at + n], "the state")
     at += n
-    if not isinstance(doc, dict) or set(doc) - {"d", "f", "r", "p", "m"}:
-        raise ValueError("the state is not an object of d, f, r, p, m")
+    if not isinstance(doc, dict) or set(doc) - {"d", "s", "f", "r", "p", "m"}:
+        raise ValueError("the state is not an object of d, s, f, r, p, m")
     devices = doc.get("d", [])
     if not isinstance(devices, list) or not all(
         isinstance(d, str) and _DEVICE.match(d) for d in devices
     ):
         raise ValueError("bad device list")
 
-    def stamp(hlc: Any, ix: Any) -> Stamp:
-        return _int(hlc, 0, MAX_HLC, "clock"), devices[_int(ix, 0, len(devices) - 1, "device")]
+    def device(ix: Any) -> str:
+        return str(devices[_int(ix, 0, len(devices) - 1, "device")])
+
+    table = doc.get("s", [])
+    if not isinstance(table, list) or not all(isinstance(t, list) and len(t) == 2 for t in table):
+        raise ValueError("bad stamp table")
+    stamps = [(_int(h, 0, MAX_HLC, "clock"), device(d)) for h, d in table]
+
+    def stamp(ix: Any) -> Stamp:
+        return stamps[_int(ix, 0, len(stamps) - 1, "stamp")]
 
     fields = doc.get("f", {})
     if not isinstance(fields, dict) or set(fields) - set(LWW_FIELDS):
         raise ValueError("fields are not an object of synced fields")
     got: dict[str, tuple[Stamp, Any]] = {}
     for k, f in fields.items():
-        if not isinstance(f, list) or len(f) != 3:
-            raise ValueError(f"field {k!r} is not [clock, device, value]")
-        got[k] = (stamp(f[0], f[1]), f[2])
+        if not isinstance(f, list) or len(f) != 2:
+            raise ValueError(f"field {k!r} is not [stamp, value]")
+        got[k] = (stamp(f[0]), f[1])
     recalls: dict[str, int] = {}
     for r in doc.get("r", []) if isinstance(doc.get("r", []), list) else [None]:
         if not isinstance(r, list) or len(r) != 2:
             raise ValueError("bad recall counters")
-        recalls[stamp(0, r[0])[1]] = _int(r[1], 0, 2**31, "recall count")
+        recalls[device(r[0])] = _int(r[1], 0, 2**31, "recall count")
     purged = None
     if "p" in doc:
-        p = doc["p"]
-        if not isinstance(p, list) or len(p) != 2:
-            raise ValueError("bad purge stamp")
-        purged = stamp(p[0], p[1])
+        purged = stamp(doc["p"])
     if bool(flags & _PURGED) != (purged is not None) or (purged is not None and got):
         raise ValueError("a purge carries no fields")
     model = doc.get("m", "")

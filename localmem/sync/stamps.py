@@ -18,7 +18,7 @@ A memory written before sync was set up has no stamps: its fields count as stamp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from localmem.catalog import memmeta
@@ -104,7 +104,7 @@ class Stamper:
     def __init__(self, device: str, clock: HybridClock) -> None:
         self.device, self.clock = device, clock
 
-    def __call__(self, puts: list[Put], olds: dict[int, rec.Item | None]) -> list[Put]:
+    def __call__(self, puts: list[Put], olds: Mapping[int, rec.Item | None]) -> list[Put]:
         return [self.stamp(p, olds.get(int(p[0]))) for p in puts]
 
     def stamp(self, put: Put, old: rec.Item | None) -> Put:
@@ -120,9 +120,7 @@ class Stamper:
             old_stamps, old_vals = stamps_of(old.meta), values(old.text, old.meta)
             recalls = recalls_of(old.meta)
             old_life = (float(old.meta.get("stability", 1.0)), t_last(old.meta))
-        changed = [
-            k for k in LWW_FIELDS if old_vals is None or new_vals[k] != old_vals[k]
-        ]
+        changed = [k for k in LWW_FIELDS if old_vals is None or new_vals[k] != old_vals[k]]
         more = int(meta.get("recalls", 0)) - sum(recalls.values())
         if more > 0:
             recalls[self.device] = recalls.get(self.device, 0) + more
@@ -145,6 +143,3 @@ class Stamper:
 def written(meta: dict[str, Any]) -> int:
     """``meta["sync"]["w"]`` of a stored write (0 when it has none)."""
     return int((meta.get("sync") or {}).get("w", 0))
-
-
-StampFn = Callable[[list[Put], dict[int, "rec.Item | None"]], list[Put]]
