@@ -188,3 +188,54 @@ def test_the_cli_sets_sync_up_and_reports(tmp_path: Path) -> None:
     assert "last import" in r.output and out["device"][:8] in r.output
     r = runner.invoke(main, ["sync", "status", "--store", str(tmp_path / "c")])
     assert r.exit_code == 1 and "does not sync" in r.output
+
+
+def test_fading_stays_on_its_device_and_a_forget_travels(tmp_path: Path) -> None:
+    """A tier is derived: the sweep letting a memory fade on one device forgets it there
+    only; the person's forget and restore are acts that sync."""
+    with _mem(tmp_path / "a") as a, _mem(tmp_path / "b") as b:
+        m = a.remember("the plumber's number is 555-0100", importance=0.1)
+        b.sync_join(tmp_path / "folder", a.sync_init(tmp_path / "folder"))
+        a.consolidate(now=time.time() + 400 * 86400)  # a year on: it faded on a
+        assert a.get(m.id).tier == "forgotten"
+        a.sync()
+        b.sync()
+        assert b.get(m.id).tier == "hot"
+        b.forget(m.id)
+        b.sync()
+        a.sync()
+        assert a.get(m.id).tier == "forgotten" and not a.store.get(m.id).meta.get("faded")
+        a.restore(m.id)
+        a.sync()
+        b.sync()
+        assert b.get(m.id).tier == "hot" and a.get(m.id).tier == "hot"
+
+
+def test_encrypting_a_store_that_syncs_keeps_it_syncing(tmp_path: Path) -> None:
+    from localmem import keys
+
+    with _mem(tmp_path / "a") as a, _mem(tmp_path / "b") as b:
+        b.sync_join(tmp_path / "folder", a.sync_init(tmp_path / "folder"))
+        device = b.sync_status()["device"]
+        b.remember("written before the encryption")
+    keys.encrypt(tmp_path / "b", keyring=True)  # its last changes not exported yet
+    raw = (tmp_path / "b" / "SYNC").read_bytes()
+    assert not raw.startswith(b"{") and device.encode() not in raw  # sealed now
+    with _mem(tmp_path / "b") as b:
+        assert b.sync_status()["device"] == device
+        assert b.sync()["exported"] == 1  # what it had not exported yet goes out
+    with _mem(tmp_path / "a") as a:
+        a.sync()
+        assert [m.text for m in a.list()] == ["written before the encryption"]
+
+
+def test_a_conversation_is_summarized_on_the_device_it_happened_on(tmp_path: Path) -> None:
+    with _mem(tmp_path / "a") as a, _mem(tmp_path / "b") as b:
+        b.sync_join(tmp_path / "folder", a.sync_init(tmp_path / "folder"))
+        t0 = time.time() - 86400
+        a.remember_many([{"text": f"turn {i} about the trip to Porto", "kind": "episodic",
+                          "session": "s1", "when": t0 + i} for i in range(5)])  # fmt: skip
+        a.sync()
+        b.sync()
+        assert len(b.list(session="s1")) == 5
+        assert a.pending_summaries() == 1 and b.pending_summaries() == 0

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "merged_into": None,
     "sources": [],
     "code": None,
+    "faded": False,  # forgotten by the sweep (retention), not by the user: see tiers.sweep
 }
 TIMES = ("when", "created", "t_last", "forgotten_at")
 

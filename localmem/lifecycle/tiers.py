@@ -42,7 +42,7 @@ def forget(records: MemoryStore, id: int, *, purge: bool = False) -> None:
     if purge:
         records.store.delete(id)
     else:
-        records.rewrite({id: ("forgotten", {})}, records.clock())
+        records.rewrite({id: ("forgotten", {"faded": False})}, records.clock())
     records.sync()
 
 
@@ -140,7 +140,9 @@ def sweep(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
     purge = [id for id, t in decide.items() if t == "purge"]
     for id, t in decide.items():
         if t != "purge":
-            by_tier.setdefault(t, {})[id] = (t, {})
+            # Forgotten by retention, not by the person: "faded" (a tier is each device's
+            # own, derived from the lifecycle state; a forget is an act that syncs).
+            by_tier.setdefault(t, {})[id] = (t, {"faded": True} if t == "forgotten" else {})
     counts = {t: records.rewrite(ch, now) for t, ch in by_tier.items()}
     purged = 0
     for id in purge:  # each checked once more right before it goes: a delete is final

@@ -51,6 +51,7 @@ def in_tier(item: rec.Item, meta: dict[str, Any], tier: str, vector: Any, now: f
     meta.pop("entities", None)
     if tier != "forgotten":
         meta.pop("forgotten_at", None)
+        meta.pop("faded", None)
     if tier in ("hot", "warm"):
         return (item.id, item.text, memmeta.pack(meta), np.array(vector, dtype=np.float32),
                 tier == "warm")  # fmt: skip

@@ -10,7 +10,7 @@ stays what it was and the catalog's place in the log still holds:
 3. into the new directory: ``KEY`` (the new data key, wrapped), the log (each record sealed
    with its LSN), the arena (each blob sealed with its LSN, key and flags), the index
    snapshot (sealed), the catalog (re-written by SQLite3 Multiple Ciphers), the manifest
-   (sealed); every file fsynced;
+   (sealed), the sync state if the store syncs (sealed); every file fsynced;
 4. ``swap.switch``: one atomic exchange of the two directories, then the plain one deleted.
 
 A kill -9 anywhere leaves the plain store (before the exchange) or the encrypted one (after):
@@ -37,7 +37,7 @@ from localmem.errors import (
     LocalmemError,
 )
 from localmem.files import fsync_dir
-from localmem.store import keyfile, swap
+from localmem.store import keyfile, swap, syncfolder
 from localmem.store.crypt import StoreKey
 from localmem.store.faults import crash_point
 from localmem.store.index import Int8Index
@@ -75,6 +75,9 @@ def encrypt_store(
             # The log the catalog has not applied yet stays (it is copied, then applied by
             # the next open) rather than cost a full catalog rebuild.
             applied = _catalog_applied(path / "catalog.sqlite")
+            exported = syncfolder.exported_lsn(path)  # and what the next sync export reads
+            if exported is not None:
+                applied = min(applied, exported)
             store.retain(lambda: applied)
             store.checkpoint()
         crash_point("encrypt:after-checkpoint")
@@ -135,6 +138,9 @@ def _build(
     keyfile.write(new, m.store_id, dek,
                   keyfile.make_wraps(header, dek, passphrase, use_keyring, params))  # fmt: skip
     crash_point("encrypt:after-key")
+    state = syncfolder.read_state(old / syncfolder.STATE_FILE, None)
+    if state is not None:  # a device that syncs: its state (and sync key) sealed now
+        syncfolder.write_state(new / syncfolder.STATE_FILE, state, key.native)
     for sub in ("wal", "arena", "index"):
         (new / sub).mkdir(mode=0o700)
 

@@ -112,6 +112,7 @@ def read_new(folder: Path, device: str, after: int, key: Any) -> tuple[list[Segm
 
 # ---------------------------------------------------------------------- this device's state
 
+STATE_FILE = "SYNC"  # <store>/SYNC: the device's sync state (localmem.sync.state)
 STATE_KIND = 0x53594E53  # sealed-file kind of a store's sync state ("SYNS")
 MARKER = "localmem-sync.json"  # the folder's one other file: its format and key id
 
@@ -150,6 +151,18 @@ def read_state(path: Path, key: Any | None) -> bytes | None:
     if key is not None and not raw.startswith(b"{"):
         return bytes(_core.read_sealed(os.fspath(path), key, STATE_KIND))
     return raw
+
+
+def exported_lsn(store: Path) -> int | None:
+    """The log position a plain store's next sync export starts from (None: it does not
+    sync, or cannot say): what a checkpoint that rewrites the store must keep."""
+    import json
+
+    try:
+        raw = read_state(Path(store) / STATE_FILE, None)
+        return None if raw is None else int(json.loads(raw)["exported_lsn"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def key_id(key: Any) -> str:

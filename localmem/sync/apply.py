@@ -147,14 +147,17 @@ def _put(
     if forgotten:
         meta["tier"] = "forgotten"
         meta.pop("model", None)
+        meta.pop("faded", None)  # forgotten by the person now, on some device
         at = local.meta.get("forgotten_at") if was == "forgotten" and local else None
         # the forget's own time: every device purges it after the same grace period
         meta["forgotten_at"] = at if at is not None else (s.fields["forgotten"][0][0] >> 16) / 1e3
         return (c.id, text, memmeta.pack(meta), None, False), False
-    if local is not None and was != "forgotten" and local.text == text:
+    faded = was == "forgotten" and bool(local and local.meta.get("faded"))
+    if local is not None and (was != "forgotten" or faded) and local.text == text:
         meta["tier"] = was  # the same form as before: only the metadata changed
-        if was == "cold" and local.meta.get("code") is not None:
-            meta["code"] = local.meta["code"]
+        for k in ("code", "forgotten_at"):  # a cold memory's code; when it faded
+            if local.meta.get(k) is not None:
+                meta[k] = local.meta[k]
         return (c.id, text, memmeta.pack(meta), local.vector, was == "warm"), False
     meta["tier"] = "hot"
     meta["model"] = records.model_id

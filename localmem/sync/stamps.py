@@ -39,7 +39,9 @@ def values(text: str, meta: dict[str, Any]) -> dict[str, Any]:
     d = memmeta.DEFAULTS
     out = {k: meta.get(k, d.get(k)) for k in LWW_FIELDS if k not in ("text", "forgotten")}
     out["text"] = text
-    out["forgotten"] = meta.get("tier", "hot") == "forgotten"
+    # A forget is the person's act; a memory the sweep let fade is forgotten here only
+    # (tiers are each device's own, derived from the lifecycle state that does sync).
+    out["forgotten"] = meta.get("tier", "hot") == "forgotten" and not meta.get("faded", False)
     out["when"] = meta.get("when", 0.0)
     out["created"] = meta.get("created", out["when"])
     return out

@@ -49,7 +49,7 @@ from localmem.sync.state import new_device as _new_device
 
 log = logging.getLogger("localmem")
 
-STATE_FILE, LOCK_FILE = "SYNC", "SYNC.lock"
+STATE_FILE, LOCK_FILE = sf.STATE_FILE, "SYNC.lock"
 SEGMENT_CHANGES = 4096  # changes per segment: a few MiB with vectors
 BUSY = {"busy": True}
 

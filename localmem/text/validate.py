@@ -259,6 +259,7 @@ _STATE: dict[str, Any] = {
     "created": lambda v: to_timestamp(v, "created"),
     "t_last": lambda v: to_timestamp(v, "t_last"),
     "forgotten_at": lambda v: None if v is None else to_timestamp(v, "forgotten_at"),
+    "faded": lambda v: check_bool(v, "faded"),
     "importance": check_importance,
     "pinned": lambda v: check_bool(v, "pinned"),
     "tags": check_tags,
