@@ -471,5 +471,6 @@ class Memory:
     @heals
     def stats(self) -> dict[str, Any]:
         """Counts by kind and tier, the model, the bytes the store takes on disk (every
-        file), and the store's own figures."""
-        return self._open().stats()
+        file), the store's own figures, and its sync (``sync_status``: None if it does not
+        sync)."""
+        return dict(self._open().stats(), sync=self.sync_status())

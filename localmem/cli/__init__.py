@@ -332,6 +332,7 @@ def stats(as_json: bool, store: str | None) -> None:
         click.echo(f"tiers      {st['by_tier']}")
         click.echo(f"model      {st['model']}")
         click.echo(f"encryption {encryption_line(st['encryption'])}")
+        click.echo(f"sync       {sync_line(st['sync'])}")
         click.echo(
             f"log        {st['store']['wal']['bytes']:,} B; arena {st['store']['arena_bytes']:,} B"
         )
@@ -492,7 +493,7 @@ def import_(path: str, store: str | None) -> None:
 
 # Registered last: they live in their own module (localmem/cli/keys.py).
 from localmem.cli.keys import encrypt, key  # noqa: E402
-from localmem.cli.sync import sync  # noqa: E402
+from localmem.cli.sync import sync, sync_line  # noqa: E402
 
 main.add_command(encrypt)
 main.add_command(key)

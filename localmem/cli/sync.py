@@ -121,6 +121,15 @@ def status(store: str | None, as_json: bool, show_code: bool) -> None:
         click.echo(f"join code: {code}")
 
 
+def sync_line(st: dict[str, Any] | None) -> str:
+    """``localmem stats``' sync line."""
+    if st is None:
+        return "off (localmem sync init FOLDER / localmem sync join FOLDER)"
+    where = st["folder"] + ("" if st["folder_reachable"] else " (not reachable)")
+    return (f"with {len(st['devices'])} other device(s) through {where}; last sync "
+            f"{_ago(st['last_sync'])}")  # fmt: skip
+
+
 def _ago(t: float | None) -> str:
     if not t:
         return "never"

@@ -159,10 +159,8 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         and what holds the key: a passphrase, the OS keyring), and its sync with the
         user's other devices (null if it does not sync; else devices, last sync, counts)."""
         st = call(memory(ctx).stats)
-        keys = ("path", "memories", "by_kind", "by_tier", "model", "encryption")
-        out = {k: st[k] for k in keys}
-        out["sync"] = call(memory(ctx).sync_status)
-        return out
+        keys = ("path", "memories", "by_kind", "by_tier", "model", "encryption", "sync")
+        return {k: st[k] for k in keys}
 
     return server
 
