@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from localmem.catalog import Catalog
 from localmem.embed import Embedder, OnnxEmbedder
-from localmem.errors import InvalidArgumentError
+from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.items import Hit, MemoryItem, Progress
 from localmem.lifecycle import summaries, tiers
 from localmem.lifecycle.upkeep import Upkeep
@@ -29,7 +29,7 @@ from localmem.paths import default_store_path
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
 from localmem.store.crypt import StoreKey
-from localmem.sync import background, syncer
+from localmem.sync import background, setup, syncer
 from localmem.sync.background import BackgroundSync
 from localmem.text import validate as v
 
@@ -58,7 +58,6 @@ class Memory:
         self.records = records
         self._key = key  # an encrypted store's key: the sync state is sealed with it
         self._closed = False
-        self._synced_at = 0.0
         self._upkeep = Upkeep(records, automatic=forgetting)
         self._retriever = Retriever(records)
 
@@ -102,12 +101,14 @@ class Memory:
         records = MemoryStore.open(
             p, emb, sync=sync, reembed=reembed, progress=progress, clock=clock, key=store_key
         )
-        try:
-            syncer.attach(records, store_key)
-        except BaseException:
-            records.close()
-            raise
+        setup.attach(records, store_key)
+        records.sync_attach = lambda: setup.attach(records, store_key)
         mem = cls(records, forgetting=forgetting, key=store_key)
+        if syncer.behind(records, store_key):  # restored from a backup: its later changes
+            try:  # come back before it writes anything new
+                mem.sync()
+            except LocalmemError as e:
+                log.warning("%s: sync could not catch up at open: %s", p, e)
         if forgetting:
             mem._upkeep.automatic(cls.UPKEEP_LIMIT, sweep_only=True)  # due since it was last open
         return mem
@@ -342,7 +343,7 @@ class Memory:
         Syncthing, Dropbox, a share, ...), with this store as the first device; returns
         the join code each other device needs (``sync_join``). Give the code by hand:
         it is the key that seals everything in the folder."""
-        code = syncer.init(self._open(), self._key, folder)
+        code = setup.init(self._open(), self._key, folder)
         self.sync()
         return code
 
@@ -350,24 +351,16 @@ class Memory:
         """Joins the sync folder another device set up, with its join ``code``; this
         store's own memories get ids unique across the devices and are synced too. Runs a
         first sync and returns what it did."""
-        syncer.join(self._open(), self._key, folder, code)
+        setup.join(self._open(), self._key, folder, code)
         return self.sync()
 
-    def sync(
-        self, folder: str | os.PathLike[str] | None = None, *, progress: Progress | None = None
-    ) -> dict[str, Any]:
-        """One sync step: imports the other devices' new changes, then exports this one's
-        (``localmem.sync.syncer``); returns counts. ``folder``: the sync folder's new place,
-        if it moved. ``{"busy": True}`` when another process of this store is syncing."""
-        self._synced_at = time.monotonic()
-        return syncer.step(self._open(), self._key, folder=folder, progress=progress)
-
-    def sync_if_due(self, interval: float) -> dict[str, Any] | None:
-        """``sync()`` if this store syncs and the last step is ``interval`` seconds old
-        (what the chat and the MCP server run in the background); None when not due."""
-        if time.monotonic() - self._synced_at < interval or self.records.stamper is None:
-            return None
-        return self.sync()
+    def sync(self, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """One sync step: exports this device's changes, then imports the other devices'
+        (``localmem.sync.syncer``); returns counts (``imported``, ``exported``, ``waiting``:
+        devices whose next segment is not readable yet, and why). ``folder``: the sync
+        folder's new place, if it moved. ``{"busy": True}`` when another process of this
+        store is syncing."""
+        return syncer.step(self._open(), self._key, folder=folder)
 
     def background_sync(
         self,
@@ -379,18 +372,19 @@ class Memory:
         report (or ``{"error": ...}``) passed to ``on_step``. None when the store does not
         sync. Call ``.stop()`` on what it returns before closing the store."""
         every = background.interval() if every is None else float(every)
-        if every <= 0 or self.sync_status() is None:
+        st = self.sync_status()
+        if every <= 0 or st is None or "error" in st:
             return None
         return BackgroundSync(self.sync, every, on_step)
 
     def sync_status(self) -> dict[str, Any] | None:
         """Devices seen, the last import from each, segments waiting, conflicts resolved;
-        None if this store does not sync."""
-        return syncer.status(self._open(), self._key)
+        None if this store does not sync (``{"error": ...}`` if its state is damaged)."""
+        return setup.status(self._open(), self._key)
 
     def sync_code(self) -> str:
         """The join code of this store's sync folder (to add another device)."""
-        return syncer.code(self._open(), self._key)
+        return setup.code(self._open(), self._key)
 
     # ------------------------------------------------------------------ reading
 

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localmem.sync.codec import Change, decode, encode
+from localmem.sync.codec import MAX_HLC, Change, decode, encode
 from localmem.sync.merge import Synced, merge, op
 
 DEVICES = ["ab" * 16, "0" * 32, "f" * 32]
 
 texts = st.text(max_size=200)
-stamps = st.tuples(st.integers(0, 2**63 - 1), st.sampled_from(DEVICES))
+stamps = st.tuples(st.integers(0, MAX_HLC), st.sampled_from(DEVICES))
 ops = st.builds(
     lambda s, f: op(s, **f),
     stamps,

@@ -60,7 +60,7 @@ def test_segments_are_read_in_order_up_to_the_first_missing_or_half_copied(tmp_p
         syncfolder.write_segment(tmp_path, A, seq, key, f"records {seq}".encode())
     got, scan = syncfolder.read_new(tmp_path, A, 0, key)
     assert [s.payload for s in got] == [b"records 1", b"records 2", b"records 3"]
-    assert (scan.next_seq, scan.waiting, scan.later) == (4, "missing", 1)
+    assert (scan.waiting, scan.later) == ("missing", 1)
     # 4 arrives half-copied, then whole
     syncfolder.write_segment(tmp_path / "elsewhere", A, 4, key, b"records 4" * 1000)
     whole = (tmp_path / "elsewhere" / A / f"{4:016x}.seg").read_bytes()
@@ -70,7 +70,9 @@ def test_segments_are_read_in_order_up_to_the_first_missing_or_half_copied(tmp_p
     assert got == [] and scan.waiting == "incomplete"
     target.write_bytes(whole)
     got, scan = syncfolder.read_new(tmp_path, A, 3, key)
-    assert [s.seq for s in got] == [4, 5] and scan.waiting == "" and scan.next_seq == 6
+    assert [s.seq for s in got] == [4, 5] and scan.waiting == "" and scan.later == 0
+    got, scan = syncfolder.read_new(tmp_path, A, 0, key, limit=2)  # a few at a time
+    assert [s.seq for s in got] == [1, 2] and scan.later == 3
 
 
 def test_conflict_copies_other_names_and_other_folders_keys_are_not_read(tmp_path):
@@ -80,7 +82,7 @@ def test_conflict_copies_other_names_and_other_folders_keys_are_not_read(tmp_pat
     shutil.copy(p, p.with_name(".syncthing.tmp"))
     (tmp_path / "not-a-device").mkdir()
     got, scan = syncfolder.read_new(tmp_path, A, 0, key)
-    assert [s.payload for s in got] == [b"mine"] and scan.next_seq == 2
+    assert [s.payload for s in got] == [b"mine"] and scan.later == 0
     assert syncfolder.devices(tmp_path) == [A]
     # A segment copied under another number does not read (its name is authenticated).
     shutil.copy(p, syncfolder.segment_path(tmp_path, A, 2))

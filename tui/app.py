@@ -460,10 +460,13 @@ class ChatApp(App[None]):
         if mem is None:
             return
         try:
-            if mem.sync_status() is None:
-                return
+            st = mem.sync_status()
         except LocalmemError as e:
-            self.call_from_thread(self.status.set, sync=f"sync off: {e}")
+            st = {"error": str(e)}
+        if st is None:
+            return
+        if "error" in st:
+            self.call_from_thread(self.status.set, sync="sync off: its state is damaged")
             return
         self.call_from_thread(self.status.set, sync="syncing…")
         self._syncing = mem.background_sync(

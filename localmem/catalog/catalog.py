@@ -326,20 +326,25 @@ class Catalog(CatalogReads):
             self._set_state(k, v)
 
     def next_ids(
-        self, n: int, *, first: Callable[[], int], span: tuple[int, int] | None = None
+        self,
+        n: int,
+        *,
+        first: Callable[[], int],
+        span: tuple[int, int] | None = None,
+        floor: int = 0,
     ) -> list[int]:
         """``n`` fresh ids, unique across processes: the counter lives here and is advanced
         in an IMMEDIATE transaction, never below the largest id listed; ``first()`` says
         where a counter this catalog lost (a rebuild) starts again. ``span`` (lo, hi): ids
         from that range only (a synced device's own, ``localmem.sync``), with a counter of
-        their own."""
+        their own; ``floor``: none below it (ids given before a restored backup)."""
         lo, hi = span or (0, 2**63 - 1)
         name = "next_id" if span is None else f"next_id@{lo}"
         with self._txn():
             counter = self._state(name)
             if counter is None:
                 counter = first()
-            nxt = max(int(counter), self.max_id(lo, hi) + 1, lo)
+            nxt = max(int(counter), self.max_id(lo, hi) + 1, lo, floor)
             if nxt + n > hi:
                 raise StorageError(f"no ids left between {lo:,} and {hi:,}")
             self._set_state(name, nxt + n)

@@ -23,8 +23,8 @@ CODE_ENV = "LOCALMEM_SYNC_CODE"
 @click.pass_context
 def sync(ctx: click.Context, store: str | None, folder: str | None) -> None:
     """Sync memories between your devices through a shared folder, end-to-end encrypted.
-    Without a subcommand: one sync now (import the other devices' changes, export this
-    one's). The chat and the MCP server also sync in the background."""
+    Without a subcommand: one sync now (export this device's changes, import the other
+    devices'). The chat and the MCP server also sync in the background."""
     if ctx.invoked_subcommand is not None:
         return
     with memory(store) as mem:
@@ -94,7 +94,7 @@ def status(store: str | None, as_json: bool, show_code: bool) -> None:
     """Devices seen, the last import from each, segments waiting, conflicts resolved."""
     with memory(store) as mem:
         out = _run(mem.sync_status)
-        code = _run(mem.sync_code) if show_code and out is not None else None
+        code = _run(mem.sync_code) if show_code and out and "error" not in out else None
     if out is None:
         raise click.ClickException("this store does not sync: `localmem sync init FOLDER` on "
                                    "the first device, `localmem sync join FOLDER` on the "
@@ -102,6 +102,8 @@ def status(store: str | None, as_json: bool, show_code: bool) -> None:
     if as_json:
         click.echo(json.dumps(dict(out, code=code) if code else out, indent=2))
         return
+    if "error" in out:
+        raise click.ClickException(out["error"])
     click.echo(
         f"device {out['device'][:8]} (ids from {max(out['slot'] * 10**9, 1):,}), folder "
         f"{out['folder']}" + ("" if out["folder_reachable"] else " — NOT REACHABLE")
@@ -125,6 +127,8 @@ def sync_line(st: dict[str, Any] | None) -> str:
     """``localmem stats``' sync line."""
     if st is None:
         return "off (localmem sync init FOLDER / localmem sync join FOLDER)"
+    if "error" in st:
+        return f"off: {st['error']}"
     where = st["folder"] + ("" if st["folder_reachable"] else " (not reachable)")
     return (f"with {len(st['devices'])} other device(s) through {where}; last sync "
             f"{_ago(st['last_sync'])}")  # fmt: skip

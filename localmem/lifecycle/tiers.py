@@ -23,7 +23,7 @@ from typing import Any
 
 from localmem import forgetting as lc
 from localmem.catalog import Row
-from localmem.errors import UnknownIdError
+from localmem.errors import CorruptFileError, UnknownIdError
 from localmem.memstore import MemoryStore
 
 RANK = {t: i for i, t in enumerate(lc.TIERS)}
@@ -149,13 +149,23 @@ def sweep(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
         records.sync()
         r = records.catalog.rows([id]).get(id)
         if r is not None and _decide([_state(r)], now):
-            records.store.delete(id)
+            if _faded(records, id):  # it faded here: other devices keep theirs
+                records.drop_locally(id)
+            else:  # the person forgot it: the purge syncs
+                records.store.delete(id)
             purged += 1
     counts["purged"] = purged
     counts["scanned"] = len(rows)
     cat.set_state("sweep_cursor", int(rows[-1][0]) if len(rows) == limit else 0)
     records.sync()
     return counts
+
+
+def _faded(records: MemoryStore, id: int) -> bool:
+    try:
+        return bool(records.store.get(id).meta.get("faded"))
+    except (UnknownIdError, CorruptFileError):
+        return False
 
 
 def _state(r: Row) -> tuple[int, str, float, float, int, float | None]:

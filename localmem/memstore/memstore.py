@@ -32,8 +32,8 @@ from localmem.errors import (
     UnknownIdError,
 )
 from localmem.items import MemoryItem, Progress
-from localmem.memstore import forms, reconcile
-from localmem.store import Store, keyfile
+from localmem.memstore import edits, forms, reconcile
+from localmem.store import Store, keyfile, syncfolder
 from localmem.store import records as rec
 from localmem.store.crypt import StoreKey
 from localmem.text.validate import check_item_dict, check_record, to_timestamp
@@ -91,8 +91,12 @@ class MemoryStore:
         # passes through ``stamper`` (its fields' clocks), and new ids come from ``id_span``.
         self.stamper: Stamp | None = None
         self.id_span: tuple[int, int] | None = None
-        self.id_floor = 0  # no id below it is issued (the device's purged ids)
+        self.id_floor = 0  # no id below it is issued (ids this device gave before a backup)
+        # Held around every read-change-write of a memory (imports from other devices too).
+        self.editing = edits.EditLock(Path(store.path) / "EDIT.lock")
         self.sync_exported: list[int] | None = None  # [the LSN the last export covered]
+        # Sets sync up in this process when another one made the store a device meanwhile.
+        self.sync_attach: Callable[[], object] | None = None
         catalog.source = reconcile.item_source(store)
         # The retention point is a cached number: a checkpoint asks for it under the store's
         # lock, and reading the catalog there would invert the lock order of sync().
@@ -145,6 +149,7 @@ class MemoryStore:
 
     def close(self) -> None:
         # The store last: its presence lock (localmem encrypt waits for it) covers the catalog.
+        self.editing.close()
         self._catalog.close()
         self.store.close()
 
@@ -339,13 +344,12 @@ class MemoryStore:
         """Fresh ids, unique across processes (``Catalog.next_ids``). A rebuilt catalog lost
         the counter, and a purged id may have been the largest; every id ever issued had its
         own PUT, so none is above the log's last LSN: it starts past it."""
+        self._sync_set_up()
         span = self.id_span
         if span is not None:  # a synced device's own range: its ids are unique everywhere
             with self._ids:
                 return self._catalog.next_ids(
-                    n,
-                    first=lambda: self._first_id(span),
-                    span=span,
+                    n, first=lambda: self._first_id(span), span=span, floor=self.id_floor
                 )
         with self._ids:
             return self._catalog.next_ids(n, first=lambda: self.store.last_lsn + 1)
@@ -361,9 +365,17 @@ class MemoryStore:
         """Every write of memories goes here: ``puts`` as ``Store.put_many`` takes them, and
         the items they replace (None or absent: new), which a syncing device's ``stamper``
         compares them with."""
+        self._sync_set_up()
         if self.stamper is not None:
             puts = self.stamper(puts, olds)
         return self.store.put_many(puts)
+
+    def _sync_set_up(self) -> None:
+        """A store another process made a device of a sync folder (``localmem sync join``)
+        while this one had it open: from now on this process's writes are stamped too."""
+        attach = self.sync_attach
+        if self.stamper is None and attach and (self.path / syncfolder.STATE_FILE).exists():
+            attach()
 
     def write(
         self,
@@ -457,6 +469,10 @@ class MemoryStore:
         written."""
         if not changes:
             return 0
+        with self.editing:
+            return self._rewrite(changes, now)
+
+    def _rewrite(self, changes: dict[int, tuple[str, dict[str, Any]]], now: float) -> int:
         items = {}
         for id in changes:
             try:
@@ -489,23 +505,25 @@ class MemoryStore:
         again, in the hot tier (``retext``); the same text is rewritten where it is, in its
         own tier's form."""
         self.sync()
-        item = self.store.get(id)
-        updates: dict[str, Any] = {} if tags is None else {"tags": tags}
-        if text is not None and text != item.text:
-            self.retext(id, text, dict(item.meta, **updates))
-        else:
-            self.rewrite({id: (item.meta.get("tier", "hot"), updates)}, self.clock())
+        with self.editing:
+            item = self.store.get(id)
+            updates: dict[str, Any] = {} if tags is None else {"tags": tags}
+            if text is not None and text != item.text:
+                self.retext(id, text, dict(item.meta, **updates))
+            else:
+                self.rewrite({id: (item.meta.get("tier", "hot"), updates)}, self.clock())
         self.sync()
 
     def retext(self, id: int, text: str, meta: dict[str, Any]) -> None:
         """Writes memory ``id`` with new ``text``: what was derived from the old text (cold
         code, entities) dropped, embedded again, in the hot tier, forgotten no more."""
-        old = self.store.get(id) if self.stamper is not None else None
         meta = dict(meta, tier="hot", model=self.model_id)
-        for key in ("code", "forgotten_at", "entities"):
+        for key in ("code", "forgotten_at", "entities", "faded"):
             meta.pop(key, None)
         put = (id, text, memmeta.pack(meta), self.embedder.embed([text])[0])
-        self.put_many([put], {id: old})
+        with self.editing:
+            old = self.store.get(id) if self.stamper is not None else None
+            self.put_many([put], {id: old})
 
     def reembed(self, progress: Progress | None, ids: Sequence[int] | None = None) -> None:
         """Every memory (or those in ``ids``) again with the current model, each in its own
@@ -525,21 +543,29 @@ class MemoryStore:
                     strict=True,
                 )
             )
-            items, olds = [], {}
-            for r in live:
-                id = int(r.id)
-                try:
-                    it = self.store.get(id)
-                except CorruptFileError as e:  # intact, undecodable here: left as it is
-                    log.warning("reembed: memory %d left as it is, it cannot be read: %s", id, e)
-                    continue
-                meta = dict(it.meta, model=model)
-                olds[id] = it
-                items.append(forms.in_tier(it, meta, r.tier, vecs[id], self.clock()))
-            self.put_many(items, olds)
+            with self.editing:
+                self._reembedded(live, vecs, model)
             if progress is not None:
                 progress(start + len(chunk), total)
         self.sync()
+
+    def _reembedded(self, live: list[Row], vecs: dict[int, Any], model: str) -> None:
+        items, olds = [], {}
+        for r in live:
+            id = int(r.id)
+            try:
+                it = self.store.get(id)
+            except CorruptFileError as e:  # intact, undecodable here: left as it is
+                log.warning("reembed: memory %d left as it is, it cannot be read: %s", id, e)
+                continue
+            except UnknownIdError:  # gone since the listing
+                continue
+            if it.text != r.text:  # changed since the listing: embedded with its new text
+                continue
+            meta = dict(it.meta, model=model)
+            olds[id] = it
+            items.append(forms.in_tier(it, meta, r.tier, vecs[id], self.clock()))
+        self.put_many(items, olds)
 
     def import_records(
         self, items: Iterable[tuple[Any, Any, Any]], progress: Progress | None = None
@@ -576,14 +602,14 @@ class MemoryStore:
         """An export's memories with ids of this device's own (a syncing device: ids are
         unique across devices only within their span), references between them kept."""
         new = dict(zip([id for id, _, _ in records], self.new_ids(len(records)), strict=True))
-        out = []
-        for id, text, meta in records:
-            meta = dict(meta)
-            for ref in ("superseded_by", "merged_into"):
-                if meta.get(ref) is not None:
-                    meta[ref] = new.get(meta[ref])  # a memory the export left out: no link
-            out.append((new[id], text, meta))
-        return out
+        return [(new[id], text, edits.relinked(meta, new)) for id, text, meta in records]
+
+    def drop_locally(self, id: int) -> bool:
+        """Deletes item ``id`` as this device's own business (a memory that faded here, the
+        old copy of a renumbered one): sync does not send it as a purge (``LOCAL_DROP``)."""
+        if self.stamper is not None or self.id_span is not None:
+            self.store.log(edits.LOCAL_DROP, edits.local_drop(id))
+        return self.store.delete(id)
 
     def put_records(
         self, records: list[tuple[int, str, dict[str, Any]]], progress: Progress | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from localmem import _core
-from localmem.errors import CorruptFileError, InvalidArgumentError
+from localmem.errors import CorruptFileError, InvalidArgumentError, StorageError
 
 KIND = 0x53594E43  # sealed-file kind of a sync segment ("SYNC")
 DEVICE = re.compile(r"^[0-9a-f]{32}$")
@@ -58,7 +58,7 @@ def segments(folder: Path, device: str) -> list[int]:
     d = Path(folder) / check_device(device)
     try:
         names = os.listdir(d)
-    except FileNotFoundError:
+    except OSError:  # not there (yet), or unreadable: nothing to read from it now
         return []
     return sorted(int(m.group(1), 16) for n in names if (m := SEGMENT.match(n)))
 
@@ -68,7 +68,7 @@ def devices(folder: Path) -> list[str]:
         return sorted(
             n for n in os.listdir(folder) if DEVICE.match(n) and (Path(folder) / n).is_dir()
         )
-    except FileNotFoundError:
+    except OSError:  # not mounted, unreadable: no devices to read now
         return []
 
 
@@ -84,30 +84,31 @@ class Scan:
     """Why reading a device's segments stopped where it did."""
 
     device: str
-    next_seq: int  # the first one not read
-    waiting: str = ""  # "" (read all present), "missing", "incomplete"
-    later: int = 0  # segments present past the stop
+    waiting: str = ""  # "" (nothing in the way), "missing", "incomplete"
+    later: int = 0  # segments present past the last one read
 
 
-def read_new(folder: Path, device: str, after: int, key: Any) -> tuple[list[Segment], Scan]:
-    """``device``'s segments after number ``after``, in order, up to the first that is
-    missing or does not authenticate yet. EncryptionKeyError if they are sealed with
-    another sync key (another folder's)."""
+def read_new(
+    folder: Path, device: str, after: int, key: Any, *, limit: int = 2**31
+) -> tuple[list[Segment], Scan]:
+    """``device``'s segments after number ``after`` (at most ``limit``: each is up to a few
+    MiB in memory), in order, up to the first that is missing or does not authenticate yet.
+    EncryptionKeyError if they are sealed with another sync key (another folder's)."""
     present = [s for s in segments(folder, device) if s > after]
     out: list[Segment] = []
     want = after + 1
-    for seq in present:
+    for seq in present[:limit]:
         if seq != want:
-            return out, Scan(device, want, "missing", len(present) - len(out))
+            return out, Scan(device, "missing", len(present) - len(out))
         try:
             payload = _core.read_sealed(os.fspath(segment_path(folder, device, seq)), key, KIND)
         except CorruptFileError:
-            return out, Scan(device, want, "incomplete", len(present) - len(out))
-        except FileNotFoundError:  # removed meanwhile (a sync tool's own move)
-            return out, Scan(device, want, "missing", len(present) - len(out))
+            return out, Scan(device, "incomplete", len(present) - len(out))
+        except StorageError:  # removed or unreadable meanwhile (a sync tool's own move)
+            return out, Scan(device, "missing", len(present) - len(out))
         out.append(Segment(device, seq, payload))
         want += 1
-    return out, Scan(device, want)
+    return out, Scan(device, "", len(present) - len(out))
 
 
 # ---------------------------------------------------------------------- this device's state
@@ -142,13 +143,12 @@ def write_state(path: Path, data: bytes, key: Any | None) -> None:
 
 
 def read_state(path: Path, key: Any | None) -> bytes | None:
-    """What ``write_state`` wrote (None: no state, sync was never set up). A state written
-    in the clear before the store was encrypted reads too (the next write seals it)."""
+    """What ``write_state`` wrote (None: no state, sync was never set up)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    if key is not None and not raw.startswith(b"{"):
+    if key is not None:
         return bytes(_core.read_sealed(os.fspath(path), key, STATE_KIND))
     return raw
 
@@ -187,7 +187,9 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
         doc = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise StorageError(f"{Path(folder) / MARKER} cannot be read: {e}") from None
+    except ValueError as e:
         raise CorruptFileError(f"{Path(folder) / MARKER} cannot be read: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("key_id"), str):
         raise CorruptFileError(f"{Path(folder) / MARKER} is not a localmem sync folder's")
@@ -199,5 +201,5 @@ def stray_temporaries(folder: Path, device: str) -> list[Path]:
     d = Path(folder) / check_device(device)
     try:
         return [d / n for n in os.listdir(d) if TEMPORARY.match(n)]
-    except FileNotFoundError:
+    except OSError:
         return []

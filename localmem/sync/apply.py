@@ -77,16 +77,43 @@ def apply(records: MemoryStore, changes: list[Change], tombstones: set[int]) -> 
 def _batch(
     records: MemoryStore, changes: list[Change], tombstones: set[int], done: Applied
 ) -> None:
+    # Vectors the batch will need are made first, with no lock held (an embedding takes
+    # seconds); then the memories are read, merged and written under the edit lock, so a
+    # change made meanwhile on this device (the chat, the MCP server) is merged, not lost.
+    bare = [c for c in changes if not _usable(records, c)]  # those may need a vector here
+    made = _vectors(records, _plan(records, bare, set(tombstones), done, 0)) if bare else {}
+    with records.editing:
+        plan = _plan(records, changes, tombstones, done, 1)
+        made.update(_vectors(records, [p for p in plan if p[0][1] not in made]))  # changed since
+        puts = [(*put[:3], made[put[1]], False) if needs else put for put, needs in plan]
+        records.store.put_many(puts)  # not through the stamper: not this device's writes
+    done.written += len(puts)
+
+
+def _vectors(records: MemoryStore, plan: list[tuple[tuple[Any, ...], bool]]) -> dict[str, Any]:
+    """text -> vector, made here, for the memories of ``plan`` that need one."""
+    texts = sorted({put[1] for put, needs in plan if needs})
+    if not texts:
+        return {}
+    return {t: np.asarray(v, dtype=np.float32)
+            for t, v in zip(texts, records.embedder.embed(texts), strict=True)}  # fmt: skip
+
+
+def _plan(
+    records: MemoryStore, changes: list[Change], tombstones: set[int], done: Applied, count: int
+) -> list[tuple[tuple[Any, ...], bool]]:
+    """The store entries that merge ``changes`` in, each with whether it still needs a
+    vector made here (purges done at once); ``count``: 0 for a dry run (nothing deleted or
+    counted), 1 for the one that writes."""
     store = records.store
-    puts: list[tuple[Any, ...]] = []
-    embed: list[int] = []  # indexes into puts of memories that need a vector made here
+    puts: list[tuple[tuple[Any, ...], bool]] = []
     for c in changes:
         if c.id in tombstones:
             continue
         if c.state.purged is not None:
-            if store.delete(c.id):
-                done.purged += 1
-            tombstones.add(c.id)
+            if count:
+                done.purged += store.delete(c.id)
+                tombstones.add(c.id)
             continue
         try:
             local: rec.Item | None = store.get(c.id) if c.id in store else None
@@ -94,78 +121,77 @@ def _batch(
             local = None
         except CorruptFileError as e:  # intact, undecodable here: left as it is
             log.warning("sync: memory %d left as it is, it cannot be read: %s", c.id, e)
-            done.rejected += 1
+            done.rejected += count
             continue
         if local is not None and local.meta.get("type") != "memory":
-            done.rejected += 1
+            done.rejected += count
             continue
         mine = stamps.state(local) if local is not None else Synced()
         merged = merge(mine, c.state) if local is not None else c.state
         if not merged.alive:  # a change with no text for a memory never seen: not sent so
-            done.rejected += 1
+            done.rejected += count
             continue
         if local is not None and merged == mine:
             continue
         try:
-            put, needs = _put(records, c, local, merged)
+            puts.append(_put(records, c, local, merged))
         except InvalidArgumentError as e:
             log.warning("sync: a change to memory %d refused: %s", c.id, e)
-            done.rejected += 1
+            done.rejected += count
             continue
-        if local is not None:
+        if local is not None and count:
             done.conflicts += _conflicts(mine, c.state)
-        if needs:
-            embed.append(len(puts))
-        puts.append(put)
-    if embed:
-        vecs = records.embedder.embed([puts[i][1] for i in embed])
-        for i, v in zip(embed, vecs, strict=True):
-            puts[i] = (*puts[i][:3], np.asarray(v, dtype=np.float32), False)
-        done.embedded += len(embed)
-    if puts:
-        store.put_many(puts)  # not through the stamper: these writes are not this device's
-        done.written += len(puts)
+    if count:
+        done.embedded += sum(needs for _, needs in puts)
+    return puts
 
 
 def _put(
     records: MemoryStore, c: Change, local: rec.Item | None, s: Synced
 ) -> tuple[tuple[Any, ...], bool]:
-    """The store entry of memory ``c.id`` in merged state ``s``, and whether it still needs
-    a vector embedded here."""
+    """The store entry of memory ``c.id`` in merged state ``s``, and whether it needs a
+    vector made here (a hot one the change carries none usable for: ``_batch`` embeds)."""
     vals = {k: s.value(k) for k in LWW_FIELDS}
     text = vals.pop("text")
     forgotten = bool(vals.pop("forgotten"))
-    given = {k: v for k, v in vals.items() if v is not None or k in ("session", "key")}
-    given.update(stability=s.stability, t_last=s.t_last, recalls=s.total_recalls)
+    given = dict(vals, stability=s.stability, t_last=s.t_last, recalls=s.total_recalls)
     _, text, meta = check_record(c.id, text, given)
     base = dict(local.meta) if local is not None else {}
-    for k in ("entities", "code", "forgotten_at"):
-        base.pop(k, None)
+    for k in (*LWW_FIELDS, "entities", "code", "forgotten_at"):
+        base.pop(k, None)  # what the merge says, including a field set back to none
     meta = dict(base, **meta)
     meta["sync"] = stamps.sync_meta(s, 0)
     was = local.meta.get("tier", "hot") if local is not None else None
+    faded = was == "forgotten" and bool(local and local.meta.get("faded"))
     if forgotten:
         meta["tier"] = "forgotten"
         meta.pop("model", None)
         meta.pop("faded", None)  # forgotten by the person now, on some device
-        at = local.meta.get("forgotten_at") if was == "forgotten" and local else None
+        at = local.meta.get("forgotten_at") if was == "forgotten" and not faded and local else None
         # the forget's own time: every device purges it after the same grace period
         meta["forgotten_at"] = at if at is not None else (s.fields["forgotten"][0][0] >> 16) / 1e3
         return (c.id, text, memmeta.pack(meta), None, False), False
-    faded = was == "forgotten" and bool(local and local.meta.get("faded"))
-    if local is not None and (was != "forgotten" or faded) and local.text == text:
+    used = local is not None and (
+        s.t_last > stamps.t_last(local.meta) or s.stability > local.meta.get("stability", 1.0)
+    )
+    if local is not None and (was != "forgotten" or (faded and not used)) and local.text == text:
         meta["tier"] = was  # the same form as before: only the metadata changed
         for k in ("code", "forgotten_at"):  # a cold memory's code; when it faded
             if local.meta.get(k) is not None:
                 meta[k] = local.meta[k]
         return (c.id, text, memmeta.pack(meta), local.vector, was == "warm"), False
+    # new here, new text, restored, or faded here and used on another device: hot
     meta["tier"] = "hot"
+    meta.pop("faded", None)
     meta["model"] = records.model_id
-    fits = (c.vector is not None and c.model == records.model_id
-            and c.vector.shape == (records.embedder.dim,)
-            and c.state.fields.get("text") == s.fields.get("text"))  # fmt: skip
-    vector = c.vector if fits else None
-    return (c.id, text, memmeta.pack(meta), vector, False), vector is None
+    fits = _usable(records, c) and c.state.fields.get("text") == s.fields.get("text")
+    return (c.id, text, memmeta.pack(meta), c.vector if fits else None, False), not fits
+
+
+def _usable(records: MemoryStore, c: Change) -> bool:
+    """Whether the change's vector can serve here (one, of this store's model and size)."""
+    return (c.vector is not None and c.model == records.model_id
+            and c.vector.shape == (records.embedder.dim,))  # fmt: skip
 
 
 def _conflicts(mine: Synced, theirs: Synced) -> int:

@@ -40,7 +40,9 @@ from localmem.sync.merge import LWW_FIELDS, Stamp, Synced
 MAGIC = b"LMCHG2\n"
 MAX_DIM = 4096
 MAX_JSON_BYTES = 1 << 20
-MAX_HLC = 2**63 - 1
+# A clock stamp from past the year 2200 is a broken clock's: refused, so that no device's
+# clock can be pushed to the end of its range by observing it.
+MAX_HLC = 7_258_118_400_000 << 16
 _HEAD = struct.Struct("<qBddI")
 _PURGED, _VECTOR = 1, 2
 _DEVICE = re.compile(r"^[0-9a-f]{32}$")

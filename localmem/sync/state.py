@@ -54,6 +54,7 @@ class SyncState:
     imported: int = 0
     conflicts: int = 0  # fields two devices wrote concurrently, settled by the clock
     rejected: int = 0  # changes refused (damaged, or not a memory)
+    renumber: dict[str, int] = field(default_factory=dict)  # old id -> new: a join's, to finish
     format: int = 1
 
     @property
@@ -75,13 +76,37 @@ class SyncState:
             if not isinstance(doc, dict) or doc.get("format") != 1:
                 raise ValueError("not format 1")
             st = cls(**doc)
-            bytes.fromhex(st.key)
+            _validate(st)
         except (ValueError, TypeError, UnicodeDecodeError) as e:
             raise CorruptFileError(
-                f"{where} (the store's sync state) cannot be read ({e}): set sync up again "
-                "with `localmem sync join`"
+                f"{where} (this store's sync state) cannot be read ({e}): the store works "
+                "without sync; join the folder again (`localmem sync join FOLDER`)"
             ) from None
         return st
+
+
+def _validate(st: SyncState) -> None:
+    """Every field of the right type and range (a damaged file is refused whole)."""
+    ints = (st.slot, st.seq, st.exported_lsn, st.hlc, st.exported, st.imported, st.conflicts,
+            st.rejected)  # fmt: skip
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+        raise ValueError("a count is not a non-negative int")
+    if st.slot > MAX_SLOT or len(bytes.fromhex(st.key)) != 32 or not isinstance(st.folder, str):
+        raise ValueError("bad slot, key or folder")
+    if not isinstance(st.device, str) or len(st.device) != 32:
+        raise ValueError("bad device id")
+    bytes.fromhex(st.device)
+    for d, n in (*st.seen.items(), *st.slots.items()):
+        if not isinstance(d, str) or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError("bad device table")
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in st.tombstones):
+        raise ValueError("bad tombstones")
+    if not all(isinstance(t, (int, float)) for t in st.last_import.values()):
+        raise ValueError("bad import times")
+    if not isinstance(st.renumber, dict) or not all(
+        isinstance(v, int) for v in st.renumber.values()
+    ):
+        raise ValueError("bad renumbering")
 
 
 def new_device() -> str:
