@@ -34,6 +34,7 @@ FULL = {
     "merged_into": None,
     "sources": [],
     "code": None,
+    "faded": False,
 }
 
 

@@ -98,6 +98,7 @@ class Oracle:
     value of a field is the one with the largest stamp."""
 
     def __init__(self) -> None:
+        self.acknowledged = 0
         self.fields: dict[tuple[int, str], tuple[Any, Any]] = {}
         self.purged: set[int] = set()
         self.made: set[int] = set()
@@ -105,6 +106,7 @@ class Oracle:
     def saw(self, m: Memory, id: int) -> None:
         """After a write to ``id`` (an edit of a forgotten memory's text also brings it
         back: every field is looked at; those the write left keep their stamps)."""
+        self.acknowledged += 1
         it = m.store.get(id)
         st, vals = stamps.stamps_of(it.meta), stamps.values(it.text, it.meta)
         for n in ("text", "pinned", "forgotten", "tags"):
@@ -142,6 +144,7 @@ def _op(rng: random.Random, m: Memory, oracle: Oracle, n: int) -> None:
         elif r < 0.95:
             m.forget(id, purge=True)
             oracle.purged.add(id)
+            oracle.acknowledged += 1
     except (UnknownIdError, InvalidArgumentError):
         pass  # purged here meanwhile by an import: not acknowledged, not counted
 
@@ -190,6 +193,11 @@ def test_three_replicas_converge_whatever_the_folder_does(tmp_path, seed):
         assert ids[0] == ids[1] == ids[2]
         for m in reps:  # the derived views agree with the merged memories on each device
             assert len(m) == sum(1 for v in final.values() if not v[2])
+        print(f"\nschedule {seed}: {OPS} operations, {oracle.acknowledged} acknowledged; "
+              f"{len(final)} memories on each replica, {len(oracle.purged)} purged; the "
+              f"folder half-copied {len(transport.half)} file(s), delivered "
+              f"{transport.twice} twice, left {transport.conflict_copies} conflict "
+              "copies")  # fmt: skip
     finally:
         for m in reps:
             m.close()

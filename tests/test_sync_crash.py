@@ -84,6 +84,7 @@ def test_kill_during_export_loses_and_duplicates_nothing(tmp_path):
         with _open(root / "a") as a:
             a.sync()
             assert _memories(a) == mine  # the same ids, the same texts, each once
+    print(f"\nexport: {TRIALS} trials, {landed} killed mid-sync; 0 lost, 0 duplicated")
     assert landed >= TRIALS // 2, f"only {landed} kills landed during the export"
 
 
@@ -104,4 +105,5 @@ def test_kill_during_import_loses_and_duplicates_nothing(tmp_path):
                 b.sync()
             assert _memories(b) == want
             assert b.sync()["exported"] == 0  # nothing echoed back
+    print(f"\nimport: {TRIALS} trials, {landed} killed mid-sync; 0 lost, 0 duplicated")
     assert landed >= TRIALS // 2, f"only {landed} kills landed during the import"

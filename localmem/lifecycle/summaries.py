@@ -26,10 +26,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from localmem.catalog import Row
-from localmem.errors import CorruptFileError, UnknownIdError
 from localmem.items import MemoryItem, Progress
 from localmem.memstore import MemoryStore
-from localmem.sync import stamps
 from localmem.text import extract
 from localmem.text.validate import check_item
 
@@ -139,22 +137,25 @@ def pending(
     tried = _tried_map(records)
     found = records.catalog.ended_sessions(records.now(now) - IDLE_S, MIN_TURNS, limit + len(tried))
     todo = [(s, t) for s, t in found if tried.get(s, -1.0) < t]
-    return [(s, t) for s, t in todo if _had_here(records, s)][:limit]
+    out = []
+    for s, t in todo:
+        if _had_here(records, s):
+            out.append((s, t))
+        else:  # another device's to summarize: not looked at again until it goes on
+            _tried(records, s, t)
+    return out[:limit]
 
 
 def _had_here(records: MemoryStore, session: str) -> bool:
-    """Whether the conversation's last turn was written on this device. A device that syncs
-    summarizes its own conversations only: the others get the summary with the turns (two
-    devices summarizing one conversation would store two summaries of it)."""
-    device = getattr(records.stamper, "device", None)
-    if device is None:
+    """Whether the conversation's last turn was written on this device (each device that
+    syncs issues ids from a range of its own). A device that syncs summarizes its own
+    conversations only: the others get the summary with the turns (two devices summarizing
+    one conversation would store two summaries of it)."""
+    span = records.id_span
+    if span is None:
         return True
     turns = records.catalog.session_turns(session)
-    try:
-        meta = records.store.get(int(turns[-1].id)).meta if turns else {}
-    except (UnknownIdError, CorruptFileError):
-        return True
-    return stamps.stamps_of(meta)["text"][1] in (device, stamps.NO_DEVICE)
+    return not turns or span[0] <= int(turns[-1].id) < span[1]
 
 
 def step(

@@ -34,7 +34,15 @@ from localmem.store import syncfolder as sf
 from localmem.store.crypt import StoreKey
 from localmem.store.hlc import HybridClock
 from localmem.sync import codec, stamps
-from localmem.sync.state import SLOT_SPAN, SyncState, join_code, key_of_code, new_device, new_slot
+from localmem.sync.state import (
+    SLOT_SPAN,
+    SyncState,
+    describe,
+    join_code,
+    key_of_code,
+    new_device,
+    new_slot,
+)
 
 log = logging.getLogger("localmem")
 
@@ -205,8 +213,6 @@ def finish_renumbering(records: MemoryStore, st: SyncState, key: StoreKey | None
 def status(records: MemoryStore, key: StoreKey | None) -> dict[str, Any] | None:
     """``sync status``: None if the store does not sync; ``{"error": ...}`` if its state
     cannot be read."""
-    from localmem.sync.state import describe
-
     try:
         st = load(records, key)
     except (CorruptFileError, EncryptionKeyError) as e:
