@@ -270,7 +270,7 @@ def _export(
         setup.finish_renumbering(records, st, key)
         full = True
     if full:  # what this device wrote (before sync was set up, or since): not its imports
-        ids, gone = {}, set()
+        ids = {}
         for id in store.ids():
             try:
                 meta = store.get(id).meta
