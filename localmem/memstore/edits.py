@@ -4,8 +4,9 @@ A change to a memory reads it, changes it and writes it back. The chat's backgro
 imports other devices' changes while the chat itself reinforces, pins and forgets, and
 the MCP server may do either in another process: without a lock, one writer's read-change-
 write would silently undo the other's. ``EditLock`` makes each read-change-write whole:
-an in-process lock for threads and a ``flock`` on ``<store>/EDIT.lock`` for processes
-(held for the read and the write only, never for an embedding).
+an in-process lock for threads and a ``flock`` on ``<store>/EDIT.lock`` for processes.
+It is held for the read and the write, and for what a local change embeds between them
+(one memory's new text, a promotion); an import embeds before it takes the lock.
 
 Also here: ``relinked`` (a memory's references to others under new ids) and
 ``LOCAL_DROP``, the log record that marks a deletion as this device's own business (a

@@ -97,6 +97,7 @@ class MemoryStore:
         self.sync_exported: list[int] | None = None  # [the LSN the last export covered]
         # Sets sync up in this process when another one made the store a device meanwhile.
         self.sync_attach: Callable[[], object] | None = None
+        self._sync_state_seen: tuple[int, int, int] | None = None
         catalog.source = reconcile.item_source(store)
         # The retention point is a cached number: a checkpoint asks for it under the store's
         # lock, and reading the catalog there would invert the lock order of sync().
@@ -373,9 +374,16 @@ class MemoryStore:
     def _sync_set_up(self) -> None:
         """A store another process made a device of a sync folder (``localmem sync join``)
         while this one had it open: from now on this process's writes are stamped too."""
-        attach = self.sync_attach
-        if self.stamper is None and attach and (self.path / syncfolder.STATE_FILE).exists():
-            attach()
+        if self.stamper is not None or self.sync_attach is None:
+            return
+        try:
+            st = (self.path / syncfolder.STATE_FILE).stat()
+        except FileNotFoundError:
+            return
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._sync_state_seen:  # tried once per version of the file
+            self._sync_state_seen = seen
+            self.sync_attach()
 
     def write(
         self,
