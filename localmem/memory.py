@@ -24,7 +24,7 @@ from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.items import Hit, MemoryItem, Progress
 from localmem.lifecycle import summaries, tiers
 from localmem.lifecycle.upkeep import Upkeep
-from localmem.memstore import MemoryStore, heals
+from localmem.memstore import MemoryStore, heals, imports
 from localmem.paths import default_store_path
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
@@ -334,7 +334,7 @@ class Memory:
         and provenance kept — and embeds them with this store's model. Untrusted input:
         every record passes ``remember``'s checks and the lifecycle state's, or nothing is
         imported; ids the store already holds, or given twice, are refused."""
-        return self._open().import_records(items, progress)
+        return imports.import_records(self._open(), items, progress)
 
     # ------------------------------------------------------------------ sync
 

@@ -6,8 +6,9 @@ A memory is one store item (text, metadata, embedding) written through the log; 
 brings the catalog up to the log, so a memory written by another process (the MCP server,
 the TUI) is visible on the next call. Everything that writes a memory goes through here:
 new memories (``write``), a memory in another tier's form (``rewrite``), new text
-(``retext``), another model's vectors (``reembed``), records imported as they are
-(``put_records``).
+(``retext``), another model's vectors (``reembed``), and whatever else writes (records an
+export file holds, ``imports``; another device's changes, ``localmem.sync``) through
+``put_many`` or the store itself.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from localmem.catalog import Catalog, Row, full_row, item_row, memmeta
 from localmem.embed import Embedder
 from localmem.errors import (
     CorruptFileError,
-    InvalidArgumentError,
     LogTruncatedError,
     ModelMismatchError,
     StorageError,
@@ -36,7 +36,7 @@ from localmem.memstore import edits, forms, reconcile
 from localmem.store import Store, keyfile, syncfolder
 from localmem.store import records as rec
 from localmem.store.crypt import StoreKey
-from localmem.text.validate import check_item_dict, check_record, to_timestamp
+from localmem.text.validate import check_item_dict, to_timestamp
 
 log = logging.getLogger("localmem")
 
@@ -575,63 +575,12 @@ class MemoryStore:
             items.append(forms.in_tier(it, meta, r.tier, vecs[id], self.clock()))
         self.put_many(items, olds)
 
-    def import_records(
-        self, items: Iterable[tuple[Any, Any, Any]], progress: Progress | None = None
-    ) -> int:
-        """Exported memories (id, text, metadata: untrusted) checked as ``remember`` checks
-        them, lifecycle state too (``validate.check_record``), all of them before any is
-        written; ids the store holds, or given twice, refused. Then ``put_records``."""
-        checked: list[tuple[int, str, dict[str, Any]]] = []
-        seen: set[int] = set()
-        for n, (id, text, meta) in enumerate(items, 1):
-            try:
-                checked.append(check_record(id, text, meta))
-            except InvalidArgumentError as e:
-                raise InvalidArgumentError(f"memory {n} of the export (id {id!r}): {e}") from None
-            if checked[-1][0] in seen:
-                raise InvalidArgumentError(
-                    f"the export gives id {checked[-1][0]} twice: it was edited or damaged"
-                )
-            seen.add(checked[-1][0])
-        if self.id_span is not None:
-            checked = self._renumbered(checked)
-        clash = [id for id, _, _ in checked if id in self.store]
-        if clash:
-            raise InvalidArgumentError(
-                f"this store already has {len(clash)} of the exported ids (first: {clash[0]}): "
-                "import an export into an empty store"
-            )
-        self.put_records(checked, progress)
-        return len(checked)
-
-    def _renumbered(
-        self, records: list[tuple[int, str, dict[str, Any]]]
-    ) -> list[tuple[int, str, dict[str, Any]]]:
-        """An export's memories with ids of this device's own (a syncing device: ids are
-        unique across devices only within their span), references between them kept."""
-        new = dict(zip([id for id, _, _ in records], self.new_ids(len(records)), strict=True))
-        return [(new[id], text, edits.relinked(meta, new)) for id, text, meta in records]
-
     def drop_locally(self, id: int) -> bool:
         """Deletes item ``id`` as this device's own business (a memory that faded here, the
         old copy of a renumbered one): sync does not send it as a purge (``LOCAL_DROP``)."""
         if self.stamper is not None or self.id_span is not None:
             self.store.log(edits.LOCAL_DROP, edits.local_drop(id))
         return self.store.delete(id)
-
-    def put_records(
-        self, records: list[tuple[int, str, dict[str, Any]]], progress: Progress | None = None
-    ) -> None:
-        """Memories written as they are (an import of an export: their ids, times, tiers and
-        provenance kept), then embedded with this store's model."""
-        model = self.model_id
-        items = [
-            (id, text, memmeta.pack(dict(meta, model=model)), None) for id, text, meta in records
-        ]
-        for i in range(0, len(items), 1000):
-            self.put_many(items[i : i + 1000], {})
-        self.sync()
-        self.reembed(progress, [id for id, _, _ in records])
 
 
 def _embed_progress(
