@@ -209,3 +209,38 @@ def test_a_change_made_here_while_an_import_embeds_is_kept(tmp_path):
         b.sync()
         a.sync()
         assert a.get(m.id).pinned
+
+
+def test_the_state_file_reader_refuses_damage_with_one_error():
+    """Fuzz: a damaged ``SYNC`` reads as a whole valid state or is CorruptFileError,
+    never another exception."""
+    import json
+    import random
+
+    from localmem.errors import CorruptFileError
+    from localmem.sync.state import SyncState
+
+    good = SyncState(device="ab" * 16, slot=42, folder="/f", key="01" * 32, seq=3,
+                     seen={"cd" * 16: 2}, tombstones=[5, 9],
+                     renumber={"3": 42_000_000_001})  # fmt: skip
+    raw = good.to_bytes()
+    assert SyncState.from_bytes(raw, Path("SYNC")) == good
+    rng = random.Random(26)
+    refused = 0
+    doc = json.loads(raw)
+    for trial in range(3000):
+        if trial % 3 == 0:  # well-formed JSON, a wrong value
+            bad = dict(doc)
+            k = rng.choice(sorted(bad))
+            bad[k] = rng.choice([None, -1, "x", [], {}, 1.5, True, 2**70])
+            data = json.dumps(bad).encode()
+        else:
+            data = bytearray(raw)
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data[: rng.randrange(len(data) + 1)] if trial % 3 == 1 else data)
+        try:
+            SyncState.from_bytes(data, Path("SYNC"))
+        except CorruptFileError:
+            refused += 1
+    assert refused > 1500

@@ -77,7 +77,7 @@ class SyncState:
                 raise ValueError("not format 1")
             st = cls(**doc)
             _validate(st)
-        except (ValueError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as e:
             raise CorruptFileError(
                 f"{where} (this store's sync state) cannot be read ({e}): the store works "
                 "without sync; join the folder again (`localmem sync join FOLDER`)"
@@ -87,26 +87,33 @@ class SyncState:
 
 def _validate(st: SyncState) -> None:
     """Every field of the right type and range (a damaged file is refused whole)."""
+
+    def count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+
     ints = (st.slot, st.seq, st.exported_lsn, st.hlc, st.exported, st.imported, st.conflicts,
             st.rejected)  # fmt: skip
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+    if not all(count(v) for v in ints) or st.slot > MAX_SLOT:
         raise ValueError("a count is not a non-negative int")
-    if st.slot > MAX_SLOT or len(bytes.fromhex(st.key)) != 32 or not isinstance(st.folder, str):
-        raise ValueError("bad slot, key or folder")
-    if not isinstance(st.device, str) or len(st.device) != 32:
+    for name in ("device", "folder", "key"):
+        if not isinstance(getattr(st, name), str):
+            raise ValueError(f"{name} is not a string")
+    if len(st.device) != 32 or len(bytes.fromhex(st.device)) != 16:
         raise ValueError("bad device id")
-    bytes.fromhex(st.device)
-    for d, n in (*st.seen.items(), *st.slots.items()):
-        if not isinstance(d, str) or not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError("bad device table")
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in st.tombstones):
+    if len(bytes.fromhex(st.key)) != 32:
+        raise ValueError("bad key")
+    if not isinstance(st.full, bool) or not isinstance(st.last_sync, (int, float)):
+        raise ValueError("bad flags")
+    tables = (st.seen, st.slots, st.last_import, st.renumber)
+    if not all(isinstance(t, dict) for t in tables) or not isinstance(st.tombstones, list):
+        raise ValueError("bad tables")
+    for d, n in (*st.seen.items(), *st.slots.items(), *st.renumber.items()):
+        if not isinstance(d, str) or not count(n):
+            raise ValueError("bad table entry")
+    if not all(count(t) for t in st.tombstones):
         raise ValueError("bad tombstones")
     if not all(isinstance(t, (int, float)) for t in st.last_import.values()):
         raise ValueError("bad import times")
-    if not isinstance(st.renumber, dict) or not all(
-        isinstance(v, int) for v in st.renumber.values()
-    ):
-        raise ValueError("bad renumbering")
 
 
 def new_device() -> str:
