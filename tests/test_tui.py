@@ -80,7 +80,8 @@ def test_a_message_streams_a_reply_and_the_inspector_shows_what_was_recalled(mem
 @pytest.mark.parametrize("key", ["escape", "ctrl+c"])
 def test_escape_or_ctrl_c_stops_a_reply_mid_stream(mem, key):
     async def go():
-        app = ChatApp(memory=mem, engine=EchoEngine(delay=0.05))
+        # 0.15 s a token: the reply takes 1.8 s, well past the key, on a loaded machine too
+        app = ChatApp(memory=mem, engine=EchoEngine(delay=0.15))
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, app.ready.is_set)
             await send(pilot, "one two three four five six seven eight nine ten eleven")
