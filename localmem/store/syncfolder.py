@@ -14,6 +14,7 @@ hold is opaque here: the sync layer above encodes its records in them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 from localmem import _core
 from localmem.errors import CorruptFileError, InvalidArgumentError, StorageError
+from localmem.files import write_durable, write_private
 
 KIND = 0x53594E43  # sealed-file kind of a sync segment ("SYNC")
 DEVICE = re.compile(r"^[0-9a-f]{32}$")
@@ -137,8 +139,6 @@ def write_state(path: Path, data: bytes, key: Any | None) -> None:
         _core.write_sealed(os.fspath(path), key, STATE_KIND, data)
         os.chmod(path, 0o600)
     else:
-        from localmem.files import write_durable
-
         write_durable(path, data)
 
 
@@ -156,8 +156,6 @@ def read_state(path: Path, key: Any | None) -> bytes | None:
 def exported_lsn(store: Path) -> int | None:
     """The log position a plain store's next sync export starts from (None: it does not
     sync, or cannot say): what a checkpoint that rewrites the store must keep."""
-    import json
-
     try:
         raw = read_state(Path(store) / STATE_FILE, None)
         return None if raw is None else int(json.loads(raw)["exported_lsn"])
@@ -172,17 +170,11 @@ def key_id(key: Any) -> str:
 def write_marker(folder: Path, key: Any) -> None:
     """Marks ``folder`` as a sync folder: the format and the sync key's id (a keyed hash of
     32 bits: says which key, reveals nothing of it)."""
-    import json
-
-    from localmem.files import write_private
-
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private(folder / MARKER, json.dumps({"format": 1, "key_id": key_id(key)}).encode())
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    import json
-
     try:
         doc = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:
