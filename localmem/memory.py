@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localmem.catalog import Catalog
-from localmem.embed import Embedder, OnnxEmbedder
+from localmem.embed import Embedder, open_embedder
 from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.items import Hit, MemoryItem, Progress
 from localmem.lifecycle import summaries, tiers
 from localmem.lifecycle.upkeep import Upkeep
 from localmem.memstore import MemoryStore, heals, imports
 from localmem.paths import default_store_path
+from localmem.recall import ranker as rankers
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
 from localmem.store.crypt import StoreKey
@@ -53,13 +54,21 @@ class Memory:
     UPKEEP_LIMIT = 500
 
     def __init__(
-        self, records: MemoryStore, *, forgetting: bool = True, key: StoreKey | None = None
+        self,
+        records: MemoryStore,
+        *,
+        forgetting: bool = True,
+        key: StoreKey | None = None,
+        ranker: rankers.Ranker | str | os.PathLike[str] | None = rankers.DEFAULT,
     ) -> None:
         self.records = records
         self._key = key  # an encrypted store's key: the sync state is sealed with it
         self._closed = False
         self._upkeep = Upkeep(records, automatic=forgetting)
-        self._retriever = Retriever(records)
+        # A ranker, None (the fused order alone), or what names one (see ``open``).
+        if isinstance(ranker, (str, os.PathLike)):
+            ranker = rankers.configured(None if ranker == rankers.DEFAULT else ranker)
+        self._retriever = Retriever(records, ranker=ranker)
 
     @classmethod
     def open(
@@ -74,6 +83,7 @@ class Memory:
         forgetting: bool = True,
         clock: Callable[[], float] = time.time,
         key: str | None = None,
+        ranker: str | os.PathLike[str] | None = None,
     ) -> Memory:
         """Opens (creating it if needed) the store at ``path``.
 
@@ -92,18 +102,23 @@ class Memory:
         ``forgetting=False`` turns the automatic upkeep off (no demotion, no purge, no
         merging unless ``consolidate()`` is called); ``clock`` is the time source (unix
         seconds) for creation times and retention, for simulations and tests.
+
+        ``ranker``: the re-ranking model recall orders its top candidates with — the path of
+        a ranker JSON (``bench/recall_quality.py --train`` writes one), or ``"off"`` for the
+        fused order alone (default: ``$LOCALMEM_RANKER``, else the one shipped).
         """
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
         p = Path(path).expanduser() if path is not None else default_store_path()
+        rk = rankers.configured(ranker)  # a bad ranker file fails before the store opens
         store_key = unlock.store_key(p, key)  # before the model loads: a locked store fails fast
-        emb: Embedder = embedder if embedder is not None else OnnxEmbedder(model)
+        emb: Embedder = embedder if embedder is not None else open_embedder(model)
         records = MemoryStore.open(
             p, emb, sync=sync, reembed=reembed, progress=progress, clock=clock, key=store_key
         )
         setup.attach(records, store_key)
         records.sync_attach = lambda: setup.attach(records, store_key)
-        mem = cls(records, forgetting=forgetting, key=store_key)
+        mem = cls(records, forgetting=forgetting, key=store_key, ranker=rk)
         if syncer.behind(records, store_key):  # restored from a backup: its later changes
             try:  # come back before it writes anything new
                 mem.sync()
@@ -131,6 +146,11 @@ class Memory:
     @property
     def path(self) -> Path:
         return self.records.path
+
+    @property
+    def retriever(self) -> Retriever:
+        """The recall pipeline (its ``weights``, ``ranker`` and ``trace`` hook)."""
+        return self._retriever
 
     @property
     def embedder(self) -> Embedder:

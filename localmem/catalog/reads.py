@@ -206,6 +206,38 @@ class CatalogReads:
             ).fetchall()
         return [int(r[0]) for r in before + after]  # type: ignore[arg-type]
 
+    def session_neighbours_many(
+        self, wanted: Sequence[tuple[int, str]], width: int
+    ) -> dict[int, list[int]]:
+        """``session_neighbours`` for many (id, session) pairs in one statement: a row per
+        pair, each neighbour an index seek (one execute instead of 2 per id: at 100k
+        memories the per-statement cost was most of a re-ranked recall's extra time)."""
+        if not wanted or width < 1:
+            return {i: [] for i, _ in wanted}
+        cols = []
+        for k in range(width):
+            cols.append(
+                f"(SELECT id FROM memories WHERE session=t.s AND id<t.a AND {LIVE} "
+                f"ORDER BY id DESC LIMIT 1 OFFSET {k})"
+            )
+            cols.append(
+                f"(SELECT id FROM memories WHERE session=t.s AND id>t.a AND {LIVE} "
+                f"ORDER BY id LIMIT 1 OFFSET {k})"
+            )
+        out: dict[int, list[int]] = {}
+        for start in range(0, len(wanted), 200):  # well under SQLite's bound-variable limit
+            chunk = wanted[start : start + 200]
+            values = ",".join("(?,?)" for _ in chunk)
+            q = f"WITH t(a, s) AS (VALUES {values}) SELECT t.a, {', '.join(cols)} FROM t"
+            args = [x for i, sess in chunk for x in (i, sess)]
+            with self._lock:
+                rows = self._db.execute(q, args).fetchall()
+            for a, *nb in rows:
+                before = [int(x) for x in nb[0::2] if x is not None]
+                after = [int(x) for x in nb[1::2] if x is not None]
+                out[int(a)] = before + after  # type: ignore[arg-type]
+        return out
+
     def with_entities(self, names: Sequence[str], limit: int) -> dict[int, int]:
         """id -> how many of ``names`` each memory mentions."""
         if not names:

@@ -13,20 +13,31 @@ a sample). Plain rank fusion (RRF) loses to BM25 alone on conversational memory:
 the margins ranks throw away, and the reply next to the turn that matches a question is
 very often its answer. Weights come from a grid search on the LoCoMo dev split that a
 leave-one-conversation-out check reproduces on every fold (bench/recall_quality.py).
+
+Then the re-ranker (``ranker.py``, gradient-boosted trees over ``features.py``) orders the
+fused top 50 by what the fused sum cannot weigh: the neighbours' and the session's evidence,
+the text's shape, the query's type. Held out of its training conversation by conversation it
+takes dev recall@10 from 0.790 to 0.806 (bench/README.md); ``Memory.open(ranker="off")``
+keeps the fused order.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
 from localmem import forgetting as lc
+from localmem.catalog import Catalog, Row
+from localmem.embed import embed_queries
 from localmem.items import Hit, MemoryItem
 from localmem.memstore import MemoryStore
 from localmem.memstore.forms import binary_code, hamming_to_cos
+from localmem.recall import features
+from localmem.recall.ranker import Ranker
 from localmem.text import entities as ents
 from localmem.text import timeexpr
 from localmem.text.terms import query_terms
@@ -47,6 +58,7 @@ class Weights:
     speaker: float = 0.5  # turns spoken by the one participant the query names; added last
     entity: float = 0.1
     candidates: int = 100
+    rerank_top: int = 50  # the fused top-N the re-ranker (ranker.py) orders
     z_sample: int = 1024  # memories whose cosines estimate the mean and spread for z(cos)
     # The relevance floor, on absolute evidence (a z-score only ranks: in a small store the
     # best of unrelated memories still scores high). A hit is kept if its cosine reaches
@@ -73,8 +85,13 @@ def named_speakers(query: str, speakers: list[str]) -> list[str]:
 class Retriever:
     """Recall over one ``MemoryStore`` (it caches what it samples of the store)."""
 
-    def __init__(self, records: MemoryStore, weights: Weights = WEIGHTS) -> None:
-        self.records, self.w = records, weights
+    def __init__(
+        self, records: MemoryStore, weights: Weights = WEIGHTS, ranker: Ranker | None = None
+    ) -> None:
+        self.records, self.w, self.ranker = records, weights, ranker
+        # Called with (query, ids, features) at each re-ranking: how the ranker's training
+        # data is gathered (bench/recall_quality.py), and a way to see what it saw.
+        self.trace: Callable[[str, list[int], np.ndarray], object] | None = None
         self._sample: np.ndarray | None = None
         self._sample_n = 0
         self._shape_at = -1
@@ -120,7 +137,7 @@ class Retriever:
         n, speakers = self._shape()
         if n == 0:
             return []
-        qv = self.records.embedder.embed([query])[0]
+        qv = embed_queries(self.records.embedder, [query])[0]
         why: dict[int, dict[str, float]] = {}
 
         # A kind or session filter narrows every channel (filtering the fused candidates
@@ -133,6 +150,7 @@ class Retriever:
             sem = dict(store.search(qv, min(w.candidates, n)))
         else:
             sem = dict(store.search(qv, min(w.candidates, len(allow)), allow=allow))
+        sem_rank = {i: r for r, i in enumerate(sem)}
         # Keyword channel: FTS5 BM25. Speakers' names stay out of it: every turn starts
         # with one, so such a term matches half the store (the costliest FTS5 term at 100k
         # memories) and says nothing the speaker channel does not say better.
@@ -141,6 +159,7 @@ class Retriever:
         terms = query_terms(query)
         terms = [t for t in terms if t not in low] or terms
         kw = dict(cat.keyword(terms, w.candidates, kind=kind, session=session))
+        kw_rank = {i: r for r, i in enumerate(kw)}
         # Temporal channel, candidates: the memories inside a window the query names (a
         # bounded number: the window boosts keyword and semantic candidates too).
         try:
@@ -201,9 +220,11 @@ class Retriever:
             return c >= w.cos_floor / 2 and keyword_or_time
 
         anchors: set[int] = set()
+        near = _Neighbours(cat, w.session_width)
         # Session context: turns next to a strong hit in the same conversation.
         if w.session:
             top = sorted(score.items(), key=lambda kv: -kv[1])[: w.session_top]
+            near.prefetch([(i, sn) for i, _ in top if i in rows and (sn := rows[i].session)])
             best = top[0][1] if top else 0.0
             boost: dict[int, float] = {}
             for id, s in top:
@@ -212,7 +233,7 @@ class Retriever:
                     continue
                 kept = relevant(id)
                 b = w.session * (s / best) ** 2
-                for nb in cat.session_neighbours(id, row.session, w.session_width):
+                for nb in near.around(id, row.session):
                     if kept:
                         anchors.add(nb)
                     boost[nb] = max(boost.get(nb, 0.0), b)
@@ -232,6 +253,10 @@ class Retriever:
                 if row is not None and row.speaker == named[0]:
                     why[id]["speaker"] = w.speaker
                     score[id] += w.speaker
+
+        if self.ranker is not None and w.rerank_top > 1:
+            self._rerank(query, qv, score, why, rows, near, kw, kmax, cos, (mu, sd),
+                         kw_rank, sem_rank)  # fmt: skip
 
         # Retention: a faded memory must be more relevant to outrank a fresh one. And a
         # memory a newer, still live one contradicts ranks below. (Both scale a positive
@@ -282,3 +307,86 @@ class Retriever:
             if len(out) == k:
                 break
         return out
+
+    def _rerank(
+        self,
+        query: str,
+        qv: np.ndarray,
+        score: dict[int, float],
+        why: dict[int, dict[str, float]],
+        rows: dict[int, Row],
+        near: _Neighbours,
+        kw: dict[int, float],
+        kmax: float,
+        cos: dict[int, float],
+        stats: tuple[float, float],
+        kw_rank: dict[int, int],
+        sem_rank: dict[int, int],
+    ) -> None:
+        """Re-orders the fused top-N by the ranker: the N fused scores are handed out again in
+        the ranker's order, so the scale (and what retention and supersession take off it)
+        stays the fused one. ``why["rerank"]`` keeps the ranker's own score."""
+        assert self.ranker is not None
+        cat, store = self.records.catalog, self.records.store
+        top = [i for i, _ in sorted(score.items(), key=lambda kv: -kv[1])[: self.w.rerank_top]]
+        top = [i for i in top if i in rows]
+        if len(top) < 2:
+            return
+        before: dict[int, list[int]] = {}
+        after: dict[int, list[int]] = {}
+        near.prefetch([(i, s) for i in top if (s := rows[i].session) is not None])
+        for i in top:
+            sess = rows[i].session
+            nb = near.around(i, sess) if sess is not None else []
+            before[i] = sorted((x for x in nb if x < i), reverse=True)
+            after[i] = sorted(x for x in nb if x > i)
+        # The turn before each: whether it asks a question is a feature (its text is needed).
+        extra = {x for i in top for x in before[i][:1]} - rows.keys()
+        rows.update(cat.rows(sorted(extra)))
+        # Cosines of the neighbours the fused stage did not score (a copy: the relevance floor
+        # keeps judging by what the channels found).
+        cos = dict(cos)
+        near_ids = {x for i in top for x in before[i] + after[i]}
+        need = sorted(({*score, *extra} | near_ids) - cos.keys())
+        ids, vecs = store.index_vectors(need)
+        cos.update(zip(ids.tolist(), (vecs @ qv).tolist(), strict=True))
+        mu, sd = stats
+        ev = features.Evidence(
+            keyword={i: v / kmax for i, v in kw.items()},
+            z={i: (c - mu) / sd for i, c in cos.items()},
+            why=why,
+            fused=score,
+            rows=rows,
+            before=before,
+            after=after,
+            keyword_rank=kw_rank,
+            semantic_rank=sem_rank,
+            weights={"entity": self.w.entity, "session": self.w.session},
+        )
+        x = features.matrix(query, top, ev)
+        if self.trace is not None:
+            self.trace(query, top, x)
+        r = self.ranker.score(x)
+        values = sorted((score[i] for i in top), reverse=True)
+        for j, v in zip(np.argsort(-r, kind="stable"), values, strict=True):
+            i = top[int(j)]
+            score[i] = v
+            why[i]["rerank"] = float(r[j])
+
+
+class _Neighbours:
+    """The session neighbours of a memory (±width), each looked up once per recall."""
+
+    def __init__(self, catalog: Catalog, width: int) -> None:
+        self._cat, self._width = catalog, width
+        self._seen: dict[int, list[int]] = {}
+
+    def prefetch(self, wanted: list[tuple[int, str]]) -> None:
+        todo = [(i, s) for i, s in wanted if i not in self._seen]
+        if todo:
+            self._seen.update(self._cat.session_neighbours_many(todo, self._width))
+
+    def around(self, id: int, session: str) -> list[int]:
+        if id not in self._seen:
+            self._seen[id] = self._cat.session_neighbours(id, session, self._width)
+        return self._seen[id]
