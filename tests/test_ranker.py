@@ -67,7 +67,10 @@ def model(rng: np.random.Generator, trees: int = 40, leaves: int = 31) -> dict:
 def test_scores_equal_a_plain_walk_of_the_trees(rng):
     doc = model(rng)
     x = rng.normal(size=(70, NF))
-    x[:5] = 0.0  # on thresholds' side of ties too
+    for r in range(10):  # rows sitting exactly on thresholds: <= goes left
+        t = doc["trees"][r % len(doc["trees"])]
+        for f, thr in zip(t["feature"], t["threshold"], strict=True):
+            x[r, f] = thr
     r = TreeRanker.from_json(doc, "random")
     assert np.allclose(r.score(x), walk(doc, x), rtol=0, atol=1e-12)
     assert r.score(np.zeros((0, NF))).shape == (0,)
@@ -189,8 +192,6 @@ def test_features_see_the_turn_before_and_the_session(chat_store):
     assert mochi[col["prev_base"]] > 0 and mochi[col["has_digit"]] == 0
     assert mochi[col["capitalized"]] >= 1  # Mochi
     assert row[CHAT[1][0]][col["is_question"]] == 1.0
-    by_session = {text[i].split(":")[0] + text[i][-6:]: x[r] for r, i in enumerate(ids)}
-    assert by_session  # rows for turns of both sessions
     d1 = [x[r] for r, i in enumerate(ids) if text[i] in {c for c, s in CHAT if s == "D1"}]
     d2 = [x[r] for r, i in enumerate(ids) if text[i] in {c for c, s in CHAT if s == "D2"}]
     assert d1 and d2
@@ -203,7 +204,11 @@ def test_recall_re_ranks_its_top_and_says_so(chat_store, tmp_path):
     assert all("rerank" in h.why for h in hits)
     # Off: the fused order alone, no re-ranking.
     with Memory.open(chat_store.path, ranker="off") as off:
-        assert all("rerank" not in h.why for h in off.recall("Anna's kitten", k=3))
+        hits = off.recall("Anna's kitten", k=3, floor=False)
+        assert len(hits) == 3 and all("rerank" not in h.why for h in hits)
+    mem = Memory(chat_store.records, ranker="off")  # the constructor reads a choice alike
+    assert mem.retriever.ranker is None
+    assert Memory(chat_store.records).retriever.ranker is ranker.configured()
 
 
 def test_a_ranker_turns_the_order_it_is_given(chat_store, tmp_path, monkeypatch):
@@ -217,7 +222,117 @@ def test_a_ranker_turns_the_order_it_is_given(chat_store, tmp_path, monkeypatch)
     monkeypatch.setenv(ranker.RANKER_ENV, str(path))
     with Memory.open(chat_store.path) as mem:
         hits = mem.recall("Anna shelter kitten", k=4, floor=False)
-        fused = [h.score for h in chat_store.recall("Anna shelter kitten", k=4, floor=False)]
-    assert hits[0].memory.text.endswith("?")
+    with Memory.open(chat_store.path, ranker="off") as off:
+        fused = [h.score for h in off.recall("Anna shelter kitten", k=4, floor=False)]
+    assert hits[0].memory.text.endswith("?") and not fused_first_is_question(chat_store)
     assert sorted((h.score for h in hits), reverse=True) == [h.score for h in hits]
     assert max(h.score for h in hits) == pytest.approx(max(fused))
+
+
+def fused_first_is_question(mem: Memory) -> bool:
+    with Memory.open(mem.path, ranker="off") as off:
+        return off.recall("Anna shelter kitten", k=1, floor=False)[0].memory.text.endswith("?")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_any_damaged_model_file_is_refused_whole_or_scores_as_walked(tmp_path_factory, data):
+    """A ranker file is untrusted input: cut, with bytes changed, values of the wrong JSON
+    type anywhere, nested deep — it loads and scores exactly as its trees say, or it is
+    refused with CorruptFileError (or InvalidArgumentError when what is left is a valid
+    model for other features). Never another exception."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    doc = model(rng, trees=2, leaves=5)
+    how = data.draw(st.sampled_from(["bytes", "cut", "type", "deep"]))
+    raw = json.dumps(doc).encode()
+    if how == "bytes":
+        for _ in range(data.draw(st.integers(1, 5))):
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw = raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1 :]
+    elif how == "cut":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif how == "deep":
+        raw = b"[" * 100_000 + b"]" * 100_000
+    else:
+        junk = data.draw(st.sampled_from([True, None, "", {}, [], "x", 1e308, -1, [1, 2]]))
+        t = doc["trees"][data.draw(st.integers(0, 1))]
+        where = data.draw(st.sampled_from(["tree", "field", "item", "top"]))
+        if where == "tree":
+            doc["trees"][0] = junk
+        elif where == "field":
+            t[data.draw(st.sampled_from(list(t)))] = junk
+        elif where == "item":
+            f = data.draw(st.sampled_from([k for k in t if t[k]]))
+            t[f][data.draw(st.integers(0, len(t[f]) - 1))] = junk
+        else:
+            doc[data.draw(st.sampled_from(["format", "features", "trees"]))] = junk
+        raw = json.dumps(doc).encode()
+    path = tmp_path_factory.mktemp("rk") / "ranker.json"
+    path.write_bytes(raw)
+    try:
+        r = TreeRanker.load(path)
+    except (CorruptFileError, InvalidArgumentError):
+        return
+    x = rng.normal(size=(6, NF))
+    assert np.allclose(r.score(x), walk(json.loads(raw), x), atol=1e-9)
+
+
+def test_a_lightgbm_dump_converts_to_the_same_trees():
+    """``from_lightgbm`` on a hand-written dump in LightGBM's layout (one split tree, one
+    leaf-only tree): the scores are the trees' sums."""
+    leaf = {"leaf_index": 0, "leaf_value": 0.25}
+    split = {
+        "split_feature": 2, "threshold": 0.5, "decision_type": "<=", "missing_type": "None",
+        "left_child": {"leaf_value": -1.0},
+        "right_child": {"split_feature": 0, "threshold": 3.0, "decision_type": "<=",
+                        "missing_type": "None", "left_child": {"leaf_value": 2.0},
+                        "right_child": {"leaf_value": 5.0}},
+    }  # fmt: skip
+    dump = {"tree_info": [{"tree_structure": split}, {"tree_structure": leaf}]}
+    r = TreeRanker.from_json(ranker.from_lightgbm(dump, list(FEATURES)), "dump")
+    x = np.zeros((3, NF))
+    x[1, 2] = 1.0
+    x[2, 2], x[2, 0] = 1.0, 4.0
+    assert r.score(x).tolist() == [-0.75, 2.25, 5.25]
+    assert r.score(np.full((1, NF), np.nan)).tolist() == [-0.75]  # NaN counts as 0
+    split["missing_type"] = "NaN"
+    with pytest.raises(ValueError, match="missing"):
+        ranker.from_lightgbm(dump, list(FEATURES))
+
+
+def test_neighbours_of_many_ids_in_one_statement_agree_with_one_at_a_time(tmp_path):
+    with Memory.open(tmp_path / "s", sync="off") as mem:
+        ms = mem.remember_many(
+            [{"text": f"turn {i} of session {i % 3}", "session": f"S{i % 3}"} for i in range(700)]
+        )
+        mem.forget(ms[9].id)  # a forgotten turn is nobody's neighbour
+        cat = mem.catalog
+        wanted = [(m.id, m.session) for m in ms if m.id != ms[9].id]
+        many = cat.session_neighbours_many(wanted, 2)
+        assert len(many) == len(wanted) > 400  # past one statement's 200 pairs
+        for i, s in wanted:
+            assert sorted(many[i]) == sorted(cat.session_neighbours(i, s, 2))
+            assert ms[9].id not in many[i]
+        assert cat.session_neighbours_many([(ms[0].id, "no such session")], 2) == {ms[0].id: []}
+
+
+FACTS = ["My sister Ana lives in Lisbon.", "I am allergic to peanuts.", "My dog is called Rex.",
+         "The quarterly report is due on Friday.", "I started learning the violin in March.",
+         "My manager is Priya Raman."]  # fmt: skip
+ASKED = ["What am I allergic to?", "Which foods should I avoid?", "What is my pet called?",
+         "When is the report due?", "Who is my boss?", "What instrument do I play?",
+         "Where does my sister live?"]  # fmt: skip
+
+
+def test_facts_told_outside_a_conversation_keep_their_fused_order(tmp_path):
+    """The ranker learned from conversations; on facts with no session it preferred names
+    and long texts to the meaning ("Which foods should I avoid?" -> the manager, "What
+    instrument do I play?" -> the sister). Such memories keep the fused order."""
+    with Memory.open(tmp_path / "s", sync="off") as mem:
+        mem.remember_many([{"text": t} for t in FACTS])
+    with Memory.open(tmp_path / "s") as on, Memory.open(tmp_path / "s", ranker="off") as off:
+        for q in ASKED:
+            got = [h.memory.id for h in on.recall(q, k=6, floor=False)]
+            assert got == [h.memory.id for h in off.recall(q, k=6, floor=False)], q
+        assert "peanuts" in on.recall("Which foods should I avoid?", k=1)[0].memory.text
+        assert "violin" in on.recall("What instrument do I play?", k=1)[0].memory.text

@@ -15,10 +15,10 @@ very often its answer. Weights come from a grid search on the LoCoMo dev split t
 leave-one-conversation-out check reproduces on every fold (bench/recall_quality.py).
 
 Then the re-ranker (``ranker.py``, gradient-boosted trees over ``features.py``) orders the
-fused top 50 by what the fused sum cannot weigh: the neighbours' and the session's evidence,
-the text's shape, the query's type. Held out of its training conversation by conversation it
-takes dev recall@10 from 0.790 to 0.806 (bench/README.md); ``Memory.open(ranker="off")``
-keeps the fused order.
+conversation turns among the fused top 30 by what the fused sum cannot weigh: the
+neighbours' and the session's evidence, the text's shape, the query's type. Held out of its
+training conversation by conversation it takes dev recall@10 from 0.790 to 0.803
+(bench/README.md); ``Memory.open(ranker="off")`` keeps the fused order.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Weights:
     speaker: float = 0.5  # turns spoken by the one participant the query names; added last
     entity: float = 0.1
     candidates: int = 100
-    rerank_top: int = 50  # the fused top-N the re-ranker (ranker.py) orders
+    rerank_top: int = 30  # the fused top-N the re-ranker (ranker.py) orders
     z_sample: int = 1024  # memories whose cosines estimate the mean and spread for z(cos)
     # The relevance floor, on absolute evidence (a z-score only ranks: in a small store the
     # best of unrelated memories still scores high). A hit is kept if its cosine reaches
@@ -224,7 +224,9 @@ class Retriever:
         # Session context: turns next to a strong hit in the same conversation.
         if w.session:
             top = sorted(score.items(), key=lambda kv: -kv[1])[: w.session_top]
-            near.prefetch([(i, sn) for i, _ in top if i in rows and (sn := rows[i].session)])
+            near.prefetch(
+                [(i, sn) for i, _ in top if i in rows and (sn := rows[i].session) is not None]
+            )
             best = top[0][1] if top else 0.0
             boost: dict[int, float] = {}
             for id, s in top:
@@ -254,8 +256,9 @@ class Retriever:
                     why[id]["speaker"] = w.speaker
                     score[id] += w.speaker
 
-        if self.ranker is not None and w.rerank_top > 1:
-            self._rerank(query, qv, score, why, rows, near, kw, kmax, cos, (mu, sd),
+        ranker = self.ranker  # read once: another thread may swap it
+        if ranker is not None and w.rerank_top > 1:
+            self._rerank(ranker, query, qv, score, why, rows, near, kw, kmax, cos, (mu, sd),
                          kw_rank, sem_rank)  # fmt: skip
 
         # Retention: a faded memory must be more relevant to outrank a fresh one. And a
@@ -310,6 +313,7 @@ class Retriever:
 
     def _rerank(
         self,
+        ranker: Ranker,
         query: str,
         qv: np.ndarray,
         score: dict[int, float],
@@ -323,13 +327,18 @@ class Retriever:
         kw_rank: dict[int, int],
         sem_rank: dict[int, int],
     ) -> None:
-        """Re-orders the fused top-N by the ranker: the N fused scores are handed out again in
-        the ranker's order, so the scale (and what retention and supersession take off it)
-        stays the fused one. ``why["rerank"]`` keeps the ranker's own score."""
-        assert self.ranker is not None
+        """Re-orders the conversation turns of the fused top-N by the ranker: their fused
+        scores are handed out again in the ranker's order, so the scale (and what retention
+        and supersession take off it) stays the fused one. ``why["rerank"]`` keeps the
+        ranker's own score."""
         cat, store = self.records.catalog, self.records.store
         top = [i for i, _ in sorted(score.items(), key=lambda kv: -kv[1])[: self.w.rerank_top]]
-        top = [i for i in top if i in rows]
+        # Only turns of a conversation (a session) are re-ranked, among their own places: the
+        # ranker learned from conversations, and on facts told outside one (no neighbours, no
+        # session, evidence from the semantic channel alone) it was seen to prefer names and
+        # long texts over the meaning ("Which foods should I avoid?" -> "My manager is Priya
+        # Raman"). Those keep their fused place.
+        top = [i for i in top if i in rows and rows[i].session is not None]
         if len(top) < 2:
             return
         before: dict[int, list[int]] = {}
@@ -366,7 +375,7 @@ class Retriever:
         x = features.matrix(query, top, ev)
         if self.trace is not None:
             self.trace(query, top, x)
-        r = self.ranker.score(x)
+        r = ranker.score(x)
         values = sorted((score[i] for i in top), reverse=True)
         for j, v in zip(np.argsort(-r, kind="stable"), values, strict=True):
             i = top[int(j)]
