@@ -338,15 +338,15 @@ class Retriever:
         # session, evidence from the semantic channel alone) it was seen to prefer names and
         # long texts over the meaning ("Which foods should I avoid?" -> "My manager is Priya
         # Raman"). Those keep their fused place.
-        top = [i for i in top if i in rows and rows[i].session is not None]
-        if len(top) < 2:
+        turns = [(i, s) for i in top if i in rows and (s := rows[i].session) is not None]
+        if len(turns) < 2:
             return
+        top = [i for i, _ in turns]
         before: dict[int, list[int]] = {}
         after: dict[int, list[int]] = {}
-        near.prefetch([(i, s) for i in top if (s := rows[i].session) is not None])
-        for i in top:
-            sess = rows[i].session
-            nb = near.around(i, sess) if sess is not None else []
+        near.prefetch(turns)
+        for i, sess in turns:
+            nb = near.around(i, sess)
             before[i] = sorted((x for x in nb if x < i), reverse=True)
             after[i] = sorted(x for x in nb if x > i)
         # The turn before each: whether it asks a question is a feature (its text is needed).
@@ -355,8 +355,8 @@ class Retriever:
         # Cosines of the neighbours the fused stage did not score (a copy: the relevance floor
         # keeps judging by what the channels found).
         cos = dict(cos)
-        near_ids = {x for i in top for x in before[i] + after[i]}
-        need = sorted(({*score, *extra} | near_ids) - cos.keys())
+        near_ids = {x for i in top for x in before[i] + after[i]}  # holds ``extra`` too
+        need = sorted((score.keys() | near_ids) - cos.keys())
         ids, vecs = store.index_vectors(need)
         cos.update(zip(ids.tolist(), (vecs @ qv).tolist(), strict=True))
         mu, sd = stats
