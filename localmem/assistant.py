@@ -21,6 +21,7 @@ When the context fills, the oldest turns go first.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -55,6 +56,8 @@ GROUNDING_HEAD = "From what you told me:"
 GROUNDING_COS, GROUNDING_COS_ALONE, GROUNDING_MARGIN = 0.4, 0.7, 0.08
 GROUNDING_MAX = 2  # memories quoted with a reply: the one that answers, and a second at most
 MAX_MESSAGE_CHARS = 32_000
+#: ``0``/``no``/``false`` keeps the model's replies out of the store (``store_replies``).
+STORE_REPLIES_ENV = "LOCALMEM_STORE_REPLIES"
 
 log = logging.getLogger("localmem.assistant")
 
@@ -129,7 +132,12 @@ class Assistant:
     unchanged (no write-back, no reinforcement); ``llm_extract=True`` also asks the model
     for the facts in each message (``extract.extract_with_llm``: a second generation a
     turn), beside the rules, which always run; ``read_ahead=False`` leaves the engine as the
-    reply left it (for one question: nothing comes next)."""
+    reply left it (for one question: nothing comes next).
+
+    The model's replies are context for their own conversation, not knowledge: stored
+    (tagged ``assistant``) so the conversation can be shown and resumed, but never placed in
+    a memory note and left out of ``Memory.recall`` unless asked for. ``store_replies=False``
+    (default: ``$LOCALMEM_STORE_REPLIES``, else True) keeps them out of the store entirely."""
 
     def __init__(
         self,
@@ -145,6 +153,7 @@ class Assistant:
         remember: bool = True,
         llm_extract: bool = False,
         read_ahead: bool = True,
+        store_replies: bool | None = None,
         clock: Any = time.time,
     ) -> None:
         for name, v, lo in (
@@ -165,10 +174,22 @@ class Assistant:
         self.remember = remember
         self.llm_extract = llm_extract
         self.read_ahead = read_ahead
+        self.store_replies = store_replies_default() if store_replies is None else store_replies
         self.clock = clock
         self.history: list[Message] = []  # earlier messages and replies, oldest first
         self._busy = threading.Lock()
         self._ahead: threading.Thread | None = None
+
+    def resume(self, turns: list[MemoryItem], session: str) -> None:
+        """Goes on with conversation ``session`` whose stored turns (oldest first) are
+        ``turns``: the user's messages and the replies become the history the next prompt
+        starts with (the oldest go first when the context fills)."""
+        self.session = session
+        self.history = [
+            {"role": "assistant" if m.is_reply else "user", "content": m.text}
+            for m in turns
+            if m.session == session and ("user" in m.tags or m.is_reply)
+        ]
 
     # ------------------------------------------------------------------ a turn
 
@@ -341,7 +362,7 @@ class Assistant:
             {"text": turn.message, "kind": "episodic", "source": "chat",
              "session": self.session, "tags": ["user"], "when": now},
         ]  # fmt: skip
-        if reply:
+        if reply and self.store_replies:
             tags = ["assistant"] if complete else ["assistant", "cancelled"]
             items.append(
                 {"text": reply, "kind": "episodic", "source": "chat",
@@ -373,6 +394,16 @@ class Assistant:
             log.warning("could not ready the model for the next turn: %s", e)
 
 
+def store_replies_default() -> bool:
+    """``$LOCALMEM_STORE_REPLIES``: whether replies are stored (default: yes)."""
+    raw = os.environ.get(STORE_REPLIES_ENV, "").strip().lower()
+    if raw in ("", "1", "yes", "true", "on"):
+        return True
+    if raw in ("0", "no", "false", "off"):
+        return False
+    raise InvalidArgumentError(f"${STORE_REPLIES_ENV} is {raw!r}: set it to 1 or 0")
+
+
 def _distinct(hits: list[Hit]) -> list[Hit]:
     """The user's own memories, each statement once: the assistant's past replies stay in
     memory (and in recall) but are not fed back as if the user had said them, and an
@@ -380,7 +411,7 @@ def _distinct(hits: list[Hit]) -> list[Hit]:
     seen: set[str] = set()
     out = []
     for h in hits:
-        if "assistant" in h.memory.tags:
+        if h.memory.is_reply:
             continue
         norm = " ".join(h.memory.text.lower().strip(" .!").split())
         if norm in seen:

@@ -54,6 +54,10 @@ class StoreLockedError(LocalmemError):
     """The store is busy: another process held its write lock for longer than the timeout."""
 
 
+class StoreNotFoundError(LocalmemError, FileNotFoundError):
+    """No store at the path given, and the call was not one that creates one (a read)."""
+
+
 class ModelNotFoundError(LocalmemError, FileNotFoundError):
     """A model file (or the package that ships it) is not on this machine."""
 
@@ -87,5 +91,6 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "UnknownIdError",
 ]

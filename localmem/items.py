@@ -13,6 +13,8 @@ from localmem.catalog.rows import Row
 from localmem.text.validate import to_timestamp
 
 Progress = Callable[[int, int | None], object]  # (done, total or None)
+#: The tag of a model's reply (``Assistant``, a ChatGPT import): context, not knowledge.
+REPLY_TAG = "assistant"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class MemoryItem:
     superseded_by: int | None = None  # a newer memory that contradicts this one
     merged_into: int | None = None  # set on a near-duplicate folded into another memory
     sources: tuple[dict[str, Any], ...] = ()  # provenance of duplicates merged into this one
+
+    @property
+    def is_reply(self) -> bool:
+        """A model's reply (tagged ``assistant``): left out of recall unless asked for."""
+        return REPLY_TAG in self.tags
 
     def retention(self, now: datetime | float | None = None) -> float:
         """R in [0, 1]: how much of this memory is left (Ebbinghaus; localmem.forgetting)."""

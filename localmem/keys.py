@@ -11,13 +11,13 @@ from typing import Any
 
 from localmem.errors import EncryptionKeyError
 from localmem.items import Progress
-from localmem.paths import default_store_path
+from localmem.paths import store_path
 from localmem.store import convert, keyfile
 from localmem.store.unlock import locked_message, store_key
 
 
 def _path(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path).expanduser() if path is not None else default_store_path()
+    return store_path(path)
 
 
 def encryption(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

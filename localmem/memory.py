@@ -25,7 +25,7 @@ from localmem.items import Hit, MemoryItem, Progress
 from localmem.lifecycle import summaries, tiers
 from localmem.lifecycle.upkeep import Upkeep
 from localmem.memstore import MemoryStore, heals, imports
-from localmem.paths import default_store_path
+from localmem.paths import check_store_dir, store_path
 from localmem.recall import ranker as rankers
 from localmem.recall.retrieval import Retriever
 from localmem.store import Store, unlock
@@ -81,8 +81,11 @@ class Memory:
         clock: Callable[[], float] = time.time,
         key: str | None = None,
         ranker: rankers.Ranker | str | os.PathLike[str] | None = None,
+        create: bool = True,
     ) -> Memory:
-        """Opens (creating it if needed) the store at ``path``.
+        """Opens (creating it if needed) the store at ``path``: a new or empty directory, or
+        one a store is in. A directory holding other files is refused (InvalidArgumentError),
+        and with ``create=False`` (for reading) a path with no store (StoreNotFoundError).
 
         ``key``: the passphrase of an encrypted store. Without one, an encrypted store opens
         with the key the OS keyring holds for it (``localmem key unlock``), else with
@@ -107,7 +110,8 @@ class Memory:
         """
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
-        p = Path(path).expanduser() if path is not None else default_store_path()
+        p = store_path(path)
+        check_store_dir(p, create=create)
         rk = rankers.configured(ranker)  # a bad ranker file fails before the store opens
         store_key = unlock.store_key(p, key)  # before the model loads: a locked store fails fast
         emb: Embedder = embedder if embedder is not None else open_embedder(model)
@@ -204,8 +208,10 @@ class Memory:
         preference or note; ``importance`` in [0, 1]; ``key``: your own id for it, which
         also makes the call idempotent: the same key and text again returns the memory the
         first call stored (a retry after an error never duplicates)."""
-        item = dict(text=text, when=when, kind=kind, tags=tags, importance=importance,
-                    source=source, session=session, key=key, pinned=pinned)  # fmt: skip
+        item: dict[str, Any] = dict(text=text, when=when, kind=kind, tags=tags,
+                                    importance=importance, source=source, session=session,
+                                    key=key, pinned=pinned)  # fmt: skip
+        v.check_item(**item)  # its own message: not "item 0: ..." as from remember_many
         return self.remember_many([item])[0]
 
     def remember_many(
@@ -246,7 +252,8 @@ class Memory:
         self, id: int, *, text: str | None = None, tags: Iterable[str] | None = None
     ) -> MemoryItem:
         """Corrects memory ``id``: new ``text`` (embedded again, back in the hot tier) and/or
-        new ``tags``; its kind, times, provenance and lifecycle state stay."""
+        new ``tags``; its kind, times, provenance and lifecycle state stay, and the old text
+        is kept in its history (``sources``): ``undo_edit(id)`` brings it back."""
         records = self._open()
         id = v.check_id(id)
         if text is None and tags is None:
@@ -257,6 +264,14 @@ class Memory:
         records.update(
             id, None if text is None else checked, None if tags is None else meta["tags"]
         )
+        return self.get(id)
+
+    @heals
+    def undo_edit(self, id: int) -> MemoryItem:
+        """Memory ``id`` back to its text before the last ``update`` (InvalidArgumentError
+        when it was never edited)."""
+        if not self._open().undo_edit(v.check_id(id)):
+            raise InvalidArgumentError(f"memory {id} was never edited: there is nothing to undo")
         return self.get(id)
 
     @heals
@@ -351,13 +366,32 @@ class Memory:
         return len(ids), self.records.memories(ids)
 
     def import_records(
-        self, items: Iterable[tuple[Any, Any, Any]], progress: Progress | None = None
+        self,
+        items: Iterable[tuple[Any, Any, Any]],
+        progress: Progress | None = None,
+        *,
+        merge: bool = False,
     ) -> int:
         """Imports exported memories (id, text, metadata) as they are — ids, times, tiers
         and provenance kept — and embeds them with this store's model. Untrusted input:
         every record passes ``remember``'s checks and the lifecycle state's, or nothing is
-        imported; ids the store already holds, or given twice, are refused."""
-        return imports.import_records(self._open(), items, progress)
+        imported; ids the store already holds, or given twice, are refused.
+
+        ``merge=True`` imports into a store with memories of its own: new ids (links
+        between the imported kept), a memory the store already holds skipped, and then
+        consolidation folds the near-duplicates among the new ones into what was there.
+        Returns how many memories the export held."""
+        records = self._open()
+        n, written = imports.import_records(records, items, progress, merge=merge)
+        if merge and written:
+            # Consolidation looks at memories newer than its cursor: the imported ones are.
+            last = max(written)
+            while int(records.catalog.state("consolidate_cursor") or 0) < last:
+                before = records.catalog.state("consolidate_cursor")
+                self._upkeep.step(records.now(None), 5000, None, 0, None)
+                if records.catalog.state("consolidate_cursor") == before:
+                    break  # nothing left it can look at
+        return n
 
     # ------------------------------------------------------------------ sync
 
@@ -460,19 +494,23 @@ class Memory:
         session: str | None = None,
         floor: bool = True,
         reinforce: bool = False,
+        include_replies: bool = False,
     ) -> builtins.list[Hit]:
         """The memories that best answer ``query``, best first (at most ``k``; fewer, or
         none, when nothing is relevant — pass ``floor=False`` to always get ``k``). ``now``:
         the time relative expressions ("last May") and retention resolve against (default:
         now). ``reinforce=True`` counts the hits as used (see ``reinforce``); a cold hit is
-        promoted either way."""
+        promoted either way. The assistant's own replies (``MemoryItem.is_reply``) are
+        context of their conversation, not knowledge: left out unless ``include_replies``."""
         records = self._open()
         query = v.check_text(query, "query")
         v.check_count(k, "k", 1, 1000)
         v.check_filters(kind=kind, session=session)
         t_now = records.now(now)
         records.sync()
-        hits = self._retriever.recall(query, k, now=t_now, kind=kind, session=session, floor=floor)
+        hits = self._retriever.recall(
+            query, k, now=t_now, kind=kind, session=session, floor=floor, replies=include_replies
+        )
         used = [h.memory.id for h in hits] if reinforce else []
         cold = [h.memory.id for h in hits if h.memory.tier == "cold" and not reinforce]
         try:

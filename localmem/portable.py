@@ -147,13 +147,18 @@ def read_jsonl(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any
     return header, records
 
 
-def import_jsonl(mem: Memory, lines: Iterable[str], progress: Progress | None = None) -> int:
+def import_jsonl(
+    mem: Memory, lines: Iterable[str], progress: Progress | None = None, *, merge: bool = False
+) -> int:
     """Imports an export, keeping ids (so provenance links hold) and every memory's state;
     embeds the texts with this store's model. The file is untrusted: every record passes the
     checks ``remember`` makes (``validate.check_record``), or nothing is imported. Refuses
-    ids the store already has, and an id the file gives twice."""
+    ids the store already has, and an id the file gives twice; ``merge``: new ids, and
+    what the store already holds folded (``Memory.import_records``)."""
     _, records = read_jsonl(lines)
-    return mem.import_records(((r["id"], r["text"], r["meta"]) for r in records), progress)
+    return mem.import_records(
+        ((r["id"], r["text"], r["meta"]) for r in records), progress, merge=merge
+    )
 
 
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
@@ -297,7 +302,7 @@ def decode(data: bytes, name: str) -> str:
 
 def import_encrypted(
     mem: Memory, data: bytes, name: str, passphrase: Passphrase | None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, *, merge: bool = False,
 ) -> int:  # fmt: skip
     """Imports the encrypted export ``data``. Every chunk is authenticated before anything is
     imported (a file damaged at its end imports nothing, not its first part); what it holds
@@ -312,23 +317,26 @@ def import_encrypted(
     text = decode(open_sealed(data, secret, name=name), name)
     if not text.startswith('{"format":"' + FORMAT):
         raise InvalidArgumentError(f"{name} is encrypted, but what it holds is not an export")
-    return import_jsonl(mem, io.StringIO(text, newline=None), progress)
+    return import_jsonl(mem, io.StringIO(text, newline=None), progress, merge=merge)
 
 
 def import_data(
     mem: Memory, data: bytes, name: str, when: float | None = None,
     progress: Progress | None = None, *, passphrase: Passphrase | None = None,
+    merge: bool = False,
 ) -> tuple[str, int]:  # fmt: skip
     """Imports ``data`` by what it holds: a localmem export (encrypted with ``passphrase``,
-    or not), a ChatGPT export, or notes (tagged ``name``, dated ``when``). It is untrusted:
-    anything it holds is checked as ``remember`` checks its input, and a file that is none of
-    these is refused."""
+    or not; ``merge``: into a store with memories of its own), a ChatGPT export, or notes
+    (tagged ``name``, dated ``when``). It is untrusted: anything it holds is checked as
+    ``remember`` checks its input, and a file that is none of these is refused."""
     if is_sealed(data):  # before decode: it is binary
-        return "encrypted localmem export", import_encrypted(mem, data, name, passphrase, progress)
+        n = import_encrypted(mem, data, name, passphrase, progress, merge=merge)
+        return "encrypted localmem export", n
     text = decode(data, name)
     head = text[:4096]
     if head.lstrip().startswith('{"format":"' + FORMAT) or f'"format": "{FORMAT}"' in head[:200]:
-        return "localmem export", import_jsonl(mem, io.StringIO(text, newline=None), progress)
+        n = import_jsonl(mem, io.StringIO(text, newline=None), progress, merge=merge)
+        return "localmem export", n
     if text.lstrip()[:1] in ("[", "{"):  # JSON, or notes that start with a bracket
         try:
             parsed = json.loads(text)
@@ -337,6 +345,11 @@ def import_data(
         except ValueError as e:
             if '"mapping"' in head:  # a ChatGPT export, damaged or cut
                 raise CorruptFileError(f"{name} is not JSON ({e}): the export is damaged") from None
+            if _json_lines(text):
+                raise InvalidArgumentError(
+                    f"{name} is JSON lines, but not a localmem export (whose first line is "
+                    f'{{"format":"{FORMAT}", ...}}): nothing imported'
+                ) from None
         else:
             if isinstance(parsed, list) and any(
                 isinstance(c, dict) and "mapping" in c for c in parsed[:100]
@@ -350,12 +363,21 @@ def import_data(
     return "notes", import_notes(mem, text, name, time.time() if when is None else when, progress)
 
 
+def _json_lines(text: str) -> bool:
+    """Whether the first line of ``text`` is a JSON object (JSON lines, not notes)."""
+    first = text.lstrip().split("\n", 1)[0]
+    try:
+        return isinstance(json.loads(first), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def import_file(
     mem: Memory, path: Path, progress: Progress | None = None, *,
-    passphrase: Passphrase | None = None,
+    passphrase: Passphrase | None = None, merge: bool = False,
 ) -> tuple[str, int]:  # fmt: skip
     """Imports the file at ``path`` (``import_data``; notes dated by its modification; an
-    encrypted export opened with ``passphrase``)."""
+    encrypted export opened with ``passphrase``; ``merge`` as there)."""
     try:
         data = path.read_bytes()
         when = path.stat().st_mtime
@@ -367,6 +389,6 @@ def import_file(
         raise InvalidArgumentError(f"cannot read {path}: {e.strerror or e}") from None
     if is_sealed(data):  # its errors name the file, not a tag
         return "encrypted localmem export", import_encrypted(
-            mem, data, str(path), passphrase, progress
+            mem, data, str(path), passphrase, progress, merge=merge
         )
-    return import_data(mem, data, path.stem, when, progress)
+    return import_data(mem, data, path.stem, when, progress, merge=merge)

@@ -160,7 +160,7 @@ def test_api_refuses_lone_surrogates_nul_tags_and_non_bool_pinned(tmp_path):
                    {"text": "ok", "pinned": "no"}):  # fmt: skip
             with pytest.raises(InvalidArgumentError):
                 mem.remember(**kw)
-        with pytest.raises(InvalidArgumentError, match="nothing to recall"):
+        with pytest.raises(InvalidArgumentError, match="the query is empty"):
             mem.recall("  ")
 
 

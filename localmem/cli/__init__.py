@@ -12,12 +12,12 @@ import click
 from localmem.cli.common import (
     budget_option,
     chat_model_option,
-    encryption_line,
     engine_option,
     engine_options,
     keys_call,
     keys_locked_hint,
     memory,
+    no_store_replies_option,
     passphrase,
     progress_bar,
     store_option,
@@ -39,9 +39,40 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
               callback=_print_version, help="Show the version and exit.")  # fmt: skip
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """localmem: on-device memory for LLM assistants. With no command: the chat."""
-    if ctx.invoked_subcommand is None:
+    """localmem: on-device memory for LLM assistants. With no command: the chat (at a
+    terminal; with none, a question on standard input is answered once, as by `ask`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if sys.stdin.isatty() and sys.stdout.isatty():
         ctx.invoke(chat)
+        return
+    # No terminal (a pipe, a cron job, </dev/null): the chat would draw into nothing and
+    # wait forever. A question piped in is answered once; else the help, and done.
+    question = _piped_question()
+    if question:
+        ctx.invoke(ask, message=question)
+        return
+    click.echo(ctx.get_help())
+    click.echo("\n(no terminal: the chat needs one. Pipe a question in to have it answered, "
+               "or run `localmem ask QUESTION`.)")  # fmt: skip
+
+
+def _piped_question(wait: float = 0.5) -> str:
+    """What standard input holds when it is a pipe or file with data ready (a pipe kept open
+    and empty, as some job runners leave it, is not waited on beyond ``wait`` seconds)."""
+    import os
+    import select
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+            return ""
+        if stat.S_ISFIFO(mode) and not select.select([sys.stdin], [], [], wait)[0]:
+            return ""
+        return sys.stdin.read(32_000).strip()
+    except (OSError, ValueError):  # closed, or not a real file (a test's stand-in)
+        return ""
 
 
 @main.command()
@@ -50,12 +81,14 @@ def main(ctx: click.Context) -> None:
 @budget_option
 @store_option
 @click.option("--max-tokens", default=256, show_default=True, help="Longest reply, in tokens.")
+@no_store_replies_option
 def chat(
     model: str | None = None,
     engine: str | None = None,
     memory_budget: str | None = None,
     store: str | None = None,
     max_tokens: int = 256,
+    no_store_replies: bool | None = None,
 ) -> None:
     """Chat in the terminal with the local model and your memory (F1: help, F2: memory).
     An encrypted store that the OS keyring does not unlock asks for its passphrase."""
@@ -73,6 +106,7 @@ def chat(
     app = ChatApp(
         model=model, engine_name=engine, engine_options=engine_options(engine, memory_budget),
         store=store, max_tokens=max_tokens, passphrase=secret,
+        store_replies=False if no_store_replies else None,
     )  # fmt: skip
     try:
         app.run()
@@ -148,7 +182,9 @@ def reembed(model: str, store: str | None) -> None:
             bar.update(done - bar.pos)
 
         try:
-            with Memory.open(store, model=model, reembed=True, progress=progress) as mem:
+            with Memory.open(
+                store, model=model, reembed=True, progress=progress, create=False
+            ) as mem:
                 n = len(mem)
         except LocalmemError as e:
             raise click.ClickException(str(e)) from e
@@ -166,18 +202,20 @@ def reembed(model: str, store: str | None) -> None:
 @click.option("--temperature", default=0.0, show_default=True,
               help="0 answers the same each time (the answer bench's best).")  # fmt: skip
 @click.option("--no-remember", is_flag=True, help="Leave memory unchanged (no write-back).")
+@no_store_replies_option
 @click.option("--stats", is_flag=True, help="Print load and generation figures to stderr.")
 def ask(
     message: str,
-    show_memories: bool,
-    model: str | None,
-    engine: str | None,
-    memory_budget: str | None,
-    store: str | None,
-    max_tokens: int,
-    temperature: float,
-    no_remember: bool,
-    stats: bool,
+    show_memories: bool = False,
+    model: str | None = None,
+    engine: str | None = None,
+    memory_budget: str | None = None,
+    store: str | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    no_remember: bool = False,
+    no_store_replies: bool | None = None,
+    stats: bool = False,
 ) -> None:
     """Answer MESSAGE once with the local model and what memory recalls, streaming the reply;
     the exchange (and any fact or preference stated in MESSAGE) is remembered."""
@@ -194,6 +232,7 @@ def ask(
             bot = Assistant(
                 mem, llm, max_tokens=max_tokens, temperature=temperature,
                 remember=not no_remember, read_ahead=False,  # one question: none follows
+                store_replies=False if no_store_replies else None,
             )  # fmt: skip
             turn = bot.chat(message)
             if show_memories:
@@ -233,115 +272,7 @@ def mcp(store: str | None, http_port: int | None) -> None:
     serve(store, http_port=http_port)
 
 
-# ---------------------------------------------------------------------- memory commands
-
-
-def _item_line(m: Any) -> str:
-    tags = f" [{', '.join(m.tags)}]" if m.tags else ""
-    return f"#{m.id}  {m.when:%Y-%m-%d}  {m.kind:<10} {m.tier:<9}{tags}  {m.text}"
-
-
-@main.command()
-@click.argument("text")
-@click.option("--kind", type=click.Choice(["note", "fact", "preference", "episodic"]),
-              default="note", show_default=True)  # fmt: skip
-@click.option("--tag", "tags", multiple=True, help="A label (repeatable).")
-@click.option("--importance", type=float, default=0.5, show_default=True, help="0 to 1.")
-@click.option("--when", default=None, help="When it happened (ISO date or time; default now).")
-@click.option("--pin", is_flag=True, help="Never let it fade.")
-@store_option
-def remember(
-    text: str, kind: str, tags: tuple[str, ...], importance: float, when: str | None,
-    pin: bool, store: str | None,
-) -> None:  # fmt: skip
-    """Store TEXT as a memory; prints its id."""
-    with memory(store) as mem:
-        m = mem.remember(text, kind=kind, tags=tags, importance=importance, when=when,
-                         pinned=pin, source="api")  # fmt: skip
-        click.echo(f"remembered #{m.id}")
-
-
-@main.command()
-@click.argument("query")
-@click.option("-k", default=5, show_default=True, help="How many at most.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON list, for scripts.")
-@click.option("--all", "no_floor", is_flag=True, help="Always k results, relevant or not.")
-@store_option
-def recall(query: str, k: int, as_json: bool, no_floor: bool, store: str | None) -> None:
-    """The memories that best answer QUERY, best first, with why each was found."""
-    with memory(store) as mem:
-        hits = mem.recall(query, k=k, floor=not no_floor)
-        if as_json:
-            out = [h.as_dict() for h in hits]
-            click.echo(json.dumps(out, ensure_ascii=False, indent=1))
-            return
-        if not hits:
-            click.echo("nothing relevant")
-        for h in hits:
-            click.echo(f"{h.score:6.3f}  {_item_line(h.memory)}\n        {h.explain()}")
-
-
-@main.command()
-@click.argument("ids", nargs=-1, type=int, required=True)
-@click.option("--restore", is_flag=True, help="Undo: bring forgotten memories back.")
-@store_option
-def forget(ids: tuple[int, ...], restore: bool, store: str | None) -> None:
-    """Forget memories by id (undo with --restore within 30 days)."""
-    with memory(store) as mem:
-        for id in ids:
-            if restore:
-                mem.restore(id)
-                click.echo(f"restored #{id}")
-            else:
-                mem.forget(id)
-                click.echo(f"forgot #{id} (localmem forget --restore {id} undoes it)")
-
-
-@main.command(name="list")
-@click.option("--kind", default=None, help="Only this kind.")
-@click.option("--tag", default=None, help="Only memories with this tag.")
-@click.option("--tier", default=None, help="hot, warm, cold or forgotten.")
-@click.option("-n", "--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@store_option
-def list_(
-    kind: str | None, tag: str | None, tier: str | None, limit: int, as_json: bool,
-    store: str | None,
-) -> None:  # fmt: skip
-    """The newest memories."""
-    with memory(store) as mem:
-        items = mem.list(kind=kind, tag=tag, tier=tier, limit=limit)
-        if as_json:
-            click.echo(json.dumps([m.as_dict() for m in items], ensure_ascii=False, indent=1))
-        for m in [] if as_json else items:
-            click.echo(_item_line(m))
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-@store_option
-def stats(as_json: bool, store: str | None) -> None:
-    """What the store holds."""
-    with memory(store) as mem:
-        st = mem.stats()
-        if as_json:
-            click.echo(json.dumps(st, indent=1, default=str))
-            return
-        click.echo(f"store      {st['path']}")
-        click.echo(f"memories   {st['memories']:,}  {st['by_kind']}")
-        click.echo(f"tiers      {st['by_tier']}")
-        click.echo(f"model      {st['model']}")
-        click.echo(f"encryption {encryption_line(st['encryption'])}")
-        click.echo(f"sync       {sync_line(st['sync'])}")
-        click.echo(
-            f"log        {st['store']['wal']['bytes']:,} B; arena {st['store']['arena_bytes']:,} B"
-        )
-        if st["unreadable"]:
-            ids = ", ".join(str(x["id"]) for x in st["unreadable"][-10:])
-            click.echo(
-                f"unreadable {len(st['unreadable'])} item(s) left out, e.g. {ids}: "
-                f"{st['unreadable'][-1]['error']} (written by another version of localmem?)"
-            )
+# ---------------------------------------------------------------------- store commands
 
 
 @main.command()
@@ -350,7 +281,7 @@ def repair(store: str | None) -> None:
     """Rebuild the store's catalog (its SQLite index of texts and metadata) from the log,
     for a catalog that reads as damaged; the old one is kept aside. Memories are not
     touched: the log holds them."""
-    with memory(store) as mem, progress_bar("rebuilding the catalog") as progress:
+    with memory(store, create=False) as mem, progress_bar("rebuilding the catalog") as progress:
         out = mem.repair(progress)
     click.echo(f"catalog rebuilt: {out['memories']:,} memories ({out['items']:,} items read)")
     for f in out["moved_aside"]:
@@ -371,7 +302,7 @@ def consolidate(compact: bool, summarize: bool, model: str | None, store: str | 
     superseded facts; with --summarize, summarize ended conversations."""
     if model is not None and not summarize:
         raise click.UsageError("--model goes with --summarize")
-    with memory(store) as mem:
+    with memory(store, create=False) as mem:
         if summarize:
             _summarize(mem, model)
         total: dict[str, int] = {}
@@ -446,7 +377,7 @@ def export(output: str, encrypt: bool, store: str | None) -> None:
         secret = passphrase(
             "Passphrase for the export", confirm=True, env="LOCALMEM_EXPORT_PASSPHRASE"
         )
-    with memory(store) as mem:
+    with memory(store, create=False) as mem:
         if secret is not None:
             if output == "-":
                 n = export_encrypted(mem, sys.stdout.buffer, secret)
@@ -467,8 +398,11 @@ def export(output: str, encrypt: bool, store: str | None) -> None:
 
 @main.command(name="import")
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--merge", is_flag=True,
+              help="Into a store with memories of its own: new ids, and what the store "
+              "already holds folded in (as consolidation folds duplicates).")  # fmt: skip
 @store_option
-def import_(path: str, store: str | None) -> None:
+def import_(path: str, merge: bool, store: str | None) -> None:
     """Import PATH: a localmem export (- reads standard input), a ChatGPT
     conversations.json, or Markdown / text notes (a memory per paragraph).
 
@@ -482,19 +416,27 @@ def import_(path: str, store: str | None) -> None:
         return passphrase("Passphrase of the encrypted export", env="LOCALMEM_EXPORT_PASSPHRASE")
 
     with memory(store) as mem:
+        before = len(mem)
         with progress_bar("embedding") as progress:
             if path == "-":
                 data = sys.stdin.buffer.read()
-                what, n = import_data(mem, data, "stdin", None, progress, passphrase=secret)
+                what, n = import_data(
+                    mem, data, "stdin", None, progress, passphrase=secret, merge=merge
+                )
             else:
-                what, n = import_file(mem, Path(path), progress, passphrase=secret)
-        click.echo(f"imported {n:,} memories ({what})", err=True)
+                what, n = import_file(mem, Path(path), progress, passphrase=secret, merge=merge)
+        if merge:
+            new = len(mem) - before  # those already here, and duplicates folded, are not new
+            click.echo(f"merged {n:,} memories ({what}): {new:,} new, the rest were here",
+                       err=True)  # fmt: skip
+        else:
+            click.echo(f"imported {n:,} memories ({what})", err=True)
 
 
-# Registered last: they live in their own module (localmem/cli/keys.py).
+# Registered last: they live in modules of their own.
 from localmem.cli.keys import encrypt, key  # noqa: E402
-from localmem.cli.sync import sync, sync_line  # noqa: E402
+from localmem.cli.memories import COMMANDS  # noqa: E402
+from localmem.cli.sync import sync  # noqa: E402
 
-main.add_command(encrypt)
-main.add_command(key)
-main.add_command(sync)
+for _command in (*COMMANDS, encrypt, key, sync):
+    main.add_command(_command)

@@ -28,6 +28,11 @@ budget_option = click.option(
     "(60%) or a size (512MB); what does not fit is read from disk as it is needed "
     "(default: all weights mmap'd).",
 )  # fmt: skip
+no_store_replies_option = click.option(
+    "--no-store-replies", is_flag=True, default=None,
+    help="Keep the model's replies out of the store (default: $LOCALMEM_STORE_REPLIES, else "
+    "stored as context of their conversation, never recalled as knowledge).",
+)  # fmt: skip
 store_option = click.option(
     "--store", default=None, metavar="PATH",
     help="The memory store (default: $LOCALMEM_STORE, else the user data dir).",
@@ -71,13 +76,14 @@ def engine_options(engine: str | None, memory_budget: str | None) -> dict[str, A
 
 
 @contextmanager
-def memory(store: str | None, **kw: Any) -> Iterator[Any]:
-    """The store, with localmem errors turned into messages (exit 1), not tracebacks."""
+def memory(store: str | None, *, create: bool = True, **kw: Any) -> Iterator[Any]:
+    """The store, with localmem errors turned into messages (exit 1), not tracebacks.
+    ``create=False`` for commands that read: no store there is an error, not a new one."""
     from localmem import Memory
     from localmem.errors import LocalmemError
 
     try:
-        with Memory.open(store, **kw) as mem:
+        with Memory.open(store, create=create, **kw) as mem:
             yield mem
     except LocalmemError as e:
         raise click.ClickException(str(e)) from e

@@ -13,7 +13,8 @@ neighbours, and the words they do and do not share decide.
   (what about it: "lives") and each saying something the other does not ("Caroline lives
   in Lisbon" / "Caroline lives in Porto now"). Both stay; the older gets ``superseded_by``
   and ranks below (``retrieval``), and its hit's ``why`` names the newer one.
-- Session summaries (``summaries``) take part in neither.
+- Session summaries (``summaries``) take part in neither; the assistant's replies never
+  merge with, nor supersede, what the user said (a reply may be the model's invention).
 
 Thresholds were set on MiniLM pairs (see tests/test_consolidate.py): restatements score
 0.93-1.0, elaborations 0.80-0.90, same-subject contradictions 0.75-0.86, different facts
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from localmem.catalog import Row
 from localmem.errors import CorruptFileError
+from localmem.items import REPLY_TAG
 from localmem.lifecycle import summaries
 from localmem.memstore import MemoryStore
 from localmem.text.terms import content_words
@@ -70,6 +72,10 @@ def step(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
             # Turns of conversation are events, not statements: "Thanks, sounds great!" said
             # in two sessions is two moments, and merging would tear a session's context.
             mergeable = me.kind == other.kind and me.kind != "episodic"
+            # A model's reply is not the user's word: it never folds a user's statement
+            # into itself, nor supersedes one (the reply may be the model's invention).
+            if _is_reply(me) != _is_reply(other):
+                continue
             if mergeable and (
                 cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
             ):
@@ -103,6 +109,10 @@ def _is_summary(row: Row) -> bool:
     return summaries.TAG in row.tag_list
 
 
+def _is_reply(row: Row) -> bool:
+    return REPLY_TAG in row.tag_list
+
+
 def _subject(row: Row) -> str | None:
     """The first name a statement mentions: usually what it is about ("Chloe grew up in
     Krakow" is about Chloe, not Krakow)."""
@@ -121,7 +131,7 @@ def _merge(records: MemoryStore, *, keep: int, drop: int, rows: dict[int, Row], 
         return False
     meta = dict(item.meta)
     sources = list(meta.get("sources", []))
-    for r in (k, d) if not sources else (d,):
+    for r in (k, d) if not any("id" in s for s in sources) else (d,):  # edits are no ids
         sources.append(
             {
                 "id": int(r.id),

@@ -283,9 +283,15 @@ def parse_budget(value: int | float | str) -> int | float:
                 if unit not in _UNITS:
                     raise bad
                 f = float(num)
-                value = f if unit == "" and f <= 1 else int(f * _UNITS[unit])
         except ValueError:
             raise bad from None
+        if not text.endswith("%"):
+            if unit == "" and f > 1:  # "2": 2 bytes or 2 GB? Neither is meant: ask
+                raise InvalidArgumentError(
+                    f"a memory budget needs a unit: {text}% of the weights, or {text}MB / "
+                    f"{text}GB? (a bare number is a share up to 1, e.g. 0.6)"
+                )
+            value = f if unit == "" else int(f * _UNITS[unit])
     if isinstance(value, float):
         if not 0.0 < value <= 1.0:
             raise bad

@@ -106,14 +106,19 @@ def build_server(store: str | Path | None = None, **open_options: Any) -> MCPSer
         k: int = 5,
         kind: Kind | None = None,
         session: str | None = None,
+        include_replies: bool = False,
     ) -> list[dict[str, Any]]:
         """The memories that best answer query, best first (at most k, none when nothing is
         relevant), each with its id, dates, score and why (the retrieval channels that found
         it: keyword, semantic, entity, time, session, speaker). Time words in the query ("last
-        May", "two weeks ago") narrow by date."""
+        May", "two weeks ago") narrow by date. The assistant's own past replies are left out
+        (they are not the user's word) unless include_replies is true."""
         if not isinstance(k, int) or not 1 <= k <= 100:
             raise ToolError("k must be an integer from 1 to 100")
-        hits = call(memory(ctx).recall, query, k=k, kind=kind, session=session)
+        hits = call(
+            memory(ctx).recall, query, k=k, kind=kind, session=session,
+            include_replies=bool(include_replies),
+        )  # fmt: skip
         return [h.as_dict() for h in hits]
 
     @server.tool()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from localmem.store import records as rec
+from localmem.text.validate import MAX_SOURCES
 
 LOCAL_DROP = rec.FIRST_USER_TYPE + 1  # payload: <q id>: the DELETE after it is not a purge
 _ID = struct.Struct("<q")
@@ -86,3 +87,22 @@ def relinked(meta: dict[str, Any], new: Mapping[int, int]) -> dict[str, Any]:
             for s in out["sources"]
         ]
     return out
+
+
+def with_version(meta: Mapping[str, Any], text: str, now: float) -> list[dict[str, Any]]:
+    """``meta``'s sources with ``text`` kept as the version an edit replaces (``{"edited":
+    time, "text": ...}``); the oldest versions go first when the list is full."""
+    kept = [*meta.get("sources", []), {"edited": now, "text": text}]
+    versions = [i for i, s in enumerate(kept) if "edited" in s]
+    for i in reversed(versions[: max(0, len(kept) - MAX_SOURCES)]):
+        del kept[i]
+    return kept
+
+
+def last_version(meta: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The text before the last edit, and the sources without it; None if never edited."""
+    kept = list(meta.get("sources", []))
+    last = max((i for i, s in enumerate(kept) if "edited" in s), default=None)
+    if last is None:
+        return None
+    return str(kept.pop(last)["text"]), kept

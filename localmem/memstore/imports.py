@@ -19,11 +19,20 @@ Record = tuple[int, str, dict[str, Any]]
 
 
 def import_records(
-    records: MemoryStore, items: Iterable[tuple[Any, Any, Any]], progress: Progress | None = None
-) -> int:
+    records: MemoryStore,
+    items: Iterable[tuple[Any, Any, Any]],
+    progress: Progress | None = None,
+    *,
+    merge: bool = False,
+) -> tuple[int, list[int]]:
     """Exported memories (id, text, metadata: untrusted) checked as ``remember`` checks
     them, lifecycle state too (``validate.check_record``), all of them before any is
-    written; ids the store holds, or given twice, refused. Then ``put_records``."""
+    written; ids the store holds, or given twice, refused. Then ``put_records``.
+
+    ``merge``: into a store that has memories of its own. Every memory gets a new id (links
+    between them kept); one the store already holds — the same text and kind, and for a
+    conversation turn the same conversation and time — is not written again (a link to it
+    goes to the store's copy). Returns how many were imported and the ids written."""
     checked: list[Record] = []
     seen: set[int] = set()
     for n, (id, text, meta) in enumerate(items, 1):
@@ -36,23 +45,50 @@ def import_records(
                 f"the export gives id {checked[-1][0]} twice: it was edited or damaged"
             )
         seen.add(checked[-1][0])
-    if records.id_span is not None:
-        checked = _renumbered(records, checked)
+    total = len(checked)
+    if merge:
+        checked = _merged(records, checked)
+    elif records.id_span is not None:
+        checked = _renumbered(records, checked, {})
     clash = [id for id, _, _ in checked if id in records.store]
     if clash:
         raise InvalidArgumentError(
             f"this store already has {len(clash)} of the exported ids (first: {clash[0]}): "
-            "import an export into an empty store"
+            "import it into an empty store, or merge it (localmem import --merge)"
         )
     put_records(records, checked, progress)
-    return len(checked)
+    return total, [id for id, _, _ in checked]
 
 
-def _renumbered(records: MemoryStore, checked: list[Record]) -> list[Record]:
-    """An export's memories with ids of this device's own (a syncing device: ids are
-    unique across devices only within their span), references between them kept."""
-    new = dict(zip([id for id, _, _ in checked], records.new_ids(len(checked)), strict=True))
-    return [(new[id], text, relinked(meta, new)) for id, text, meta in checked]
+def _renumbered(records: MemoryStore, checked: list[Record], same: dict[int, int]) -> list[Record]:
+    """An export's memories with new ids of this store's (a syncing device's: of its own
+    range), references between them kept; ``same``: exported ids the store already holds
+    a copy of (not written; references go to the copy)."""
+    todo = [r for r in checked if r[0] not in same]
+    new = dict(zip([id for id, _, _ in todo], records.new_ids(len(todo)), strict=True))
+    new.update(same)
+    return [(new[id], text, relinked(meta, new)) for id, text, meta in todo]
+
+
+def _merged(records: MemoryStore, checked: list[Record]) -> list[Record]:
+    """``checked`` renumbered, without the memories the store already holds (``import``'s
+    merge)."""
+
+    def ident(text: str, kind: str, session: Any, when: Any) -> tuple[Any, ...]:
+        words = " ".join(text.casefold().split())
+        return (words, kind) + ((session, round(float(when))) if kind == "episodic" else ())
+
+    held = {
+        ident(str(r.text), r.kind, r.session, r.event_time): int(r.id)
+        for r in records.catalog.all_rows()
+        if r.text is not None  # a forgotten memory's text is not in its row
+    }
+    same = {}
+    for id, text, meta in checked:
+        got = held.get(ident(text, meta.get("kind", "note"), meta.get("session"), meta["when"]))
+        if got is not None:
+            same[id] = got
+    return _renumbered(records, checked, same)
 
 
 def put_records(

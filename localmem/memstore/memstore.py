@@ -510,17 +510,32 @@ class MemoryStore:
 
     def update(self, id: int, text: str | None, tags: list[str] | None) -> None:
         """Memory ``id`` with new (checked) ``text`` and/or ``tags``: new text is embedded
-        again, in the hot tier (``retext``); the same text is rewritten where it is, in its
-        own tier's form."""
+        again, in the hot tier (``retext``), the old one kept in its ``sources`` as an
+        ``{"edited": time, "text": ...}`` entry (``undo_edit``); the same text is rewritten
+        where it is, in its own tier's form."""
         self.sync()
         with self.editing:
             item = self.store.get(id)
             updates: dict[str, Any] = {} if tags is None else {"tags": tags}
             if text is not None and text != item.text:
-                self.retext(id, text, dict(item.meta, **updates))
+                kept = edits.with_version(item.meta, item.text, self.clock())
+                self.retext(id, text, dict(item.meta, **updates, sources=kept))
             else:
                 self.rewrite({id: (item.meta.get("tier", "hot"), updates)}, self.clock())
         self.sync()
+
+    def undo_edit(self, id: int) -> bool:
+        """Memory ``id`` back to the text it had before its last ``update`` (that version
+        leaves its history); False when it has none."""
+        self.sync()
+        with self.editing:
+            item = self.store.get(id)
+            back = edits.last_version(item.meta)
+            if back is None:
+                return False
+            self.retext(id, back[0], dict(item.meta, sources=back[1]))
+        self.sync()
+        return True
 
     def retext(self, id: int, text: str, meta: dict[str, Any]) -> None:
         """Writes memory ``id`` with new ``text``: what was derived from the old text (cold

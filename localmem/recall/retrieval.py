@@ -131,7 +131,10 @@ class Retriever:
         kind: str | None = None,
         session: str | None = None,
         floor: bool = True,
+        replies: bool = True,
     ) -> list[Hit]:
+        """The ``k`` best hits (``replies=False``: the assistant's replies left out; they
+        still count as channel evidence, e.g. as a session's neighbours)."""
         w = self.w
         cat, store = self.records.catalog, self.records.store
         n, speakers = self._shape()
@@ -297,6 +300,8 @@ class Retriever:
             if kind is not None and item.kind != kind:
                 continue
             if session is not None and item.session != session:
+                continue
+            if not replies and item.is_reply:
                 continue
             out.append(
                 Hit(

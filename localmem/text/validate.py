@@ -88,9 +88,15 @@ def check_text(text: Any, what: str = "text") -> str:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"{what} must be a str, got {type(text).__name__}")
     if not text.strip():
-        verb = "recall" if what == "query" else "remember"
-        raise InvalidArgumentError(f"{what} is empty: there is nothing to {verb}")
+        if what == "query":
+            raise InvalidArgumentError("the query is empty: give the words to look for")
+        raise InvalidArgumentError(f"{what} is empty: there is nothing to remember")
     if len(text) > MAX_TEXT_CHARS:
+        if what == "query":
+            raise InvalidArgumentError(
+                f"the query has {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are "
+                "looked for: shorten it"
+            )
         raise InvalidArgumentError(
             f"{what} has {len(text):,} characters; one memory holds at most "
             f"{MAX_TEXT_CHARS:,}: split it into several memories"
@@ -322,15 +328,10 @@ def check_item_dict(i: int, d: Any) -> tuple[str, dict[str, Any]]:
 
 
 def check_page(limit: Any, offset: Any) -> None:
-    if (
-        isinstance(limit, bool)
-        or not isinstance(limit, int)
-        or not 0 <= limit <= 2**31
-        or isinstance(offset, bool)
-        or not isinstance(offset, int)
-        or not 0 <= offset <= 2**62
-    ):
-        raise InvalidArgumentError("limit must be an int in [0, 2**31], offset in [0, 2**62]")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 2**31:
+        raise InvalidArgumentError(f"limit must be a count of memories, 0 or more; got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2**62:
+        raise InvalidArgumentError(f"offset must be 0 or more; got {offset!r}")
 
 
 def check_filters(kind: Any = None, tier: Any = None, session: Any = None) -> None:
