@@ -165,7 +165,7 @@ class Assistant:
                 raise InvalidArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
         self.memory = memory
         self.engine = engine
-        self.session = session or f"chat-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.session = session or new_session_id()
         self.system = system
         self.memory_tokens = memory_tokens
         self.recall_k = recall_k
@@ -179,6 +179,11 @@ class Assistant:
         self.history: list[Message] = []  # earlier messages and replies, oldest first
         self._busy = threading.Lock()
         self._ahead: threading.Thread | None = None
+
+    def new_conversation(self) -> str:
+        """Starts a fresh conversation (a new session id, no history); returns its id."""
+        self.resume([], new_session_id())
+        return self.session
 
     def resume(self, turns: list[MemoryItem], session: str) -> None:
         """Goes on with conversation ``session`` whose stored turns (oldest first) are
@@ -313,6 +318,16 @@ class Assistant:
 
     # ------------------------------------------------------------------ write-back
 
+    def keep_unanswered(self, messages: list[str]) -> None:
+        """Stores messages the user sent that got no reply (the chat closed while they
+        waited their turn): their words are kept, with the facts they state, as a turn's
+        are, and come back with the conversation."""
+        if not self.remember:
+            return
+        for m in messages:
+            if isinstance(m, str) and m.strip():
+                self._write_back(Turn(message=m, memories=[], messages=[]), complete=False)
+
     def _finish(self, turn: Turn, *, complete: bool) -> None:
         try:
             if turn.stats is None:
@@ -392,6 +407,11 @@ class Assistant:
             prepare(convo)
         except Exception as e:  # the next turn reads its whole prompt: slower, not wrong
             log.warning("could not ready the model for the next turn: %s", e)
+
+
+def new_session_id() -> str:
+    """A new conversation's id: ``chat-<date>-<time>-<6 hex>``."""
+    return f"chat-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def store_replies_default() -> bool:

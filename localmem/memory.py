@@ -463,18 +463,22 @@ class Memory:
         tier: str | None = None,
         since: When = None,
         until: When = None,
+        source: str | None = None,
     ) -> builtins.list[MemoryItem]:
         """Memories, newest event first (or oldest), filtered by kind, session, tag, tier
-        (forgotten memories only when ``tier="forgotten"`` is asked for) and the time they
-        happened (``since`` <= when <= ``until``: datetimes, unix seconds or ISO strings)."""
+        (forgotten memories only when ``tier="forgotten"`` is asked for), ``source`` (what
+        wrote them: ``chat``, ``api``, ``import``, ...) and the time they happened
+        (``since`` <= when <= ``until``: datetimes, unix seconds or ISO strings)."""
         v.check_filters(kind=kind, tier=tier)
+        if source is not None:
+            source = v.check_label(source, "source")
         v.check_page(limit, offset)
         lo = None if since is None else v.to_timestamp(since, "since")
         hi = None if until is None else v.to_timestamp(until, "until")
         records = self._synced()
         rows = records.catalog.page(
             kind=kind, session=session, tag=tag, tier=tier, since=lo, until=hi,
-            newest_first=newest_first, limit=limit, offset=offset,
+            newest_first=newest_first, limit=limit, offset=offset, source=source,
         )  # fmt: skip
         return [records.item(r) for r in rows]
 

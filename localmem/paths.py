@@ -42,6 +42,15 @@ def is_store(path: Path) -> bool:
     return (path / "MANIFEST").exists() or (path / "KEY").exists()
 
 
+def _ours(name: str) -> bool:
+    """A name a store's own files have, a temporary one a crash left included (``SYNC.tmp-1``,
+    ``.KEY.3f2a.tmp``: localmem.files)."""
+    base = name.lstrip(".")
+    return base.startswith(_STORE_PREFIXES) or any(
+        base == n or base.startswith(n + ".") for n in _STORE_NAMES
+    )
+
+
 def check_store_dir(path: Path, *, create: bool) -> None:
     """Refuses what must not be opened as a store: with ``create=False`` (a read) a path
     with no store (StoreNotFoundError); and whatever the call, a file, or a directory that
@@ -51,11 +60,7 @@ def check_store_dir(path: Path, *, create: bool) -> None:
         raise InvalidArgumentError(f"{path} is a file, not a store: name a directory")
     if is_store(path):
         return
-    others = sorted(
-        e.name
-        for e in (path.iterdir() if path.is_dir() else ())
-        if e.name not in _STORE_NAMES and not e.name.startswith(_STORE_PREFIXES)
-    )
+    others = sorted(e.name for e in (path.iterdir() if path.is_dir() else ()) if not _ours(e.name))
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise InvalidArgumentError(

@@ -2,9 +2,11 @@
 
 The window paints at once; the memory store and the model load in a worker thread behind a
 loading state (messages typed meanwhile wait for them); then the same worker has the model
-summarize conversations that ended since the last run. Each reply runs in a worker thread:
-recall, prompt, stream (tokens batched onto the UI every few tens of milliseconds, so typing
-stays responsive), write-back. Esc or Ctrl+C stops a reply; F2 opens the memory inspector.
+summarize conversations that ended since the last run. The newest conversation comes back as
+scrollback and goes on (``conversation``); /new starts another. Each reply runs in a worker
+thread: recall, prompt, stream (tokens batched onto the UI every few tens of milliseconds, so
+typing stays responsive), write-back. A message sent while a reply streams waits in a queue
+and goes when the reply ends. Esc or Ctrl+C stops a reply; F2 opens the memory inspector.
 """
 
 from __future__ import annotations
@@ -23,25 +25,26 @@ from textual.widgets import DataTable, Footer, Input
 
 from localmem.errors import LocalmemError
 
+from .commands import USAGE, memory_command
+from .conversation import last_conversation
 from .screens import HelpScreen, ModelPicker
-from .widgets import ChatMessage, Inspector, PromptBox, StatusBar, encryption_label, why_text
+from .widgets import (
+    ChatMessage,
+    Inspector,
+    PromptBox,
+    StatusBar,
+    encryption_label,
+    model_label,
+    sync_label,
+    why_text,
+)
 
 if TYPE_CHECKING:
-    from localmem import Assistant, Memory, Turn
+    from localmem import Assistant, Memory, MemoryItem, Turn
     from localmem.llm import Engine
 
 FLUSH_SECONDS = 0.04  # how often streamed tokens reach the screen
 log = logging.getLogger("localmem.tui")
-
-
-def model_label(engine: Engine) -> str:
-    """The status bar's model: name, context and, under a memory budget, the engine's plan
-    (what is pinned, what streams from disk per token, in reads of what size)."""
-    label = f"{engine.name} (ctx {engine.n_ctx:,})"
-    summary, stats = getattr(engine, "plan_summary", None), getattr(engine, "load_stats", None)
-    if summary is not None and stats is not None and stats.extra.get("plan"):
-        label += f" · {summary(brief=True)}"
-    return label
 
 
 class ChatApp(App[None]):
@@ -54,6 +57,9 @@ class ChatApp(App[None]):
         Binding("f2", "toggle_inspector", "Memory"),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit"),
+        # Reaches the app only when the focused widget does not take "/" as text (the message
+        # box and the search box do): from the conversation or the inspector's table.
+        Binding("slash", "search_memory", "Search memory", show=False, key_display="/"),
     ]
 
     def __init__(
@@ -67,8 +73,10 @@ class ChatApp(App[None]):
         engine_options: dict[str, Any] | None = None,
         max_tokens: int = 256,
         passphrase: str | None = None,
+        store_replies: bool | None = None,
     ) -> None:
         super().__init__()
+        self._store_replies = store_replies  # Assistant's: None, $LOCALMEM_STORE_REPLIES
         self._passphrase = passphrase  # of an encrypted store the keyring does not unlock
         self._engine_name = engine_name  # "llama" / "flash" / None: $LOCALMEM_ENGINE
         self._engine_options = engine_options or {}
@@ -76,9 +84,14 @@ class ChatApp(App[None]):
         self._own_memory = memory is None
         self._store, self._model, self._max_tokens = store, model, max_tokens
         self.assistant: Assistant | None = None
-        self._pending: list[str] = []
+        # Messages waiting for the model to load or for the reply being written, in order,
+        # each with its box in the conversation (marked "queued" until it goes).
+        self._queue: list[tuple[str, ChatMessage]] = []
         self._cancel = threading.Event()
         self._streaming = False
+        self._resume = True  # go on with the newest conversation (/new while loading: not)
+        self._convo: tuple[str, list[MemoryItem]] | None = None  # the one shown as scrollback
+        self._replies = False  # the inspector's searches show the assistant's replies (r)
         self._last_forgotten: int | None = None
         self._view: tuple[str, list[tuple[int, float | None, str]]] = ("", [])
         self._search_timer: Any = None
@@ -103,7 +116,9 @@ class ChatApp(App[None]):
         self.status.set(
             model=f"loading {self._model or 'the embedded model'}…", speed="", store="", rss=""
         )
-        self._say("system", "Loading the memory store and the model… type away meanwhile.")
+        self._loading = self._say(
+            "system", "Loading the memory store and the model… type away meanwhile."
+        )
         self.load()
 
     @property
@@ -124,19 +139,63 @@ class ChatApp(App[None]):
 
                 self._memory = Memory.open(self._store, key=self._passphrase)
                 self._passphrase = None
+            self._find_conversation()
             if self._engine is None:
                 from localmem.llm import open_engine
 
                 self._engine = open_engine(
                     self._model, engine=self._engine_name, **self._engine_options
                 )
-            self.assistant = Assistant(self._memory, self._engine, max_tokens=self._max_tokens)
+            self.assistant = Assistant(
+                self._memory,
+                self._engine,
+                max_tokens=self._max_tokens,
+                store_replies=self._store_replies,
+            )
         except LocalmemError as e:
             self.call_from_thread(self._say, "system", f"**Cannot start:** {e}")
             self.call_from_thread(self.status.set, model="not loaded")
             return
         self.call_from_thread(self._loaded)
         self._summarize_ended()
+
+    def _find_conversation(self) -> None:
+        """Shows the newest conversation as soon as the store is open, while the model loads
+        (``_loaded`` then has the assistant go on with it)."""
+        assert self._memory is not None
+        try:
+            convo = last_conversation(self._memory) if self._resume else None
+        except LocalmemError as e:  # the chat works without it: a fresh conversation
+            log.warning("could not read the last conversation: %s", e)
+            return
+        if convo is not None:
+            self.call_from_thread(self._show_scrollback, *convo)
+
+    def _show_scrollback(self, session: str, turns: list[MemoryItem]) -> None:
+        if not self._resume or not turns:  # /new came first
+            return
+        self._convo = (session, turns)
+        shown = []
+        for m in turns:
+            w = ChatMessage(m.text, role="assistant" if m.is_reply else "user")
+            if "cancelled" in m.tags:
+                w.border_subtitle = "stopped"
+            shown.append(w)
+        shown.append(
+            ChatMessage(
+                f"Your conversation of {turns[-1].when:%Y-%m-%d %H:%M} goes on "
+                f"({len(turns)} earlier messages); /new starts a new one.",
+                role="system",
+            )
+        )
+        # Before what is on screen already: the loading note, messages typed meanwhile.
+        chat = self.query_one("#chat", VerticalScroll)
+        first = next(iter(chat.query_children(ChatMessage)), None)
+        if first is not None:
+            chat.mount_all(shown, before=first)
+        else:
+            chat.mount_all(shown)
+        chat.scroll_end(animate=False)
 
     def _summarize_ended(self) -> None:
         """Summaries of conversations that ended since the last run, while the first message
@@ -157,40 +216,56 @@ class ChatApp(App[None]):
 
     def _loaded(self) -> None:
         assert self._engine is not None
+        assert self.assistant is not None
         self.status.set(model=model_label(self._engine))
-        msgs = list(self.query(ChatMessage))
-        if msgs and msgs[0].role == "system":
-            msgs[0].remove()
+        if self._loading.parent is not None:
+            self._loading.remove()
+        if self._resume and self._convo is not None:
+            self.assistant.resume(self._convo[1], self._convo[0])
         if self._engine.notice:  # the engine asked for could not run here
             self._say("system", f"**Note:** {self._engine.notice}")
         self.ready.set()
         self.refresh_stats()
         self.start_sync()
-        pending, self._pending = self._pending, []
-        for text in pending:
-            self.send(text, shown=True)
+        self._next()
 
     # ------------------------------------------------------------------ chat
 
     def on_prompt_box_submitted(self, event: PromptBox.Submitted) -> None:
         self.send(event.text)
 
-    def send(self, text: str, *, shown: bool = False) -> None:
+    def send(self, text: str) -> None:
         if text.startswith("/"):
             self.command(text)
             return
-        if self.assistant is None:
-            self._pending.append(text)
-            self._say("user", text)
+        shown = self._say("user", text)
+        if self.assistant is None or self._streaming or self._queue:
+            shown.border_subtitle = "queued"
+            self._queue.append((text, shown))
+            if self._streaming and len(self._queue) == 1:
+                self.notify("Queued: it goes when this reply ends (Esc stops the reply).")
             return
-        if self._streaming:
-            self.notify("A reply is still being written: Esc stops it.", severity="warning")
-            return
-        if not shown:
-            self._say("user", text)
-        reply = self._say("assistant", "")
+        self._start(text, shown)
+
+    def _next(self) -> None:
+        """Sends the oldest queued message, if the model is free for it."""
+        if self._queue and not self._streaming and self.assistant is not None:
+            self._start(*self._queue.pop(0))
+
+    def _start(self, text: str, shown: ChatMessage) -> None:
+        shown.border_subtitle = ""
+        reply = ChatMessage("", role="assistant")
+        reply.border_subtitle = "writing…"
+        chat = self.query_one("#chat", VerticalScroll)
+        # Right under its message: messages queued after it are on screen already.
+        if shown.parent is chat:
+            chat.mount(reply, after=shown)
+        else:
+            chat.mount(reply)
+        chat.scroll_end(animate=False)
         self._streaming = True
         self._cancel.clear()
+        self.status.set(speed="writing a reply…")  # the status bar is always in view
         self.reply(text, reply)
 
     def _say(self, role: str, text: str) -> ChatMessage:
@@ -203,6 +278,7 @@ class ChatApp(App[None]):
     @work(thread=True, group="reply")
     def reply(self, text: str, widget: ChatMessage) -> None:
         assert self.assistant is not None
+        turn: Turn | None = None
         try:
             turn = self.assistant.chat(text, cancel=self._cancel)
             self.call_from_thread(self._show_recalled, turn, widget)
@@ -220,21 +296,25 @@ class ChatApp(App[None]):
         finally:
             self.call_from_thread(self._done, turn, widget)
 
-    def _append(self, widget: ChatMessage, text: str) -> Any:
+    async def _append(self, widget: ChatMessage, text: str) -> Any:  # (None reads as Never)
+        await widget.append(text)  # awaited by call_from_thread: tokens arrive in order
+        # Scrolled once the text is in, not before: the end of the growing reply (and its
+        # "writing…" mark) stays in view instead of one batch of tokens below it.
         self.query_one("#chat", VerticalScroll).scroll_end(animate=False)
-        return widget.append(text)  # awaited by call_from_thread: tokens arrive in order
 
     def _done(self, turn: Turn | None, widget: ChatMessage) -> None:
         self._streaming = False
         self.last_turn = turn
+        widget.border_subtitle = ""
+        speed = ""
         if turn is not None and turn.stats is not None:
             st = turn.stats
             if st.cancelled:
                 widget.border_subtitle = "stopped"
-            self.status.set(
-                speed=f"{st.generation_tokens_per_s:.0f} tok/s, first in {st.ttft * 1000:.0f} ms"
-            )
+            speed = f"{st.generation_tokens_per_s:.0f} tok/s, first in {st.ttft * 1000:.0f} ms"
+        self.status.set(speed=speed)
         self.refresh_stats()
+        self._next()
 
     def action_cancel(self) -> None:
         if self._streaming:
@@ -251,6 +331,21 @@ class ChatApp(App[None]):
                 self.search("")
         else:
             self.query_one(PromptBox).focus()
+
+    def action_search_memory(self) -> None:
+        """``/`` outside a text box: the inspector's search box (the inspector opened)."""
+        ins = self.query_one(Inspector)
+        if not ins.has_class("-visible"):
+            self.action_toggle_inspector()
+        ins.query_one("#search", Input).focus()
+
+    def toggle_replies(self) -> None:
+        """``r`` in the inspector: whether its searches show the assistant's replies (off by
+        default: they are context of their conversation, not what the user said)."""
+        self._replies = not self._replies
+        self.query_one(Inspector).replies = self._replies
+        self.notify(f"Memory search {'shows' if self._replies else 'hides'} the replies.")
+        self.search(self.query_one("#search", Input).value.strip())
 
     def _show_recalled(self, turn: Turn, reply: ChatMessage | None = None) -> None:
         block = turn.grounding_text()
@@ -278,18 +373,21 @@ class ChatApp(App[None]):
         if mem is None:
             return
         rows: list[tuple[int, float | None, str]]
+        replies = self._replies
         if query:
-            hits = mem.recall(query, k=20, floor=False)
+            hits = mem.recall(query, k=20, floor=False, include_replies=replies)
             rows = [(h.memory.id, h.score, _why(h)) for h in hits]
             title = f"recall “{query[:40]}”: {len(rows)}"
         else:
-            rows = [(m.id, None, "") for m in mem.list(limit=50)]
+            newest = [m for m in mem.list(limit=100) if replies or not m.is_reply]
+            rows = [(m.id, None, "") for m in newest[:50]]
             title = "newest memories"
         self._view = (title, rows)
         self._redraw_view()
 
-    def _redraw_view(self) -> None:
-        """Re-reads the memories on show (from a worker thread) and redraws the table."""
+    def _redraw_view(self, *, keep_cursor: bool = False) -> None:
+        """Re-reads the memories on show (from a worker thread) and redraws the table
+        (``keep_cursor``: on the row it was on, after an action on it)."""
         mem = self._memory
         if mem is None:
             return
@@ -300,15 +398,14 @@ class ChatApp(App[None]):
                 items.append((mem.get(id), score, why))
             except LocalmemError:
                 continue  # purged meanwhile
-        self.call_from_thread(self.query_one(Inspector).show, title, items)
+        self.call_from_thread(self.query_one(Inspector).show, title, items, keep_cursor=keep_cursor)
 
-    def on_key(self, event: Any) -> None:
-        ins = self.query_one(Inspector)
-        if not ins.has_class("-visible") or self.focused is not ins.query_one(DataTable):
-            return
-        if event.key in ("p", "f", "u"):
-            event.stop()
-            self.memory_action(event.key, ins.selected_id())
+    def on_inspector_key(self, event: Inspector.Key) -> None:
+        """p, f or u in the inspector: on the memory under the cursor; r: replies or not."""
+        if event.key == "r":
+            self.toggle_replies()
+        else:
+            self.memory_action(event.key, self.query_one(Inspector).selected_id())
 
     @work(thread=True, group="memory")
     def memory_action(self, key: str, id: int | None) -> None:
@@ -335,7 +432,7 @@ class ChatApp(App[None]):
         except LocalmemError as e:
             msg = str(e)
         self.call_from_thread(self.notify, msg)
-        self._redraw_view()
+        self._redraw_view(keep_cursor=True)
         self.refresh_stats()
 
     # ------------------------------------------------------------------ commands
@@ -345,6 +442,9 @@ class ChatApp(App[None]):
         arg = arg.strip()
         if name == "help":
             self.action_help()
+            return
+        if name == "new":
+            self.new_conversation()
             return
         self._say("user", line)
         self.run_command(name, arg)
@@ -356,28 +456,10 @@ class ChatApp(App[None]):
         try:
             if mem is None:
                 out = "The store is still loading."
-            elif name == "remember" and arg:
-                m = mem.remember(arg, kind="note", source="chat")
-                out = f"Remembered as memory {m.id}."
-            elif name in ("forget", "restore", "pin", "unpin") and arg.isdigit():
-                id = int(arg)
-                if name == "forget":
-                    mem.forget(id)
-                    self._last_forgotten = id
-                    out = f"Forgot memory {id} (`/restore {id}` undoes it)."
-                elif name == "restore":
-                    out = f"Restored memory {id}: {mem.restore(id).text}"
-                else:
-                    m = mem.pin(id, name == "pin")
-                    out = f"Memory {id} is {'pinned' if m.pinned else 'no longer pinned'}."
-            elif name == "stats":
-                st = mem.stats()
-                tiers = ", ".join(f"{k} {v}" for k, v in sorted(st["by_tier"].items()))
-                kinds = ", ".join(f"{k} {v}" for k, v in sorted(st["by_kind"].items()))
-                out = (
-                    f"{st['memories']} memories ({kinds}); by tier: {tiers}; "
-                    f"embedding model {st['model']}; store {st['path']}"
-                )
+            elif (done := memory_command(mem, name, arg)) is not None:
+                out, forgot = done
+                if forgot is not None:
+                    self._last_forgotten = forgot
             elif name == "model" and arg:
                 if self._streaming:
                     out = "A reply is being written: stop it (Esc) before changing the model."
@@ -409,14 +491,27 @@ class ChatApp(App[None]):
                 self.call_from_thread(self.push_screen, picker, self._picked)
                 return
             else:
-                out = (
-                    f"Unknown or incomplete command `/{name} {arg}`: try /remember TEXT, "
-                    "/forget ID, /restore ID, /pin ID, /unpin ID, /stats, /model [NAME], /help."
-                )
+                out = f"Unknown or incomplete command `/{name} {arg}`: {USAGE}"
         except LocalmemError as e:
             out = f"**{type(e).__name__}:** {e}"
         self.call_from_thread(self._say, "system", out)
         self.refresh_stats()
+
+    def new_conversation(self) -> None:
+        """``/new``: a new conversation (a new session, no history for the model) in a
+        cleared view; the earlier ones stay in memory, to be recalled."""
+        if self._streaming:
+            self.notify("A reply is being written: Esc stops it, then /new.", severity="warning")
+            return
+        # Messages still queued (the model loading) go in the new conversation.
+        keep = {id(w) for _, w in self._queue} | {id(self._loading)}
+        for m in list(self.query(ChatMessage)):
+            if id(m) not in keep:
+                m.remove()
+        self._resume, self._convo = False, None  # a conversation still loading is not resumed
+        if self.assistant is not None:
+            self.assistant.new_conversation()
+        self._say("system", "A new conversation. What you told me before stays in memory.")
 
     def _use_engine(self, engine: Engine | None) -> None:
         """Chats with `engine` from now on (None: none is open, the next message says so)."""
@@ -488,23 +583,13 @@ class ChatApp(App[None]):
             self._syncing.stop()  # a step in progress ends before the store closes
         if self.assistant is not None:
             self.assistant.wait_ready()  # not exit with the model mid-read (64 tokens at most)
+            unsent, self._queue = [text for text, _ in self._queue], []
+            try:  # what the user typed is not lost for quitting before its turn came
+                self.assistant.keep_unanswered(unsent)
+            except LocalmemError as e:
+                log.warning("could not keep %d queued message(s): %s", len(unsent), e)
         if self._own_memory and self._memory is not None:
             self._memory.close()
-
-
-def sync_label(report: dict[str, Any]) -> str:
-    """The status bar's sync part, from a step's report."""
-    if "error" in report:
-        return "sync: " + ("folder not reachable" if "not there" in report["error"]
-                           else "failed (localmem sync says why)")  # fmt: skip
-    if report.get("busy"):
-        return "sync: another process is syncing"
-    out = f"synced {time.strftime('%H:%M')}"
-    if report.get("imported"):
-        out += f", +{report['imported']:,} in"
-    if report.get("waiting"):
-        out += f"; {len(report['waiting'])} device(s) waiting on the folder"
-    return out
 
 
 def _why(h: Any) -> str:

@@ -18,14 +18,17 @@ HELP = """\
 # localmem chat
 
 Talk with the local model; it recalls what you told it before, and remembers this chat.
+Your last conversation comes back when the chat starts, and goes on: `/new` starts another.
 
 | key | what it does |
 |---|---|
-| Enter | send the message |
+| Enter | send the message (while a reply is written: queued, sent when it ends) |
 | Ctrl+J | new line in the message |
-| Esc, Ctrl+C | stop the reply being written |
+| Esc, Ctrl+C | stop the reply being written (queued messages still go) |
 | F2 | show / hide the memory inspector |
+| / | search memory: the inspector's search box (outside the message box) |
 | p / f / u | in the inspector: pin (or unpin), forget, undo the last forget |
+| r | in the inspector: show / hide the assistant's replies in its lists (hidden at first) |
 | F1 | this help |
 | Ctrl+P | command palette (themes for light and dark terminals) |
 | Ctrl+Q | quit |
@@ -35,6 +38,7 @@ Talk with the local model; it recalls what you told it before, and remembers thi
 | `/remember TEXT` | store TEXT as a note |
 | `/forget ID`, `/restore ID` | forget a memory; bring it back (until the purge) |
 | `/pin ID`, `/unpin ID` | keep a memory from fading; let it fade again |
+| `/new` | start a new conversation (the earlier ones stay in memory) |
 | `/stats` | what the store holds |
 | `/model` | pick another model from those on this machine (Ollama's, LM Studio's, ...) |
 | `/model NAME` | chat with another GGUF model: a name `localmem models` lists, or a path |
@@ -43,7 +47,9 @@ Talk with the local model; it recalls what you told it before, and remembers thi
 The inspector shows, for the last reply, each memory recalled: its score and the channels
 that found it (`key`word, `sem`antic, `ent`ity, `tem`poral, `ses`sion), its retention
 (how much is left of it on the forgetting curve), its tier and its age. Type in its search
-box to run a recall live; empty, it lists the newest memories.
+box to run a recall live; empty, it lists the newest memories. The assistant's replies are
+context of their conversation, not what you said: recall leaves them out, and so does the
+inspector until `r` shows them.
 """
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.markup import escape
 from textual import events
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable, Input, Markdown, Static, TextArea
 
 if TYPE_CHECKING:
     from localmem import Hit, MemoryItem
+    from localmem.llm import Engine
 
 
 class ChatMessage(Markdown):
@@ -70,7 +72,36 @@ def age(seconds: float) -> str:
 class Inspector(Vertical):
     """What memory did for the last reply — or a live search, or the newest memories:
     each with its channels and score, retention, tier and age. p pins, f forgets, u undoes
-    the last forget."""
+    the last forget, r shows or hides the assistant's replies, / goes to the search box.
+
+    The keys are bindings of the inspector, not of the app: listed in the footer while the
+    inspector's table has the focus; in its search box they are text (and not listed)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "key('p')", "Pin"),
+        Binding("f", "key('f')", "Forget"),
+        Binding("u", "key('u')", "Undo"),
+        Binding("r", "key('r')", "Replies"),
+        Binding("slash", "search", "Search", key_display="/"),
+    ]
+
+    class Key(Message):
+        """p, f, u or r pressed on the inspector: for the app, which holds the memory."""
+
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    replies = False  # whether searches show the assistant's replies (the app's toggle, r)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not isinstance(self.app.focused, Input)
+
+    def action_key(self, key: str) -> None:
+        self.post_message(self.Key(key))
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
 
     def compose(self) -> Any:
         yield Input(placeholder="search memory (recall)…", id="search")
@@ -89,15 +120,35 @@ class Inspector(Vertical):
         if key is None or key not in self._items:
             return
         m, _, why = self._items[key]
+        # Content, not markup: a memory's text is shown as it is ("a [ b" broke markup).
         self.query_one("#detail", Static).update(
-            f"[b]#{m.id}[/b] {m.kind}, {m.source}, {m.when:%Y-%m-%d %H:%M}"
-            f"{', pinned' if m.pinned else ''}; recalled {m.recalls} times; stability "
-            f"{m.stability:.1f} d\n{escape(m.text)}" + (f"\n[dim]{why}[/dim]" if why else "")
+            Content.assemble(
+                (f"#{m.id}", "bold"),
+                f" {m.kind}, {m.source}, {m.when:%Y-%m-%d %H:%M}"
+                f"{', pinned' if m.pinned else ''}; recalled {m.recalls} times; stability "
+                f"{m.stability:.1f} d\n",
+                m.text,
+                (f"\n{why}" if why else "", "dim"),
+            )
         )
 
-    def show(self, title: str, rows: list[tuple[MemoryItem, float | None, str]]) -> None:
-        self.query_one("#inspector-title", Static).update(title)
+    def show(
+        self,
+        title: str,
+        rows: list[tuple[MemoryItem, float | None, str]],
+        *,
+        keep_cursor: bool = False,
+    ) -> None:
+        """Lists ``rows`` under ``title``. ``keep_cursor``: the same rows, redrawn after an
+        action on one of them: the cursor stays on the row it was on (the nearest one if
+        that row is gone), so that p pressed twice acts twice on the same memory."""
+        shown = "shown" if self.replies else "hidden"
+        # Content, not markup: the title holds what the user typed in the search box.
+        self.query_one("#inspector-title", Static).update(
+            Content.assemble(title, (f"  · replies {shown} (r)", "dim"))
+        )
         t = self.query_one(DataTable)
+        row = t.cursor_row
         t.clear()
         self._items = {str(m.id): (m, score, why) for m, score, why in rows}
         self.query_one("#detail", Static).update("")
@@ -114,6 +165,8 @@ class Inspector(Vertical):
                 why,
                 key=str(m.id),
             )
+        if keep_cursor and t.row_count:
+            t.move_cursor(row=min(row, t.row_count - 1), animate=False)
 
     def show_hits(self, title: str, hits: list[Hit]) -> None:
         self.show(title, [(h.memory, h.score, why_text(h.why)) for h in hits])
@@ -145,3 +198,28 @@ class StatusBar(Static):
     def set(self, **parts: str) -> None:
         self._parts = {**getattr(self, "_parts", {}), **parts}
         self.update("  │  ".join(v for v in self._parts.values() if v))
+
+
+def model_label(engine: Engine) -> str:
+    """The status bar's model: name, context and, under a memory budget, the engine's plan
+    (what is pinned, what streams from disk per token, in reads of what size)."""
+    label = f"{engine.name} (ctx {engine.n_ctx:,})"
+    summary, stats = getattr(engine, "plan_summary", None), getattr(engine, "load_stats", None)
+    if summary is not None and stats is not None and stats.extra.get("plan"):
+        label += f" · {summary(brief=True)}"
+    return label
+
+
+def sync_label(report: dict[str, Any]) -> str:
+    """The status bar's sync part, from a step's report."""
+    if "error" in report:
+        return "sync: " + ("folder not reachable" if "not there" in report["error"]
+                           else "failed (localmem sync says why)")  # fmt: skip
+    if report.get("busy"):
+        return "sync: another process is syncing"
+    out = f"synced {time.strftime('%H:%M')}"
+    if report.get("imported"):
+        out += f", +{report['imported']:,} in"
+    if report.get("waiting"):
+        out += f"; {len(report['waiting'])} device(s) waiting on the folder"
+    return out

@@ -81,6 +81,7 @@ class CatalogReads:
         newest_first: bool = True,
         limit: int = -1,
         offset: int = 0,
+        source: str | None = None,
     ) -> list[Row]:
         """Memories by event time (ties by id), filtered; forgotten ones only when ``tier``
         asks for them. ``since`` <= event time <= ``until``."""
@@ -90,6 +91,9 @@ class CatalogReads:
         if more:
             where.append(more)
             params += more_params
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
         if tag is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value=?)")
             params.append(tag)
