@@ -16,11 +16,9 @@ memory note the real assistant places in its prompt holds none of sitting 1's re
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+from _tmux import Terminal, bench_args
 
-SESSION = "localmem-newuser"
+TERM = Terminal("localmem-newuser")
 FACTS = [
     ("I am allergic to peanuts.", "What am I allergic to?", "peanut"),
     ("My sister is called Ana and she lives in Porto.", "Where does my sister live?", "porto"),
@@ -39,52 +38,22 @@ WRITING = "writing"  # the status bar's word, and the subtitle, of a reply being
 SPEED = re.compile(r"\d+ tok/s, first in \d+ ms")  # the status bar's word on the last reply
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
-
-
-def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", SESSION)
-
-
-def alive() -> bool:
-    return (
-        subprocess.run(["tmux", "has-session", "-t", SESSION], capture_output=True).returncode == 0
-    )
-
-
 def launch(env: dict[str, str]) -> None:
     """Starts ``localmem chat`` as a user would, in a terminal tall enough for a short
     conversation, and waits until the model has loaded."""
-    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     exe = Path(sys.executable).with_name("localmem")
     setenv = " ".join(f"{k}={v}" for k, v in env.items())
-    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "60", f"env {setenv} {exe} chat")
-    wait_for("(ctx ")
+    TERM.start(f"env {setenv} {exe} chat", 120, 60)
+    TERM.wait_for("(ctx ")
 
 
 def quit_chat() -> None:
-    tmux("send-keys", "-t", SESSION, "C-q")
+    TERM.keys("C-q")
     t0 = time.perf_counter()
-    while alive() and time.perf_counter() - t0 < 20:
+    while TERM.alive() and time.perf_counter() - t0 < 20:
         time.sleep(0.1)
-    if alive():
-        raise SystemExit("the chat did not quit on Ctrl+Q within 20 s:\n" + screen())
-
-
-def wait_for(text: str, timeout: float = 60) -> str:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        s = screen()
-        if text in s:
-            return s
-        time.sleep(0.05)
-    raise SystemExit(f"{text!r} not on screen after {timeout} s:\n{screen()}")
-
-
-def type_line(text: str) -> None:
-    tmux("send-keys", "-t", SESSION, "-l", text)
-    tmux("send-keys", "-t", SESSION, "Enter")
+    if TERM.alive():
+        raise SystemExit("the chat did not quit on Ctrl+Q within 20 s:\n" + TERM.screen())
 
 
 def speed(s: str) -> str:
@@ -95,23 +64,24 @@ def speed(s: str) -> str:
 def say(text: str, timeout: float = 120) -> str:
     """Sends a message and waits for the whole reply: its "writing…" mark seen and gone, or
     the status bar's speed changed (a reply too quick to be caught mid-way); the screen."""
-    before, seen = speed(screen()), False
-    type_line(text)
+    before, seen = speed(TERM.screen()), False
+    TERM.type_line(text)
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        s = screen()
+        s = TERM.screen()
         writing = WRITING in s
         seen = seen or writing
         if not writing and (seen or speed(s) not in ("", before)):
             return s
         time.sleep(0.02)
-    raise SystemExit(f"no whole reply to {text!r} after {timeout} s:\n{screen()}")
+    raise SystemExit(f"no whole reply to {text!r} after {timeout} s:\n{TERM.screen()}")
 
 
 def boxes(s: str, title: str) -> list[str]:
     """The texts of the boxes titled ``title`` ("you", "assistant", "from memory") on a
     captured screen, top to bottom (a box cut by the top of the view is left out)."""
-    out, cur = [], None
+    out: list[str] = []
+    cur: list[str] | None = None
     for line in s.splitlines():
         if "╭" in line and f" {title} " in line:
             cur = []
@@ -142,18 +112,21 @@ class Findings:
     notes: list[str]
 
 
-def store_checks(store: Path, questions: list[str]) -> Findings:
-    """On the store the chat left: the two conversations, the replies recall returns for
-    sitting 2's questions, and sitting 1's replies in the notes the real assistant places."""
+def store_checks(store: Path, snap: Path, questions: list[str]) -> Findings:
+    """On the store the chat left: the two conversations. On ``snap``, the store as sitting
+    1 left it (what sitting 2's questions met: not yet themselves): the replies recall
+    returns for them, and sitting 1's replies in the notes the real assistant places."""
     from localmem import Memory
     from localmem.assistant import Assistant
     from localmem.llm import open_engine
 
     with Memory.open(store) as mem:
+        said = [m for m in mem.list(kind="episodic", limit=1000) if "user" in m.tags]
+        s2 = next((m.session for m in said if m.text == questions[0]), None)
+    with Memory.open(snap) as mem:
         turns = [m for m in mem.list(kind="episodic", limit=1000) if m.source == "chat"]
         said = [m for m in turns if "user" in m.tags]  # a reply may repeat a fact word for word
         s1 = next((m.session for m in said if m.text == FACTS[0][0]), None)
-        s2 = next((m.session for m in said if m.text == questions[0]), None)
         # What the user said, in any conversation: a reply that repeats it word for word is
         # not told apart from it by its text, only by being a reply.
         own = {m.text.strip() for m in mem.list(limit=1000) if not m.is_reply}
@@ -184,16 +157,9 @@ def store_checks(store: Path, questions: list[str]) -> Findings:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--dir", default="/work/.benchtmp")
-    args = ap.parse_args()
-    if shutil.which("tmux") is None:
-        print("tmux is not installed (apt-get install tmux)")
+    args = bench_args(__doc__)
+    if args is None:
         return 1
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="newuser-") as d:
         home, store = Path(d) / "home", Path(d) / "store"
@@ -209,19 +175,21 @@ def main() -> int:
         launch(env)
         for fact, _, _ in FACTS:
             say(fact)
-        s1_screen = screen()
+        s1_screen = TERM.screen()
         quit_chat()
+        snap = Path(d) / "after-sitting-1"
+        shutil.copytree(store, snap)  # the chat has exited: a consistent copy
         # Sitting 2: the conversation is back; /new; each fact asked about.
         launch(env)
-        back = wait_for("goes on (")
+        back = TERM.wait_for("goes on (")
         facts_back = sum(fact in " ".join(boxes(back, "you")) for fact, _, _ in FACTS)
         replies_back = len(boxes(back, "assistant"))
-        type_line("/new")
-        wait_for("A new conversation")
+        TERM.type_line("/new")
+        TERM.wait_for("A new conversation")
         t0 = time.perf_counter()  # the old messages go as the notice comes: a frame or two
-        while any(fact in screen() for fact, _, _ in FACTS) and time.perf_counter() - t0 < 5:
+        while any(fact in TERM.screen() for fact, _, _ in FACTS) and time.perf_counter() - t0 < 5:
             time.sleep(0.05)
-        new_view = not any(fact in screen() for fact, _, _ in FACTS)
+        new_view = not any(fact in TERM.screen() for fact, _, _ in FACTS)
         found: list[str] = []
         answers: list[str] = []
         for _, question, key in FACTS:
@@ -231,14 +199,14 @@ def main() -> int:
             if key in below.lower():
                 found.append("chat")
                 continue
-            tmux("send-keys", "-t", SESSION, "F2")
-            ins = wait_for("recalled for")
+            TERM.keys("F2")
+            ins = TERM.wait_for("recalled for")
             found.append("inspector" if key in ins.lower() else "missing")
-            tmux("send-keys", "-t", SESSION, "F2")  # closed: the message box has the focus
+            TERM.keys("F2")  # closed: the message box has the focus
             time.sleep(0.3)
         quit_chat()
         ui_seconds = time.perf_counter() - t_start
-        st = store_checks(store, [q for _, q, _ in FACTS])
+        st = store_checks(store, snap, [q for _, q, _ in FACTS])
     total = time.perf_counter() - t_start
 
     print("sitting 1, last screen:\n" + "\n".join(x for x in s1_screen.splitlines() if x.strip()))

@@ -11,9 +11,7 @@ about it is answered with the fact among the memories the inspector (F2) lists.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,43 +20,22 @@ import time
 from pathlib import Path
 
 from _checks import print_checks  # bench/, on sys.path when a bench runs as a script
+from _tmux import Terminal, bench_args
 
-SESSION = "localmem-bench"
+TERM = Terminal("localmem-bench")
 FACT = "My sister is called Ana and she lives in Porto."
-
-
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
-
-
-def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", SESSION)
 
 
 def launch(store: Path) -> float:
     """Starts the chat; returns the seconds until its footer is painted."""
-    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     exe = Path(sys.executable).with_name("localmem")
     t0 = time.perf_counter()
-    tmux(
-        "new-session", "-d", "-s", SESSION, "-x", "110", "-y", "32",
-        f"env LOCALMEM_STORE={store} {exe} chat",
-    )  # fmt: skip
+    TERM.start(f"env LOCALMEM_STORE={store} {exe} chat", 110, 32)
     while time.perf_counter() - t0 < 30:
-        if "Quit" in screen():
+        if "Quit" in TERM.screen():
             return time.perf_counter() - t0
         time.sleep(0.01)
-    raise SystemExit("the chat did not paint within 30 s:\n" + screen())
-
-
-def wait_for(text: str, timeout: float = 60) -> str:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        s = screen()
-        if text in s:
-            return s
-        time.sleep(0.05)
-    raise SystemExit(f"{text!r} not on screen after {timeout} s:\n{screen()}")
+    raise SystemExit("the chat did not paint within 30 s:\n" + TERM.screen())
 
 
 def assistant_text(s: str) -> str:
@@ -76,54 +53,47 @@ def assistant_text(s: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--dir", default="/work/.benchtmp")
-    args = ap.parse_args()
-    if shutil.which("tmux") is None:
-        print("tmux is not installed (apt-get install tmux)")
+    args = bench_args(__doc__)
+    if args is None:
         return 1
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="tui-") as d:
         store = Path(d) / "store"
         paints = []
         for _ in range(3):
             paints.append(launch(store))
-            tmux("send-keys", "-t", SESSION, "C-q")
+            TERM.keys("C-q")
             time.sleep(0.5)
         # Run 1: tell a fact; watch the reply stream.
         launch(store)
-        wait_for("(ctx ")  # the model has loaded
-        tmux("send-keys", "-t", SESSION, "-l", FACT)
-        tmux("send-keys", "-t", SESSION, "Enter")
+        TERM.wait_for("(ctx ")  # the model has loaded
+        TERM.keys("-l", FACT)
+        TERM.keys("Enter")
         seen: list[str] = []
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < 60:
-            s = screen()
+            s = TERM.screen()
             a = assistant_text(s)
             if a and (not seen or a != seen[-1]):
                 seen.append(a)
             if "tok/s" in s:
                 break
             time.sleep(0.01)
-        final = assistant_text(screen())
+        final = assistant_text(TERM.screen())
         streamed = sum(1 for a in seen if a and a != final)
-        tmux("send-keys", "-t", SESSION, "C-q")
+        TERM.keys("C-q")
         time.sleep(1.0)
         # Run 2: ask about it; the inspector lists what was recalled.
         launch(store)
-        wait_for("(ctx ")
-        tmux("send-keys", "-t", SESSION, "-l", "Where does my sister live?")
-        tmux("send-keys", "-t", SESSION, "Enter")
-        wait_for("tok/s")
-        tmux("send-keys", "-t", SESSION, "F2")
-        s2 = wait_for("recalled for")
+        TERM.wait_for("(ctx ")
+        TERM.keys("-l", "Where does my sister live?")
+        TERM.keys("Enter")
+        TERM.wait_for("tok/s")
+        TERM.keys("F2")
+        s2 = TERM.wait_for("recalled for")
         recalled = "sister is called Ana" in s2 and "Porto" in s2
-        tmux("send-keys", "-t", SESSION, "C-q")
+        TERM.keys("C-q")
         time.sleep(0.5)
-        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", TERM.session], capture_output=True)
     print(f"first paint, 3 launches: {', '.join(f'{p:.2f}' for p in paints)} s")
     print(f"run 1 reply seen part-written {streamed} times before it ended: {final[:80]!r}")
     print("run 2 inspector:\n" + "\n".join(x for x in s2.splitlines() if x.strip())[:2000])

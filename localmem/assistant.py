@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from localmem.errors import InvalidArgumentError
-from localmem.items import Hit, MemoryItem
+from localmem.items import REPLY_TAG, Hit, MemoryItem
 from localmem.llm.engine import Engine, GenerationStats, Message
 from localmem.text import extract
 from localmem.text.terms import query_terms
@@ -318,15 +318,25 @@ class Assistant:
 
     # ------------------------------------------------------------------ write-back
 
-    def keep_unanswered(self, messages: list[str]) -> None:
+    def keep_unanswered(self, messages: list[str], *, timeout: float = 10.0) -> None:
         """Stores messages the user sent that got no reply (the chat closed while they
-        waited their turn): their words are kept, with the facts they state, as a turn's
-        are, and come back with the conversation."""
+        waited their turn), after the turn in progress is written back (``timeout``
+        seconds at most): see ``store_unanswered``."""
         if not self.remember:
             return
-        for m in messages:
-            if isinstance(m, str) and m.strip():
-                self._write_back(Turn(message=m, memories=[], messages=[]), complete=False)
+        if self._busy.acquire(timeout=timeout):  # the reply being written goes first
+            self._busy.release()
+        store_unanswered(self.memory, messages, self.session, self.clock())
+
+    @staticmethod
+    def store_unanswered(memory: Memory, messages: list[str], session: str, now: float) -> None:
+        """``store_unanswered`` (for a chat whose model never loaded: no Assistant)."""
+        store_unanswered(memory, messages, session, now)
+
+    @staticmethod
+    def new_session_id() -> str:
+        """A new conversation's id (``new_session_id``)."""
+        return new_session_id()
 
     def _finish(self, turn: Turn, *, complete: bool) -> None:
         try:
@@ -371,28 +381,13 @@ class Assistant:
             ahead.join()
 
     def _write_back(self, turn: Turn, complete: bool) -> None:
-        reply = turn.reply.strip()
-        now = self.clock()
-        items: list[dict[str, Any]] = [
-            {"text": turn.message, "kind": "episodic", "source": "chat",
-             "session": self.session, "tags": ["user"], "when": now},
-        ]  # fmt: skip
-        if reply and self.store_replies:
-            tags = ["assistant"] if complete else ["assistant", "cancelled"]
-            items.append(
-                {"text": reply, "kind": "episodic", "source": "chat",
-                 "session": self.session, "tags": tags, "importance": 0.3, "when": now}
-            )  # fmt: skip
         turn.facts = (
             extract.extract_with_llm(self.engine, turn.message)
             if self.llm_extract
             else extract.extract(turn.message)
         )
-        for f in turn.facts:
-            items.append(
-                {"text": f.text, "kind": f.kind, "source": "chat", "session": self.session,
-                 "importance": f.importance, "key": f.key, "tags": ["extracted"], "when": now}
-            )  # fmt: skip
+        reply = turn.reply.strip() if self.store_replies else ""
+        items = turn_items(turn.message, reply, turn.facts, self.session, self.clock(), complete)
         turn.stored = [m.id for m in self.memory.remember_many(items)]
 
     def _read_ahead(self, convo: list[Message]) -> None:
@@ -407,6 +402,48 @@ class Assistant:
             prepare(convo)
         except Exception as e:  # the next turn reads its whole prompt: slower, not wrong
             log.warning("could not ready the model for the next turn: %s", e)
+
+
+def turn_items(
+    message: str,
+    reply: str,
+    facts: list[extract.Extracted],
+    session: str,
+    now: float,
+    complete: bool = True,
+) -> list[dict[str, Any]]:
+    """What a turn stores: the user's message and the reply (if any) as episodic memories of
+    the conversation, and the facts and preferences the message states."""
+    items: list[dict[str, Any]] = [
+        {"text": message, "kind": "episodic", "source": "chat", "session": session,
+         "tags": ["user"], "when": now},
+    ]  # fmt: skip
+    if reply:
+        tags = [REPLY_TAG] if complete else [REPLY_TAG, "cancelled"]
+        items.append(
+            {"text": reply, "kind": "episodic", "source": "chat", "session": session,
+             "tags": tags, "importance": 0.3, "when": now}
+        )  # fmt: skip
+    for f in facts:
+        items.append(
+            {"text": f.text, "kind": f.kind, "source": "chat", "session": session,
+             "importance": f.importance, "key": f.key, "tags": ["extracted"], "when": now}
+        )  # fmt: skip
+    return items
+
+
+def store_unanswered(memory: Memory, messages: list[str], session: str, now: float) -> None:
+    """Stores the user's ``messages`` that got no reply as turns of conversation
+    ``session``, with the facts they state: what the user typed is never lost because the
+    chat closed before its turn came."""
+    items = [
+        item
+        for m in messages
+        if isinstance(m, str) and m.strip()
+        for item in turn_items(m, "", extract.extract(m), session, now)
+    ]
+    if items:
+        memory.remember_many(items)
 
 
 def new_session_id() -> str:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from localmem import forgetting as lc
 from localmem.catalog.rows import Row
@@ -20,6 +20,8 @@ REPLY_TAG = "assistant"
 @dataclass(frozen=True)
 class MemoryItem:
     """One memory, as the catalog holds it."""
+
+    REPLY_TAG: ClassVar[str] = REPLY_TAG  # the tag of a model's reply (``is_reply``)
 
     id: int
     text: str

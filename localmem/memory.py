@@ -22,13 +22,13 @@ from localmem.catalog import Catalog
 from localmem.embed import Embedder, open_embedder
 from localmem.errors import InvalidArgumentError, LocalmemError
 from localmem.items import Hit, MemoryItem, Progress
-from localmem.lifecycle import summaries, tiers
+from localmem.lifecycle import consolidate, summaries, tiers
 from localmem.lifecycle.upkeep import Upkeep
 from localmem.memstore import MemoryStore, heals, imports
 from localmem.paths import check_store_dir, store_path
 from localmem.recall import ranker as rankers
 from localmem.recall.retrieval import Retriever
-from localmem.store import Store, unlock
+from localmem.store import Store, swap, unlock
 from localmem.store.crypt import StoreKey
 from localmem.sync import background, setup, syncer
 from localmem.sync.background import BackgroundSync
@@ -111,6 +111,7 @@ class Memory:
         if embedder is not None and model is not None:
             raise InvalidArgumentError("pass either model= or embedder=, not both")
         p = store_path(path)
+        swap.finish_switch(p)  # an `encrypt` cut between its renames: the store is back first
         check_store_dir(p, create=create)
         rk = rankers.configured(ranker)  # a bad ranker file fails before the store opens
         store_key = unlock.store_key(p, key)  # before the model loads: a locked store fails fast
@@ -269,9 +270,11 @@ class Memory:
     @heals
     def undo_edit(self, id: int) -> MemoryItem:
         """Memory ``id`` back to its text before the last ``update`` (InvalidArgumentError
-        when it was never edited)."""
-        if not self._open().undo_edit(v.check_id(id)):
-            raise InvalidArgumentError(f"memory {id} was never edited: there is nothing to undo")
+        when it was never edited, or its text changed since: a duplicate merged into it)."""
+        try:
+            self._open().undo_edit(v.check_id(id))
+        except InvalidArgumentError as e:
+            raise InvalidArgumentError(f"memory {id}: {e}") from None
         return self.get(id)
 
     @heals
@@ -378,19 +381,17 @@ class Memory:
         imported; ids the store already holds, or given twice, are refused.
 
         ``merge=True`` imports into a store with memories of its own: new ids (links
-        between the imported kept), a memory the store already holds skipped, and then
-        consolidation folds the near-duplicates among the new ones into what was there.
+        between the imported kept), a conversation turn the store already holds skipped,
+        then each imported memory folded as consolidation folds: into a near-duplicate the
+        store holds (the stronger state of the two kept, the import's copy forgotten with
+        ``merged_into``), or superseding or superseded by a statement it contradicts.
         Returns how many memories the export held."""
         records = self._open()
         n, written = imports.import_records(records, items, progress, merge=merge)
         if merge and written:
-            # Consolidation looks at memories newer than its cursor: the imported ones are.
-            last = max(written)
-            while int(records.catalog.state("consolidate_cursor") or 0) < last:
-                before = records.catalog.state("consolidate_cursor")
-                self._upkeep.step(records.now(None), 5000, None, 0, None)
-                if records.catalog.state("consolidate_cursor") == before:
-                    break  # nothing left it can look at
+            # Each imported memory against the store's (whatever the ids: a syncing device
+            # has met ids of other devices' ranges): duplicates folded, contradictions marked.
+            consolidate.fold(records, sorted(written), records.clock())
         return n
 
     # ------------------------------------------------------------------ sync

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
@@ -12,8 +13,17 @@ from localmem.errors import InvalidArgumentError, StoreNotFoundError
 STORE_ENV = "LOCALMEM_STORE"
 # What a store directory holds (localmem.store, its catalog, key and sync state): a directory
 # holding only these is a store, or one whose creation was cut short.
-_STORE_NAMES = {"LOCK", "EDIT.lock", "USERS", "wal", "arena", "index", "SYNC", "SYNC.lock"}
-_STORE_PREFIXES = ("MANIFEST", "KEY", "catalog.sqlite")
+_STORE_FILES = {"LOCK", "EDIT.lock", "USERS", "MANIFEST", "KEY", "SYNC", "SYNC.lock",
+                "catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm",
+                "catalog.sqlite-journal"}  # fmt: skip
+_STORE_DIRS = {"wal", "arena", "index"}
+# Temporary names a crash may leave (localmem.files: ``.NAME.<16 hex>.tmp``, ``NAME.tmp-PID``)
+# and a damaged catalog set aside by ``repair``.
+_STORE_LEFTOVERS = re.compile(
+    r"^(\.[A-Za-z.]+\.[0-9a-f]{16}\.tmp|[A-Za-z.]+\.tmp-[0-9]+|catalog\.sqlite\.corrupt-.*)$"
+)
+# What operating systems and file managers put in any folder.
+_OS_FILES = {".DS_Store", ".localized", "Thumbs.db", "desktop.ini", "lost+found"}
 
 
 def default_store_path() -> Path:
@@ -31,24 +41,28 @@ def store_path(path: str | os.PathLike[str] | None) -> Path:
         return default_store_path()
     if not str(os.fspath(path)).strip():
         raise InvalidArgumentError(
-            "the store path is empty: name a directory (--store ~/notes-mem), or leave it "
-            f"out for the default (${STORE_ENV}, else {default_store_path()})"
+            "the store path is empty: name a directory, or give none for the default "
+            f"(${STORE_ENV}, else {default_store_path()})"
         )
     return Path(path).expanduser()
 
 
 def is_store(path: Path) -> bool:
-    """A store is there: its MANIFEST, or the key file an encrypted one starts with."""
-    return (path / "MANIFEST").exists() or (path / "KEY").exists()
-
-
-def _ours(name: str) -> bool:
-    """A name a store's own files have, a temporary one a crash left included (``SYNC.tmp-1``,
-    ``.KEY.3f2a.tmp``: localmem.files)."""
-    base = name.lstrip(".")
-    return base.startswith(_STORE_PREFIXES) or any(
-        base == n or base.startswith(n + ".") for n in _STORE_NAMES
+    """A store is there: its MANIFEST, the key file an encrypted one starts with, or a log
+    (a store whose MANIFEST was lost: opening it says it is damaged, never makes a new one)."""
+    return (
+        (path / "MANIFEST").exists()
+        or (path / "KEY").exists()
+        or ((path / "wal").is_dir() and any((path / "wal").glob("*.wal")))
     )
+
+
+def _ours(entry: Path) -> bool:
+    """A file a store has (or a crash left), or one an OS puts anywhere."""
+    name = entry.name
+    if name in _STORE_DIRS:
+        return entry.is_dir()
+    return name in _STORE_FILES or name in _OS_FILES or bool(_STORE_LEFTOVERS.match(name))
 
 
 def check_store_dir(path: Path, *, create: bool) -> None:
@@ -60,7 +74,10 @@ def check_store_dir(path: Path, *, create: bool) -> None:
         raise InvalidArgumentError(f"{path} is a file, not a store: name a directory")
     if is_store(path):
         return
-    others = sorted(e.name for e in (path.iterdir() if path.is_dir() else ()) if not _ours(e.name))
+    try:
+        others = sorted(e.name for e in (path.iterdir() if path.is_dir() else ()) if not _ours(e))
+    except PermissionError:
+        raise InvalidArgumentError(f"{path} cannot be read (permission denied)") from None
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise InvalidArgumentError(

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeAlias
 
-from localmem import Memory, Progress, SealedWriter, is_sealed, open_sealed
+from localmem import Memory, MemoryItem, Progress, SealedWriter, is_sealed, open_sealed
 from localmem.errors import CorruptFileError, EncryptionKeyError, InvalidArgumentError
 
 log = logging.getLogger("localmem.portable")
@@ -221,13 +221,19 @@ def note_chunks(text: str) -> Iterator[str]:
 
 def import_notes(mem: Memory, text: str, name: str, when: float,
                  progress: Progress | None = None) -> int:  # fmt: skip
-    tag = clean_label(name) or "notes"
+    tag = _not_reply(clean_label(name) or "notes")
     items = [
         {"text": c, "kind": "note", "source": "import", "when": when, "tags": [tag]}
         for c in note_chunks(clean_text(text))
         if c.strip()
     ]
     return len(mem.remember_many(items, progress=progress)) if items else 0
+
+
+def _not_reply(label: str) -> str:
+    """A label from a file (its name, a conversation's title) as a tag that cannot mark a
+    memory as the assistant's reply (``MemoryItem.REPLY_TAG``): "assistant.md" is the user's."""
+    return f"{label} (imported)" if label == MemoryItem.REPLY_TAG else label
 
 
 def _time(v: Any) -> float | None:
@@ -264,7 +270,8 @@ def chatgpt_messages(data: Any) -> Iterator[dict[str, Any]]:
             if not text:
                 continue
             t = _time(msg.get("create_time")) or conv_time or now
-            tags = [role, "chatgpt"] + ([title] if title else [])
+            # The role tags a reply as one (REPLY_TAG); a title must not pass for it.
+            tags = [role, "chatgpt"] + ([_not_reply(title)] if title else [])
             for piece in split_long(text):
                 yield {
                     "text": piece, "kind": "episodic", "source": "import",

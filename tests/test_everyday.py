@@ -87,6 +87,25 @@ def test_the_peanut_case_a_reply_of_one_process_never_reaches_the_next_ones_note
     assert INVENTION in seen["with_replies"]  # kept as the conversation's context
 
 
+def test_replies_that_repeat_the_users_words_do_not_crowd_the_user_out_of_recall(tmp_path):
+    with Memory.open(tmp_path / "s", embedder=HashEmbedder(), forgetting=False) as mem:
+        mem.remember_many([{"text": f"apples are tasty red fruit {i}", "kind": "episodic",
+                            "tags": ["assistant"]} for i in range(400)])  # fmt: skip
+        mine = {m.id for m in mem.remember_many(
+            [{"text": f"apples are tasty red, I like them {i}"} for i in range(5)])}  # fmt: skip
+        hits = mem.recall("apples are tasty red", k=5, floor=False)
+        assert {h.memory.id for h in hits} == mine  # beyond the channels' 100 candidates
+        assert all(
+            h.memory.is_reply
+            for h in mem.recall("apples tasty fruit", k=5, floor=False, include_replies=True)
+        )
+        # A reply written later, and a memory that stops being one, are seen at once.
+        new = mem.remember("apples are tasty red, said the model", tags=["assistant"])
+        assert new.id not in {h.memory.id for h in mem.recall("said the model", k=10)}
+        mem.update(new.id, tags=["user"])
+        assert new.id in {h.memory.id for h in mem.recall("said the model", k=10)}
+
+
 def test_a_reply_never_supersedes_nor_absorbs_what_the_user_said(tmp_path):
     with Memory.open(tmp_path / "s", forgetting=False) as mem:
         user = mem.remember("Caroline lives in Porto", kind="fact")
@@ -127,6 +146,36 @@ def test_ask_no_store_replies_with_the_real_model(tmp_path):
         assert not any(m.is_reply for m in items)
 
 
+def test_a_file_or_a_chatgpt_title_named_assistant_does_not_make_replies(tmp_path):
+    from localmem.portable import import_file
+
+    notes = tmp_path / "assistant.md"
+    notes.write_text("I keep my passport in the top drawer.")
+    convo = [{"id": "c1", "title": "assistant", "mapping": {"n": {"message": {
+        "author": {"role": "user"}, "content": {"parts": ["My bike is blue."]},
+        "create_time": 1700000000}}}}]  # fmt: skip
+    (tmp_path / "conversations.json").write_text(json.dumps(convo))
+    with Memory.open(tmp_path / "s") as mem:
+        import_file(mem, notes)
+        import_file(mem, tmp_path / "conversations.json")
+        assert not any(m.is_reply for m in mem.list(limit=10))
+        assert mem.recall("where is my passport?", k=1)[0].memory.text.startswith("I keep")
+
+
+def test_a_one_question_ask_is_not_the_conversation_the_chat_goes_on_with(tmp_path):
+    from localmem.tui.conversation import last_conversation
+
+    with Memory.open(tmp_path / "s", embedder=HashEmbedder()) as mem:
+        chat = Assistant(mem, EchoEngine(), read_ahead=False)
+        chat.chat("hello there").text()
+        ask = Assistant(mem, EchoEngine(), read_ahead=False,
+                        session=Assistant.new_session_id().replace("chat-", "ask-", 1))  # fmt: skip
+        ask.chat("a quick question").text()
+        found = last_conversation(mem)
+        assert found is not None and found[0] == chat.session
+        assert [m.text for m in found[1]] == ["hello there", "echo: hello there"]
+
+
 # ---------------------------------------------------------------------- store paths
 
 
@@ -159,7 +208,7 @@ def test_a_directory_of_other_files_is_refused_and_left_untouched(tmp_path):
 
 
 READERS = [["list"], ["recall", "anything"], ["stats"], ["export"], ["forget", "1"],
-           ["pin", "1"], ["edit", "1", "x"]]  # fmt: skip
+           ["pin", "1"], ["edit", "1", "x"], ["sync", "status"], ["sync"], ["repair"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", READERS)
@@ -205,6 +254,49 @@ def test_pin_unpin_edit_and_undo_from_the_cli(tmp_path):
     assert code == 2 and "give the new TEXT" in out
 
 
+def test_undo_edit_goes_back_only_to_the_edit_it_undoes(tmp_path):
+    with Memory.open(tmp_path / "s", forgetting=False) as mem:
+        m = mem.remember("I work at Microsoft", kind="fact")
+        mem.update(m.id, text="I work at Google")
+        mem.remember("I work at Google as an engineer", kind="fact")
+        mem.consolidate()  # the longer duplicate is folded in: the text is no longer the edit's
+        assert mem.get(m.id).text == "I work at Google as an engineer"
+        with pytest.raises(InvalidArgumentError, match="changed since its last edit"):
+            mem.undo_edit(m.id)
+        assert mem.get(m.id).text == "I work at Google as an engineer"
+
+
+VERSIONS = [{"edited": 1}, {"edited": 1, "text": 12}, {"edited": "x", "text": ""},
+            {"edited": 1, "text": None}]  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", VERSIONS)
+def test_a_version_entry_from_an_import_is_checked_before_undo_trusts_it(tmp_path, entry):
+    with Memory.open(tmp_path / "a") as mem:
+        mem.remember("I live in Lisbon")
+        mem.update(1, text="I live in Porto")  # a real version entry, its "to" included
+        _export(mem, tmp_path / "a.jsonl")
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    version = rec["meta"]["sources"][-1]
+    version.pop("edited")
+    version.pop("text")
+    version.update(entry)  # then damaged, as a crafted file may be
+    lines[1] = json.dumps(rec)
+    import hashlib  # the export's last line: the sha256 of the lines before it
+
+    body = "".join(line + "\n" for line in lines[:-1])
+    tail = json.loads(lines[-1])
+    tail[next(k for k in tail if "sha" in k)] = hashlib.sha256(body.encode()).hexdigest()
+    (tmp_path / "b.jsonl").write_text(body + json.dumps(tail) + "\n")
+    code, out = cli("import", str(tmp_path / "b.jsonl"), "--store", str(tmp_path / "b"))
+    assert code == 0, out
+    code, out = cli("edit", "1", "--undo", "--store", str(tmp_path / "b"))
+    assert code == 1 and "memory 1:" in out and "Traceback" not in out, out
+    with Memory.open(tmp_path / "b") as mem:
+        assert mem.get(1).text == "I live in Porto"
+
+
 # ---------------------------------------------------------------------- messages
 
 
@@ -240,8 +332,8 @@ def test_json_that_is_not_an_export_is_refused_not_imported_as_a_note(tmp_path, 
     f.write_text(content)
     code, out = cli("import", str(f), "--store", str(tmp_path / "s"))
     assert code == 1 and "not a localmem export" in out.replace("nor a localmem", "not a localmem")
-    code, out = cli("list", "--store", str(tmp_path / "s"))
-    assert "data" not in out  # nothing imported (the store is not even there)
+    with Memory.open(tmp_path / "s") as mem:
+        assert len(mem) == 0  # nothing imported
 
 
 def test_memory_budget_takes_a_share_or_a_size_never_a_bare_count():
@@ -273,7 +365,8 @@ def test_import_merge_remaps_ids_and_folds_what_is_already_there(tmp_path):
         texts = sorted(m.text for m in mem.list(limit=50))
         assert texts == ["I live in Porto", "I work as a nurse", "My dog is called Rex",
                          "My sister is called Ana"]  # fmt: skip
-        assert {m.id for m in mem.list(limit=50)} == {1, 2, 3, 4}
+        assert {m.id for m in mem.list(limit=50)} == {1, 2, 4, 5}  # new ids: 3, 4, 5
+        assert mem.get(3).merged_into == 1  # the export's copy, folded into the store's
     # Merging the same export again adds nothing.
     code, out = cli("import", "--merge", str(tmp_path / "a.jsonl"), *b)
     assert code == 0 and "0 new" in out
@@ -294,6 +387,52 @@ def test_import_merge_folds_near_duplicates_as_consolidation_does(tmp_path):
         live = mem.list(limit=10)
         assert [m.text for m in live] == ["I work at Google as an engineer"]
         assert live[0].id == 1  # the store's own id survives, with the more informative text
+
+
+def _export(mem, path):
+    from localmem.portable import export_jsonl
+
+    with open(path, "w") as f:
+        export_jsonl(mem, f)
+
+
+def test_import_merge_keeps_links_between_the_imported_and_works_on_a_syncing_store(tmp_path):
+    from localmem.portable import import_file
+
+    with Memory.open(tmp_path / "a", forgetting=False) as mem:
+        old = mem.remember("Caroline lives in Porto", kind="fact", when="2023-01-01")
+        new = mem.remember("Caroline lives in Lisbon now", kind="fact", when="2024-01-01")
+        mem.consolidate()
+        assert mem.get(old.id).superseded_by == new.id
+        _export(mem, tmp_path / "a.jsonl")
+    with Memory.open(tmp_path / "b", forgetting=False) as mem:
+        mem.sync_init(tmp_path / "folder")  # ids of this device's own range from now on
+        for i in range(3):
+            mem.remember(f"unrelated note {i}")
+        mem.remember("I work at Google", kind="fact")
+        _export_google = tmp_path / "g.jsonl"
+        with Memory.open(tmp_path / "g", forgetting=False) as g:
+            g.remember("I work at Google as an engineer", kind="fact")
+            _export(g, _export_google)
+        import_file(mem, tmp_path / "a.jsonl", merge=True)
+        import_file(mem, _export_google, merge=True)
+        live = {m.text: m for m in mem.list(limit=50)}
+        porto, lisbon = live["Caroline lives in Porto"], live["Caroline lives in Lisbon now"]
+        assert porto.superseded_by == lisbon.id  # the link follows the new ids
+        assert "I work at Google" not in live and "I work at Google as an engineer" in live
+
+
+def test_import_merge_lets_the_later_statement_win_whichever_side_it_comes_from(tmp_path):
+    from localmem.portable import import_file
+
+    with Memory.open(tmp_path / "a", forgetting=False) as mem:
+        mem.remember("Caroline lives in Porto", kind="fact", when="2020-01-01")
+        _export(mem, tmp_path / "a.jsonl")
+    with Memory.open(tmp_path / "b", forgetting=False) as mem:
+        mine = mem.remember("Caroline lives in Lisbon now", kind="fact", when="2024-01-01")
+        import_file(mem, tmp_path / "a.jsonl", merge=True)
+        theirs = next(m for m in mem.list(limit=10) if m.id != mine.id)
+        assert theirs.superseded_by == mine.id and mem.get(mine.id).superseded_by is None
 
 
 # ---------------------------------------------------------------------- no terminal

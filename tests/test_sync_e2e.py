@@ -186,6 +186,9 @@ def test_the_cli_sets_sync_up_and_reports(tmp_path: Path) -> None:
     r = runner.invoke(main, ["sync", "status", "--store", b])
     assert "last import" in r.output and out["device"][:8] in r.output
     r = runner.invoke(main, ["sync", "status", "--store", str(tmp_path / "c")])
+    assert r.exit_code == 1 and "no store at" in r.output and not (tmp_path / "c").exists()
+    runner.invoke(main, ["remember", "a note", "--store", str(tmp_path / "c")])
+    r = runner.invoke(main, ["sync", "status", "--store", str(tmp_path / "c")])
     assert r.exit_code == 1 and "does not sync" in r.output
 
 

@@ -61,6 +61,17 @@ class GatedEngine(EchoEngine):
         return gated()
 
 
+async def start_held_reply(pilot, app, not_yet=None):
+    """Once the app is ready, sends a long message and waits until its reply has begun
+    (its first token on screen; ``not_yet``: until the reply box holds other than that)."""
+    await wait_for(pilot, app.ready.is_set)
+    await send(pilot, "one two three four five six seven eight nine ten eleven")
+    if not_yet is None:
+        await wait_for(pilot, lambda: texts(app, "assistant") == ["echo:"])
+    else:
+        await wait_for(pilot, lambda: texts(app, "assistant") != not_yet)
+
+
 def roles(app):
     return [m.role for m in app.query(ChatMessage) if m.role in ("user", "assistant")]
 
@@ -111,9 +122,7 @@ def test_messages_typed_while_a_reply_streams_are_queued_and_sent_in_order(mem):
         engine = GatedEngine()
         app = ChatApp(memory=mem, engine=engine)
         async with app.run_test(size=(100, 40)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "one two three four five six seven eight nine ten eleven")
-            await wait_for(pilot, lambda: texts(app, "assistant") == ["echo:"])
+            await start_held_reply(pilot, app)
             await send(pilot, "second")
             await send(pilot, "third")
             assert app._streaming and texts(app, "assistant") == ["echo:"]  # still the first
@@ -168,9 +177,7 @@ def test_a_queued_message_goes_once_esc_stops_the_reply(mem):
         engine = GatedEngine()
         app = ChatApp(memory=mem, engine=engine)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "one two three four five six seven eight nine ten eleven")
-            await wait_for(pilot, lambda: texts(app, "assistant") == ["echo:"])
+            await start_held_reply(pilot, app)
             await send(pilot, "and then")
             await pilot.press("escape")
             engine.gate.set()  # the reply goes on to its next token, and sees it was stopped
@@ -188,9 +195,7 @@ def test_a_message_still_queued_when_the_chat_quits_is_kept(mem):
     async def go():
         app = ChatApp(memory=mem, engine=EchoEngine(delay=0.2))  # a reply of seconds
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, app.ready.is_set)
-            await send(pilot, "one two three four five six seven eight nine ten eleven")
-            await wait_for(pilot, lambda: texts(app, "assistant") != [""])
+            await start_held_reply(pilot, app, [""])
             await send(pilot, "I am allergic to peanuts.")
             assert len(app._queue) == 1
             await pilot.press("ctrl+q")  # quits mid-reply: the queued message never went

@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input
 from localmem.errors import LocalmemError
 
 from .commands import USAGE, memory_command
-from .conversation import last_conversation
+from .conversation import last_conversation, scrollback
 from .screens import HelpScreen, ModelPicker
 from .widgets import (
     ChatMessage,
@@ -88,6 +88,7 @@ class ChatApp(App[None]):
         # each with its box in the conversation (marked "queued" until it goes).
         self._queue: list[tuple[str, ChatMessage]] = []
         self._cancel = threading.Event()
+        self._acting = threading.Lock()  # the inspector's p / f / u, in the order pressed
         self._streaming = False
         self._resume = True  # go on with the newest conversation (/new while loading: not)
         self._convo: tuple[str, list[MemoryItem]] | None = None  # the one shown as scrollback
@@ -175,19 +176,7 @@ class ChatApp(App[None]):
         if not self._resume or not turns:  # /new came first
             return
         self._convo = (session, turns)
-        shown = []
-        for m in turns:
-            w = ChatMessage(m.text, role="assistant" if m.is_reply else "user")
-            if "cancelled" in m.tags:
-                w.border_subtitle = "stopped"
-            shown.append(w)
-        shown.append(
-            ChatMessage(
-                f"Your conversation of {turns[-1].when:%Y-%m-%d %H:%M} goes on "
-                f"({len(turns)} earlier messages); /new starts a new one.",
-                role="system",
-            )
-        )
+        shown = scrollback(turns)
         # Before what is on screen already: the loading note, messages typed meanwhile.
         chat = self.query_one("#chat", VerticalScroll)
         first = next(iter(chat.query_children(ChatMessage)), None)
@@ -345,7 +334,9 @@ class ChatApp(App[None]):
         self._replies = not self._replies
         self.query_one(Inspector).replies = self._replies
         self.notify(f"Memory search {'shows' if self._replies else 'hides'} the replies.")
-        self.search(self.query_one("#search", Input).value.strip())
+        query = self.query_one("#search", Input).value.strip()
+        if query or self._view[0] == "newest memories":  # not the memories a reply was given
+            self.search(query)
 
     def _show_recalled(self, turn: Turn, reply: ChatMessage | None = None) -> None:
         block = turn.grounding_text()
@@ -409,6 +400,10 @@ class ChatApp(App[None]):
 
     @work(thread=True, group="memory")
     def memory_action(self, key: str, id: int | None) -> None:
+        with self._acting:  # one at a time: a second p reads what the first one did
+            self._memory_action(key, id)
+
+    def _memory_action(self, key: str, id: int | None) -> None:
         mem = self._memory
         if mem is None:
             return
@@ -583,11 +578,18 @@ class ChatApp(App[None]):
             self._syncing.stop()  # a step in progress ends before the store closes
         if self.assistant is not None:
             self.assistant.wait_ready()  # not exit with the model mid-read (64 tokens at most)
-            unsent, self._queue = [text for text, _ in self._queue], []
-            try:  # what the user typed is not lost for quitting before its turn came
+        unsent, self._queue = [text for text, _ in self._queue], []
+        try:  # what the user typed is not lost for quitting before its turn came
+            if self.assistant is not None:
                 self.assistant.keep_unanswered(unsent)
-            except LocalmemError as e:
-                log.warning("could not keep %d queued message(s): %s", len(unsent), e)
+            elif unsent and self._memory is not None:  # the model never came
+                from localmem import Assistant
+
+                convo = self._convo[0] if self._resume and self._convo else None
+                session = convo or Assistant.new_session_id()
+                Assistant.store_unanswered(self._memory, unsent, session, time.time())
+        except LocalmemError as e:
+            log.warning("could not keep %d queued message(s): %s", len(unsent), e)
         if self._own_memory and self._memory is not None:
             self._memory.close()
 

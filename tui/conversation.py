@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .widgets import ChatMessage
+
 if TYPE_CHECKING:
     from localmem import Memory, MemoryItem
 
@@ -12,8 +14,14 @@ SCROLLBACK = 50  # turns shown and given back to the model; older ones stay in m
 
 
 def is_turn(m: MemoryItem) -> bool:
-    """A message of the chat's own: the user's (tagged ``user``) or a reply."""
-    return m.source == "chat" and bool(m.session) and ("user" in m.tags or m.is_reply)
+    """A message of the chat's own: the user's (tagged ``user``) or a reply, not of a
+    one-question ``localmem ask`` (its conversations are ``ask-...``)."""
+    return (
+        m.source == "chat"
+        and bool(m.session)
+        and not str(m.session).startswith("ask-")
+        and ("user" in m.tags or m.is_reply)
+    )
 
 
 def last_conversation(mem: Memory, limit: int = SCROLLBACK) -> tuple[str, list[MemoryItem]] | None:
@@ -21,7 +29,7 @@ def last_conversation(mem: Memory, limit: int = SCROLLBACK) -> tuple[str, list[M
     when the store has none). Imports and the MCP server write episodic memories too; only
     the chat's own turns count, or a ChatGPT export would take over the chat."""
     newest = next(
-        (m for m in mem.list(kind="episodic", source="chat", limit=20) if is_turn(m)), None
+        (m for m in mem.list(kind="episodic", source="chat", limit=50) if is_turn(m)), None
     )
     if newest is None or newest.session is None:
         return None
@@ -29,3 +37,21 @@ def last_conversation(mem: Memory, limit: int = SCROLLBACK) -> tuple[str, list[M
     rows = mem.list(kind="episodic", session=newest.session, source="chat", limit=2 * limit)
     turns = [m for m in rows if is_turn(m)][:limit]
     return newest.session, turns[::-1]
+
+
+def scrollback(turns: list[MemoryItem]) -> list[ChatMessage]:
+    """The boxes that show an earlier conversation, and a last one saying it goes on."""
+    shown = []
+    for m in turns:
+        w = ChatMessage(m.text, role="assistant" if m.is_reply else "user")
+        if "cancelled" in m.tags:
+            w.border_subtitle = "stopped"
+        shown.append(w)
+    shown.append(
+        ChatMessage(
+            f"Your conversation of {turns[-1].when:%Y-%m-%d %H:%M} goes on "
+            f"({len(turns)} earlier messages); /new starts a new one.",
+            role="system",
+        )
+    )
+    return shown

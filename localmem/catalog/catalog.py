@@ -91,6 +91,8 @@ CREATE INDEX IF NOT EXISTS memories_session ON memories(session, id) WHERE {LIVE
 CREATE INDEX IF NOT EXISTS memories_time ON memories(event_time) WHERE {LIVE};
 CREATE INDEX IF NOT EXISTS memories_speaker ON memories(speaker) WHERE speaker IS NOT NULL;
 CREATE INDEX IF NOT EXISTS memories_key ON memories(key) WHERE key IS NOT NULL;
+-- What changed since a log position (recall's list of the assistant's replies).
+CREATE INDEX IF NOT EXISTS memories_lsn ON memories(lsn);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='{FTS_TOKENIZER}'
 );

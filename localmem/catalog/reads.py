@@ -3,6 +3,7 @@ in this package. Each returns verified rows (``Row``) or plain ids and figures."
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Sequence
@@ -174,14 +175,21 @@ class CatalogReads:
         *,
         kind: str | None = None,
         session: str | None = None,
+        without_tag: str | None = None,
     ) -> list[tuple[int, float]]:
         """BM25 over the FTS5 index: (id, score) best first, score > 0 (higher is better),
-        of the memories of ``kind`` and/or ``session`` if given."""
+        of the memories of ``kind`` and/or ``session`` if given, not tagged ``without_tag``."""
         words = [w for t in terms for w in _WORD.findall(t)]
         if not words:
             return []
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
         where, params = _filters(kind, session, "m.")
+        if without_tag is not None:
+            # LIKE first: json_each only for the rows it cannot rule out.
+            where += (" AND " if where else "") + (
+                "NOT (m.tags LIKE ? AND EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?))"
+            )
+            params += ["%" + json.dumps(without_tag, ensure_ascii=False) + "%", without_tag]
         if where:
             q = (
                 "SELECT f.rowid, bm25(memories_fts) AS s FROM memories_fts f "
@@ -337,6 +345,22 @@ class CatalogReads:
                     (n,),
                 )
             ]
+
+    def tagged(self, tag: str, since_lsn: int = 0) -> tuple[list[int], list[int]]:
+        """The memories written after log position ``since_lsn`` (0: all), as the ids of
+        those tagged ``tag`` and (only when ``since_lsn`` is given) of the others."""
+        has = "EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?)"
+        like = "%" + json.dumps(tag, ensure_ascii=False) + "%"  # a wider net: json_each is exact
+        with self._lock:
+            if since_lsn <= 0:  # LIKE first: a cheap scan, json_each only on its matches
+                q = f"SELECT id FROM memories WHERE tags LIKE ? AND {has}"
+                return [int(r[0]) for r in self._db.execute(q, (like, tag))], []
+            q = f"SELECT id, {has} FROM memories WHERE lsn > ?"
+            on: list[int] = []
+            off: list[int] = []
+            for id, yes in self._db.execute(q, (tag, since_lsn)):
+                (on if yes else off).append(int(id))
+            return on, off
 
     def max_id(self, lo: int = 0, hi: int = 2**63 - 1) -> int:
         """The largest id listed in [lo, hi) (0 if none)."""

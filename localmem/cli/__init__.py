@@ -57,9 +57,10 @@ def main(ctx: click.Context) -> None:
                "or run `localmem ask QUESTION`.)")  # fmt: skip
 
 
-def _piped_question(wait: float = 0.5) -> str:
+def _piped_question(wait: float = 2.0) -> str:
     """What standard input holds when it is a pipe or file with data ready (a pipe kept open
-    and empty, as some job runners leave it, is not waited on beyond ``wait`` seconds)."""
+    and empty, as some job runners leave it, is not waited on beyond ``wait`` seconds).
+    Read whole (up to 1 MB): one too long for a message is refused by ``ask``, not cut."""
     import os
     import select
     import stat
@@ -70,7 +71,7 @@ def _piped_question(wait: float = 0.5) -> str:
             return ""
         if stat.S_ISFIFO(mode) and not select.select([sys.stdin], [], [], wait)[0]:
             return ""
-        return sys.stdin.read(32_000).strip()
+        return sys.stdin.read(1_000_000).strip()
     except (OSError, ValueError):  # closed, or not a real file (a test's stand-in)
         return ""
 
@@ -93,6 +94,11 @@ def chat(
     """Chat in the terminal with the local model and your memory (F1: help, F2: memory).
     An encrypted store that the OS keyring does not unlock asks for its passphrase."""
     import os
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.ClickException(
+            "the chat needs a terminal: run it in one, or `localmem ask QUESTION` from a script"
+        )
 
     from localmem import keys
     from localmem.tui import ChatApp
@@ -232,6 +238,8 @@ def ask(
             bot = Assistant(
                 mem, llm, max_tokens=max_tokens, temperature=temperature,
                 remember=not no_remember, read_ahead=False,  # one question: none follows
+                # Its own kind of conversation: not the one the chat goes on with.
+                session=Assistant.new_session_id().replace("chat-", "ask-", 1),
                 store_replies=False if no_store_replies else None,
             )  # fmt: skip
             turn = bot.chat(message)
@@ -425,7 +433,7 @@ def import_(path: str, merge: bool, store: str | None) -> None:
                 )
             else:
                 what, n = import_file(mem, Path(path), progress, passphrase=secret, merge=merge)
-        if merge:
+        if merge and what.endswith("export"):
             new = len(mem) - before  # those already here, and duplicates folded, are not new
             click.echo(f"merged {n:,} memories ({what}): {new:,} new, the rest were here",
                        err=True)  # fmt: skip

@@ -165,9 +165,11 @@ def edit(id: int, text: str | None, tags: tuple[str, ...], undo: bool, store: st
             m = mem.undo_edit(id)
             click.echo(f"#{id} is back to: {m.text}")
             return
-        m = mem.update(id, text=text, tags=tags or None)
-        how = f" (localmem edit {id} --undo brings the old text back)" if text else ""
-        click.echo(f"edited #{id}{how}")
+        before = mem.get(id).text
+        mem.update(id, text=text, tags=tags or None)
+        changed = text is not None and text != before
+        how = f" (localmem edit {id} --undo brings the old text back)" if changed else ""
+        click.echo(f"edited #{id}{how}" if changed or tags else f"#{id} already says that")
 
 
 @click.command()

@@ -27,7 +27,7 @@ def sync(ctx: click.Context, store: str | None, folder: str | None) -> None:
     devices'). The chat and the MCP server also sync in the background."""
     if ctx.invoked_subcommand is not None:
         return
-    with memory(store) as mem:
+    with memory(store, create=False) as mem:
         out = _run(mem.sync, folder)
     if out.get("busy"):
         click.echo("another localmem process is syncing this store now; nothing to do")
@@ -92,7 +92,7 @@ def join(folder: str, store: str | None) -> None:
               help="Also print the join code (to add a device; it is the key).")  # fmt: skip
 def status(store: str | None, as_json: bool, show_code: bool) -> None:
     """Devices seen, the last import from each, segments waiting, conflicts resolved."""
-    with memory(store) as mem:
+    with memory(store, create=False) as mem:
         out = _run(mem.sync_status)
         code = _run(mem.sync_code) if show_code and out and "error" not in out else None
     if out is None:

@@ -39,11 +39,26 @@ STATEMENTS = ("fact", "preference")
 
 def step(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
     """Looks at up to ``limit`` memories added since the last step."""
-    cat, store = records.catalog, records.store
+    cat = records.catalog
     cursor = int(cat.state("consolidate_cursor") or 0)
     new = cat.unmerged_after(cursor, limit)
+    counts = fold(records, new, now, older_only=True)
+    if new:
+        cat.set_state("consolidate_cursor", new[-1])
+    return counts
+
+
+def fold(
+    records: MemoryStore, ids: list[int], now: float, *, older_only: bool = False
+) -> dict[str, int]:
+    """Folds each of ``ids`` into a near-duplicate the store holds, or marks the older of
+    two contradicting statements superseded. ``older_only``: compared with smaller ids
+    alone (the step's resumable scan); else with any memory but those of ``ids`` after it
+    (an import merged into a store: its memories meet the store's, whatever their ids)."""
+    cat, store = records.catalog, records.store
+    later = {id: i for i, id in enumerate(ids)}
     merged = superseded = 0
-    for id in new:
+    for n, id in enumerate(ids):
         rows = cat.rows([id])
         if not rows or rows[id].tier not in ("hot", "warm") or rows[id].merged_into is not None:
             continue  # merged or forgotten by an earlier step of this loop
@@ -53,53 +68,71 @@ def step(records: MemoryStore, now: float, limit: int) -> dict[str, int]:
             continue
         if v is None:
             continue
-        older = [(j, s) for j, s in store.search(v, NEIGHBOURS + 1) if j < id]
-        near = cat.rows([j for j, _ in older])
+        near_ids = store.search(v, NEIGHBOURS + 1)
+        if older_only:
+            older = [(j, c) for j, c in near_ids if j < id]
+        else:
+            older = [(j, c) for j, c in near_ids if j != id and later.get(j, -1) < n]
         me = rows[id]
         if _is_summary(me):
             continue
-        mine = content_words(str(me.text))
-        for j, cos in older:
-            other = near.get(j)
-            if (
-                other is None
-                or other.tier == "forgotten"
-                or other.merged_into is not None
-                or _is_summary(other)
-            ):
-                continue
-            theirs = content_words(str(other.text))
-            # Turns of conversation are events, not statements: "Thanks, sounds great!" said
-            # in two sessions is two moments, and merging would tear a session's context.
-            mergeable = me.kind == other.kind and me.kind != "episodic"
-            # A model's reply is not the user's word: it never folds a user's statement
-            # into itself, nor supersedes one (the reply may be the model's invention).
-            if _is_reply(me) != _is_reply(other):
-                continue
-            if mergeable and (
-                cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
-            ):
-                merged += _merge(records, keep=j, drop=id, rows={j: other, id: me}, now=now)
-                break
-            if (
-                cos >= SAME_SUBJECT
-                and me.kind in STATEMENTS
-                and other.kind in STATEMENTS
-                and (subject := _subject(me)) is not None
-                and subject == _subject(other)  # about the same someone (named first)
-                and (mine & theirs) - set(subject.split())  # ... and the same thing about
-                # them ("lives"), not just their name
-                and mine - theirs
-                and theirs - mine
-                and other.superseded_by is None
-            ):
-                records.rewrite({j: (other.tier, {"superseded_by": id})}, now)
-                superseded += 1
-                break
-    if new:
-        cat.set_state("consolidate_cursor", new[-1])
+        m, s = _consider(records, me, older, cat.rows([j for j, _ in older]), now, older_only)
+        merged, superseded = merged + m, superseded + s
     records.sync()
     return {"merged": merged, "superseded": superseded}
+
+
+def _consider(
+    records: MemoryStore,
+    me: Row,
+    older: list[tuple[int, float]],
+    near: dict[int, Row],
+    now: float,
+    me_newer: bool,
+) -> tuple[int, int]:
+    """Memory ``me`` against its nearest ``older`` ones, nearest first: folded into the
+    first near-duplicate, or superseding the first statement it contradicts (``me_newer``:
+    ``me`` is the newer of the two; else the one that happened later is)."""
+    id = int(me.id)
+    mine = content_words(str(me.text))
+    for j, cos in older:
+        other = near.get(j)
+        if (
+            other is None
+            or other.tier == "forgotten"
+            or other.merged_into is not None
+            or _is_summary(other)
+        ):
+            continue
+        # A model's reply is not the user's word: it never folds a user's statement into
+        # itself, nor supersedes one (the reply may be the model's invention).
+        if _is_reply(me) != _is_reply(other):
+            continue
+        theirs = content_words(str(other.text))
+        # Turns of conversation are events, not statements: "Thanks, sounds great!" said
+        # in two sessions is two moments, and merging would tear a session's context.
+        mergeable = me.kind == other.kind and me.kind != "episodic"
+        if mergeable and (
+            cos >= SAME or (cos >= ELABORATES and (mine <= theirs or theirs <= mine))
+        ):
+            return int(_merge(records, keep=j, drop=id, rows={j: other, id: me}, now=now)), 0
+        if (
+            cos >= SAME_SUBJECT
+            and me.kind in STATEMENTS
+            and other.kind in STATEMENTS
+            and (subject := _subject(me)) is not None
+            and subject == _subject(other)  # about the same someone (named first)
+            and (mine & theirs) - set(subject.split())  # ... and the same thing about
+            # them ("lives"), not just their name
+            and mine - theirs
+            and theirs - mine
+        ):
+            old, new = (other, me) if me_newer or me.event_time >= other.event_time else (me, other)
+            if old.superseded_by is not None:
+                continue
+            records.rewrite({int(old.id): (old.tier, {"superseded_by": int(new.id)})}, now)
+            return 0, 1
+    return 0, 0
 
 
 def _is_summary(row: Row) -> bool:

@@ -26,7 +26,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from localmem.catalog import Row
-from localmem.items import MemoryItem, Progress
+from localmem.items import REPLY_TAG, MemoryItem, Progress
 from localmem.memstore import MemoryStore
 from localmem.text import extract
 from localmem.text.validate import check_item
@@ -200,7 +200,7 @@ def _tried(records: MemoryStore, session: str, last: float) -> None:
 
 
 def _by_assistant(row: Row) -> bool:
-    return "assistant" in row.tag_list
+    return REPLY_TAG in row.tag_list
 
 
 def _text(row: Row) -> str:

@@ -16,6 +16,7 @@ memory that faded here, a renumbered copy), which sync does not send as a purge.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import struct
 import threading
@@ -23,8 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from localmem.errors import InvalidArgumentError
 from localmem.store import records as rec
-from localmem.text.validate import MAX_SOURCES
+from localmem.text.validate import MAX_SOURCES, check_text
 
 LOCAL_DROP = rec.FIRST_USER_TYPE + 1  # payload: <q id>: the DELETE after it is not a purge
 _ID = struct.Struct("<q")
@@ -89,20 +91,37 @@ def relinked(meta: dict[str, Any], new: Mapping[int, int]) -> dict[str, Any]:
     return out
 
 
-def with_version(meta: Mapping[str, Any], text: str, now: float) -> list[dict[str, Any]]:
-    """``meta``'s sources with ``text`` kept as the version an edit replaces (``{"edited":
-    time, "text": ...}``); the oldest versions go first when the list is full."""
-    kept = [*meta.get("sources", []), {"edited": now, "text": text}]
-    versions = [i for i, s in enumerate(kept) if "edited" in s]
-    for i in reversed(versions[: max(0, len(kept) - MAX_SOURCES)]):
-        del kept[i]
-    return kept
+def with_version(meta: Mapping[str, Any], old: str, new: str, now: float) -> list[dict[str, Any]]:
+    """``meta``'s sources with ``old`` kept as the version an edit to ``new`` replaces
+    (``{"edited": time, "text": old, "to": digest of new}``: an undo checks the text is
+    still the edit's). Past ``MAX_SOURCES`` entries the oldest go, never this one."""
+    kept = [*meta.get("sources", []), {"edited": now, "text": old, "to": _digest(new)}]
+    return kept[-MAX_SOURCES:]
 
 
-def last_version(meta: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
-    """The text before the last edit, and the sources without it; None if never edited."""
+def last_version(meta: Mapping[str, Any], text: str) -> tuple[str, list[dict[str, Any]]]:
+    """The text before the last edit of a memory whose text is ``text``, and its sources
+    without that version. InvalidArgumentError when there is none to go back to: never
+    edited, changed since (a duplicate merged into it), or a version entry that is not one
+    (sources come from imports and other devices too)."""
     kept = list(meta.get("sources", []))
-    last = max((i for i, s in enumerate(kept) if "edited" in s), default=None)
+    last = max(
+        (i for i, s in enumerate(kept) if isinstance(s, dict) and "edited" in s), default=None
+    )
     if last is None:
-        return None
-    return str(kept.pop(last)["text"]), kept
+        raise InvalidArgumentError("it was never edited: there is nothing to undo")
+    entry = kept.pop(last)
+    if entry.get("to") != _digest(text):
+        raise InvalidArgumentError(
+            "its text changed since its last edit (a duplicate was merged into it): edit it "
+            "to the text you want instead"
+        )
+    try:
+        old = check_text(entry.get("text"))
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"its last version is damaged ({e})") from None
+    return old, kept
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()

@@ -30,9 +30,10 @@ def import_records(
     written; ids the store holds, or given twice, refused. Then ``put_records``.
 
     ``merge``: into a store that has memories of its own. Every memory gets a new id (links
-    between them kept); one the store already holds — the same text and kind, and for a
-    conversation turn the same conversation and time — is not written again (a link to it
-    goes to the store's copy). Returns how many were imported and the ids written."""
+    between them kept); a conversation turn the store already holds (the same text,
+    conversation and time) is not written again: a link to it goes to the store's copy
+    (statements are written, and folded by the caller as consolidation folds). Returns how
+    many were imported and the ids written."""
     checked: list[Record] = []
     seen: set[int] = set()
     for n, (id, text, meta) in enumerate(items, 1):
@@ -71,23 +72,23 @@ def _renumbered(records: MemoryStore, checked: list[Record], same: dict[int, int
 
 
 def _merged(records: MemoryStore, checked: list[Record]) -> list[Record]:
-    """``checked`` renumbered, without the memories the store already holds (``import``'s
-    merge)."""
+    """``checked`` renumbered, without the conversation turns the store already holds
+    (``import``'s merge)."""
 
-    def ident(text: str, kind: str, session: Any, when: Any) -> tuple[Any, ...]:
-        words = " ".join(text.casefold().split())
-        return (words, kind) + ((session, round(float(when))) if kind == "episodic" else ())
+    def ident(text: str, session: Any, when: Any) -> tuple[Any, ...]:
+        return (" ".join(text.casefold().split()), session, round(float(when)))
 
     held = {
-        ident(str(r.text), r.kind, r.session, r.event_time): int(r.id)
+        ident(str(r.text), r.session, r.event_time): int(r.id)
         for r in records.catalog.all_rows()
-        if r.text is not None  # a forgotten memory's text is not in its row
+        if r.text is not None and r.kind == "episodic"  # a forgotten one's row has no text
     }
     same = {}
     for id, text, meta in checked:
-        got = held.get(ident(text, meta.get("kind", "note"), meta.get("session"), meta["when"]))
-        if got is not None:
-            same[id] = got
+        if meta.get("kind", "note") == "episodic":
+            got = held.get(ident(text, meta.get("session"), meta["when"]))
+            if got is not None:
+                same[id] = got
     return _renumbered(records, checked, same)
 
 

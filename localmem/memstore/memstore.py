@@ -518,24 +518,21 @@ class MemoryStore:
             item = self.store.get(id)
             updates: dict[str, Any] = {} if tags is None else {"tags": tags}
             if text is not None and text != item.text:
-                kept = edits.with_version(item.meta, item.text, self.clock())
+                kept = edits.with_version(item.meta, item.text, text, self.clock())
                 self.retext(id, text, dict(item.meta, **updates, sources=kept))
             else:
                 self.rewrite({id: (item.meta.get("tier", "hot"), updates)}, self.clock())
         self.sync()
 
-    def undo_edit(self, id: int) -> bool:
+    def undo_edit(self, id: int) -> None:
         """Memory ``id`` back to the text it had before its last ``update`` (that version
-        leaves its history); False when it has none."""
+        leaves its history); InvalidArgumentError when there is none to go back to."""
         self.sync()
         with self.editing:
             item = self.store.get(id)
-            back = edits.last_version(item.meta)
-            if back is None:
-                return False
-            self.retext(id, back[0], dict(item.meta, sources=back[1]))
+            text, kept = edits.last_version(item.meta, item.text)
+            self.retext(id, text, dict(item.meta, sources=kept))
         self.sync()
-        return True
 
     def retext(self, id: int, text: str, meta: dict[str, Any]) -> None:
         """Writes memory ``id`` with new ``text``: what was derived from the old text (cold

@@ -33,7 +33,7 @@ import numpy as np
 from localmem import forgetting as lc
 from localmem.catalog import Catalog, Row
 from localmem.embed import embed_queries
-from localmem.items import Hit, MemoryItem
+from localmem.items import REPLY_TAG, Hit, MemoryItem
 from localmem.memstore import MemoryStore
 from localmem.memstore.forms import binary_code, hamming_to_cos
 from localmem.recall import features
@@ -96,6 +96,25 @@ class Retriever:
         self._sample_n = 0
         self._shape_at = -1
         self._shape_cache: tuple[int, list[str]] = (0, [])
+        self._replies_at = -1
+        self._reply_set: set[int] = set()
+        self._reply_arr = np.zeros(0, np.int64)
+
+    def _reply_ids(self) -> np.ndarray | None:
+        """The ids of the assistant's replies (None: there are none), kept up to date by
+        looking only at the memories written since the last look."""
+        cat = self.records.catalog
+        at = cat.applied_lsn
+        if at != self._replies_at:
+            if at < self._replies_at or self._replies_at < 0:  # first look, or a new catalog
+                self._reply_set = set(cat.tagged(REPLY_TAG)[0])
+            else:  # the rows written since the last look (their ``lsn`` is past it)
+                on, off = cat.tagged(REPLY_TAG, self._replies_at)
+                self._reply_set.difference_update(off)
+                self._reply_set.update(on)
+            self._reply_arr = np.fromiter(sorted(self._reply_set), np.int64)
+            self._replies_at = at
+        return self._reply_arr if self._reply_set else None
 
     def _shape(self) -> tuple[int, list[str]]:
         """How many memories and which speakers, cached until the catalog moves."""
@@ -144,13 +163,18 @@ class Retriever:
         why: dict[int, dict[str, float]] = {}
 
         # A kind or session filter narrows every channel (filtering the fused candidates
-        # afterwards would miss whatever other kinds or sessions crowded out).
+        # afterwards would miss whatever other kinds or sessions crowded out); so does
+        # leaving the replies out: in a chat's store they repeat the user's words, and would
+        # fill the channels' candidates.
         allow = cat.ids_matching(kind=kind, session=session)
+        deny = None if replies else self._reply_ids()
+        if allow is not None and deny is not None:
+            allow = sorted(set(allow) - self._reply_set)
         if allow is not None and not allow:
             return []
         # Semantic channel: the INT8 index.
         if allow is None:
-            sem = dict(store.search(qv, min(w.candidates, n)))
+            sem = dict(store.search(qv, min(w.candidates, n), deny=deny))
         else:
             sem = dict(store.search(qv, min(w.candidates, len(allow)), allow=allow))
         sem_rank = {i: r for r, i in enumerate(sem)}
@@ -161,7 +185,10 @@ class Retriever:
         low = {s.lower() for s in speakers}
         terms = query_terms(query)
         terms = [t for t in terms if t not in low] or terms
-        kw = dict(cat.keyword(terms, w.candidates, kind=kind, session=session))
+        kw = dict(
+            cat.keyword(terms, w.candidates, kind=kind, session=session,
+                        without_tag=None if deny is None else REPLY_TAG)
+        )  # fmt: skip
         kw_rank = {i: r for r, i in enumerate(kw)}
         # Temporal channel, candidates: the memories inside a window the query names (a
         # bounded number: the window boosts keyword and semantic candidates too).
@@ -171,8 +198,15 @@ class Retriever:
             windows = []  # a "now" at the edge of the calendar: no relative dates
         in_window = {i for win in windows for i in cat.in_time(win.start, win.end, w.candidates)}
         # Cold tier: sign codes by Hamming distance (sqlite-vec), as an estimated cosine.
+        # (Replies fade fast, so the cold tier holds many: twice the candidates, then
+        # filtered.)
         code = binary_code(qv)
-        cold = {i: hamming_to_cos(d, 8 * len(code)) for i, d in cat.cold_search(code, w.candidates)}
+        cold_k = w.candidates if deny is None else 2 * w.candidates
+        cold = {i: hamming_to_cos(d, 8 * len(code)) for i, d in cat.cold_search(code, cold_k)}
+        if deny is not None:
+            in_window -= self._reply_set
+            cold = {i: c for i, c in list(cold.items()) if i not in self._reply_set}
+            cold = dict(list(cold.items())[: w.candidates])
         cand = set(sem) | set(kw) | in_window | set(cold)
         sem.update({i: c for i, c in cold.items() if i not in sem})
         # Cosine of the other candidates from the index's codes, for one scale.

@@ -35,7 +35,7 @@ from localmem.errors import (
     UnknownIdError,
 )
 from localmem.files import fsync_dir
-from localmem.paths import default_store_path
+from localmem.paths import store_path
 from localmem.store import records as rec
 from localmem.store import swap
 from localmem.store.crypt import StoreKey, check_key
@@ -152,7 +152,7 @@ class Store(StoreViews):
             raise InvalidArgumentError(f"dim must be a positive int or None, got {dim!r}")
         if checkpoint_bytes < 1 << 16:
             raise InvalidArgumentError("checkpoint_bytes must be at least 64 KiB")
-        p = Path(path).expanduser() if path is not None else default_store_path()
+        p = store_path(path)
         if not p.exists():
             swap.finish_switch(p)  # a switch interrupted between its two renames
         if not p.exists():

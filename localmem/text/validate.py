@@ -329,9 +329,11 @@ def check_item_dict(i: int, d: Any) -> tuple[str, dict[str, Any]]:
 
 def check_page(limit: Any, offset: Any) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 2**31:
-        raise InvalidArgumentError(f"limit must be a count of memories, 0 or more; got {limit!r}")
+        raise InvalidArgumentError(
+            f"limit must be a count of memories from 0 to {2**31:,}; got {limit!r}"
+        )
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2**62:
-        raise InvalidArgumentError(f"offset must be 0 or more; got {offset!r}")
+        raise InvalidArgumentError(f"offset must be a count from 0 to {2**62:,}; got {offset!r}")
 
 
 def check_filters(kind: Any = None, tier: Any = None, session: Any = None) -> None:
