@@ -451,6 +451,12 @@ def test_bare_localmem_without_a_terminal_prints_help_and_exits(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_the_chat_without_a_terminal_says_it_needs_one(tmp_path):
+    code, out = cli("chat")  # CliRunner: no terminal
+    assert code == 1 and "needs a terminal" in out and "localmem ask" in out
+    assert not (tmp_path / "store").exists()
+
+
 def test_bare_localmem_answers_a_question_piped_in(tmp_path):
     out = _localmem(input="My sister is called Ana.\n")
     assert out.returncode == 0, out.stderr
