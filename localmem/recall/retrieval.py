@@ -97,24 +97,23 @@ class Retriever:
         self._shape_at = -1
         self._shape_cache: tuple[int, list[str]] = (0, [])
         self._replies_at = -1
-        self._reply_set: set[int] = set()
-        self._reply_arr = np.zeros(0, np.int64)
+        self._replies: tuple[np.ndarray, set[int]] = (np.zeros(0, np.int64), set())
 
-    def _reply_ids(self) -> np.ndarray | None:
-        """The ids of the assistant's replies (None: there are none), kept up to date by
-        looking only at the memories written since the last look."""
+    def _reply_ids(self) -> tuple[np.ndarray, set[int]] | None:
+        """The ids of the assistant's replies, as an array and a set (None: there are none),
+        kept up to date by looking only at the memories written since the last look. New
+        objects each time, never changed after: another thread's recall may be using them."""
         cat = self.records.catalog
         at = cat.applied_lsn
         if at != self._replies_at:
             if at < self._replies_at or self._replies_at < 0:  # first look, or a new catalog
-                self._reply_set = set(cat.tagged(REPLY_TAG)[0])
+                ids = set(cat.tagged(REPLY_TAG)[0])
             else:  # the rows written since the last look (their ``lsn`` is past it)
                 on, off = cat.tagged(REPLY_TAG, self._replies_at)
-                self._reply_set.difference_update(off)
-                self._reply_set.update(on)
-            self._reply_arr = np.fromiter(sorted(self._reply_set), np.int64)
+                ids = (self._replies[1] - set(off)) | set(on)
+            self._replies = (np.fromiter(sorted(ids), np.int64), ids)
             self._replies_at = at
-        return self._reply_arr if self._reply_set else None
+        return self._replies if self._replies[1] else None
 
     def _shape(self) -> tuple[int, list[str]]:
         """How many memories and which speakers, cached until the catalog moves."""
@@ -167,9 +166,10 @@ class Retriever:
         # leaving the replies out: in a chat's store they repeat the user's words, and would
         # fill the channels' candidates.
         allow = cat.ids_matching(kind=kind, session=session)
-        deny = None if replies else self._reply_ids()
+        known = None if replies else self._reply_ids()
+        deny, denied = (None, set()) if known is None else known
         if allow is not None and deny is not None:
-            allow = sorted(set(allow) - self._reply_set)
+            allow = sorted(set(allow) - denied)
         if allow is not None and not allow:
             return []
         # Semantic channel: the INT8 index.
@@ -204,8 +204,8 @@ class Retriever:
         cold_k = w.candidates if deny is None else 2 * w.candidates
         cold = {i: hamming_to_cos(d, 8 * len(code)) for i, d in cat.cold_search(code, cold_k)}
         if deny is not None:
-            in_window -= self._reply_set
-            cold = {i: c for i, c in list(cold.items()) if i not in self._reply_set}
+            in_window -= denied
+            cold = {i: c for i, c in cold.items() if i not in denied}
             cold = dict(list(cold.items())[: w.candidates])
         cand = set(sem) | set(kw) | in_window | set(cold)
         sem.update({i: c for i, c in cold.items() if i not in sem})
