@@ -424,7 +424,7 @@ def import_(path: str, merge: bool, store: str | None) -> None:
         return passphrase("Passphrase of the encrypted export", env="LOCALMEM_EXPORT_PASSPHRASE")
 
     with memory(store) as mem:
-        before = len(mem)
+        before = len(mem) if merge else 0  # a merge reports what is new
         with progress_bar("embedding") as progress:
             if path == "-":
                 data = sys.stdin.buffer.read()

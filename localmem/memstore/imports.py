@@ -80,8 +80,7 @@ def _merged(records: MemoryStore, checked: list[Record]) -> list[Record]:
 
     held = {
         ident(str(r.text), r.session, r.event_time): int(r.id)
-        for r in records.catalog.all_rows()
-        if r.text is not None and r.kind == "episodic"  # a forgotten one's row has no text
+        for r in records.catalog.page(kind="episodic")  # live turns: forgotten ones lack text
     }
     same = {}
     for id, text, meta in checked:
